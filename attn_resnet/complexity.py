@@ -1,0 +1,60 @@
+"""Parameter and multiply-accumulate counts for any model and input size.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
+matrix multiplies; FLOPs / 2), the convention of the CBAM/BAM papers, which call the
+figure "GFLOPs". Element-wise work (BN, activations, pooling, gating) is not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class Complexity:
+    params: int
+    macs: int
+    input_size: tuple[int, int, int]
+
+    @property
+    def params_m(self) -> float:
+        return self.params / 1e6
+
+    @property
+    def gflops(self) -> float:
+        """Multiply-accumulates in units of 1e9, reported as "GFLOPs" by the papers."""
+        return self.macs / 1e9
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "params_m": self.params_m, "gflops": self.gflops}
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> int:
+    """MACs of one forward pass on a single image of ``input_size`` (C, H, W), in eval mode.
+
+    Runs on the device of the model's parameters; a model built under
+    ``torch.device("meta")`` is counted without any real computation.
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def measure(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> Complexity:
+    """Parameters and MACs of ``model`` for one image of ``input_size``."""
+    return Complexity(count_params(model), count_macs(model, input_size), tuple(input_size))

@@ -1,0 +1,177 @@
+"""Load the CBAM/BAM authors' released checkpoints into our ``ResidualNet``.
+
+The authors' ``train_imagenet.py`` saves ``{"epoch", "arch", "state_dict", "best_prec1",
+"optimizer"}`` with DataParallel's ``module.`` prefix on every key. Their parameter names
+differ from ours only inside the attention blocks; ``official_to_ours`` maps them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .attention import ATTENTION_BLOCKS, NO_ATTENTION
+from .resnet import DEPTHS, BasicBlock, Bottleneck
+
+# (reference pattern, our replacement), applied in order to a key without "module.".
+_OFFICIAL_TO_OURS = [
+    (r"\.cbam\.ChannelGate\.mlp\.1\.", ".attn.channel_gate.mlp.0."),
+    (r"\.cbam\.ChannelGate\.mlp\.3\.", ".attn.channel_gate.mlp.2."),
+    (r"\.cbam\.SpatialGate\.spatial\.(conv|bn)\.", r".attn.spatial_gate.\1."),
+    (r"^bam([123])\.", lambda m: f"stage_attn.{int(m.group(1)) - 1}."),
+    (r"\.channel_att\.gate_c\.gate_c_fc_0\.", ".channel_gate.fc1."),
+    (r"\.channel_att\.gate_c\.gate_c_bn_1\.", ".channel_gate.bn."),
+    (r"\.channel_att\.gate_c\.gate_c_fc_final\.", ".channel_gate.fc2."),
+    (r"\.spatial_att\.gate_s\.gate_s_conv_reduce0\.", ".spatial_gate.conv_reduce."),
+    (r"\.spatial_att\.gate_s\.gate_s_bn_reduce0\.", ".spatial_gate.bn_reduce."),
+    (r"\.spatial_att\.gate_s\.gate_s_conv_di_(\d+)\.", r".spatial_gate.conv_dilated.\1."),
+    (r"\.spatial_att\.gate_s\.gate_s_bn_di_(\d+)\.", r".spatial_gate.bn_dilated.\1."),
+    (r"\.spatial_att\.gate_s\.gate_s_conv_final\.", ".spatial_gate.conv_final."),
+]
+
+_OURS_TO_OFFICIAL = [
+    (r"\.attn\.channel_gate\.mlp\.0\.", ".cbam.ChannelGate.mlp.1."),
+    (r"\.attn\.channel_gate\.mlp\.2\.", ".cbam.ChannelGate.mlp.3."),
+    (r"\.attn\.spatial_gate\.(conv|bn)\.", r".cbam.SpatialGate.spatial.\1."),
+    (r"^stage_attn\.([012])\.", lambda m: f"bam{int(m.group(1)) + 1}."),
+    (r"\.channel_gate\.fc1\.", ".channel_att.gate_c.gate_c_fc_0."),
+    (r"\.channel_gate\.bn\.", ".channel_att.gate_c.gate_c_bn_1."),
+    (r"\.channel_gate\.fc2\.", ".channel_att.gate_c.gate_c_fc_final."),
+    (r"\.spatial_gate\.conv_reduce\.", ".spatial_att.gate_s.gate_s_conv_reduce0."),
+    (r"\.spatial_gate\.bn_reduce\.", ".spatial_att.gate_s.gate_s_bn_reduce0."),
+    (r"\.spatial_gate\.conv_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_conv_di_\1."),
+    (r"\.spatial_gate\.bn_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_bn_di_\1."),
+    (r"\.spatial_gate\.conv_final\.", ".spatial_att.gate_s.gate_s_conv_final."),
+]
+
+
+def _rename(key: str, rules) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def official_to_ours(key: str) -> str:
+    """Our parameter name for a key of the authors' ResidualNet (``module.`` prefix allowed)."""
+    return _rename(key.removeprefix("module."), _OFFICIAL_TO_OURS)
+
+
+def ours_to_official(key: str) -> str:
+    """The authors' name for one of our keys (the inverse of ``official_to_ours``)."""
+    return _rename(key, _OURS_TO_OFFICIAL)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True`` and a clear error for bad or foreign files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint file {path!r} does not exist. Check the path.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the file is unusable
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Could not read checkpoint {path!r}: {first_line}. The file is either corrupt or "
+            f"truncated, or it is not a plain PyTorch checkpoint: for safety it is loaded with "
+            f"weights_only=True, which accepts only tensors and plain containers (dict, list, "
+            f"numbers, strings) and refuses pickled objects of other types. Re-save it as a plain "
+            f"state_dict, or pass the right file."
+        ) from None
+
+
+def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a training checkpoint or bare state_dict, with ``module.`` prefixes removed."""
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
+        checkpoint = checkpoint["state_dict"]
+    elif isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("model"), Mapping):
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, Mapping) or not checkpoint:
+        raise CheckpointError(
+            f"Checkpoint holds a {type(checkpoint).__name__}, not a state_dict: expected a dict of "
+            f"tensors, or a dict with one under 'state_dict' (as the authors' train_imagenet.py saves)."
+        )
+    bad = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint state_dict has {len(bad)} entries that are not tensors (e.g. {bad[0]!r}); "
+            f"it is not a model state_dict."
+        )
+    return {str(key).removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def _attention_in(state: Mapping[str, torch.Tensor], prefix: str) -> str | None:
+    """Which registered block (if any) the keys under ``prefix`` belong to."""
+    suffixes = {key[len(prefix):] for key in state if key.startswith(prefix)}
+    if not suffixes:
+        return None
+    for name, block in ATTENTION_BLOCKS.items():
+        with torch.device("meta"):
+            reference = set(block(256).state_dict())
+        if suffixes == reference:
+            return name
+    return "unknown attention"
+
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """A one-line guess of the architecture a state_dict (in our key names) belongs to."""
+    stem = state.get("conv1.weight")
+    stem_name = "unknown stem"
+    if stem is not None and stem.dim() == 4:
+        stem_name = {7: "ImageNet stem", 3: "CIFAR stem"}.get(stem.shape[-1], f"{stem.shape[-1]}x{stem.shape[-1]} stem")
+    blocks = Counter()
+    for key in state:
+        match = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if match:
+            blocks[int(match.group(1))] = max(blocks[int(match.group(1))], int(match.group(2)) + 1)
+    layers = tuple(blocks[i] for i in range(1, 5))
+    block_type = Bottleneck if "layer1.0.conv3.weight" in state else BasicBlock
+    depth = next((d for d, spec in DEPTHS.items() if spec == (block_type, layers)), None)
+    depth_name = f"depth {depth}" if depth else f"unknown depth (blocks per stage {list(layers)})"
+    attention = _attention_in(state, "layer1.0.attn.") or _attention_in(state, "stage_attn.0.") or NO_ATTENTION
+    fc = state.get("fc.weight")
+    classes = f"{fc.shape[0]} classes" if fc is not None else "no fc layer"
+    return f"ResidualNet({stem_name}, {depth_name}, {classes}, att_type={attention})"
+
+
+def load_official(model: nn.Module, checkpoint: Any) -> nn.Module:
+    """Load the authors' checkpoint (path or loaded object; wrapped or bare; prefixed or not) strictly.
+
+    Raises ``CheckpointError`` naming what the checkpoint looks like and what the model is
+    when they do not match.
+    """
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = read_checkpoint(checkpoint)
+    state = {official_to_ours(key): value for key, value in extract_state_dict(checkpoint).items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        key for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        found, wanted = describe_state_dict(state), describe_state_dict(expected)
+        detail = (
+            f"It looks like {found}, but the model is {wanted}."
+            if found != wanted
+            else f"Both look like {wanted}, yet the keys differ"
+        )
+        examples = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+            if keys
+        )
+        raise CheckpointError(
+            f"Checkpoint does not fit the model. {detail} ({examples}). Build the model with the "
+            f"checkpoint's network type, depth, class count and att_type."
+        )
+    model.load_state_dict(state, strict=True)
+    return model

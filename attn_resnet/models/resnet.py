@@ -1,0 +1,291 @@
+"""ResNet with pluggable attention, following the CBAM/BAM authors' ``ResidualNet``.
+
+Architecture facts (Woo et al. 2018, Park et al. 2018, and the authors' released code):
+attention of placement "block" (SE, CBAM) sits in every residual block on the residual
+branch after its last BN and before the shortcut addition; attention of placement
+"stage" (BAM) sits on the outputs of stages 1-3. The CIFAR stem is a 3x3/1 conv with no
+max-pool. The head pools adaptively, which equals the reference's fixed AvgPool2d(7)
+at 224x224 (ImageNet) and avg_pool2d(4) at 32x32 (CIFAR), and also works elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .attention import attention_placement, build_attention, canonical_name
+
+NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
+INIT_CHOICES = ("reference", "torchvision")
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; attention on the residual branch before the addition."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attention: Callable[[int], nn.Module] | None = None,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.attn = attention(planes) if attention is not None else nn.Identity()
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attn(self.bn2(self.conv2(out)))
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 (expansion 4); stride on the 3x3 unless ``stride_in_1x1``."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        attention: Callable[[int], nn.Module] | None = None,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride_1x1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.attn = attention(planes * self.expansion) if attention is not None else nn.Identity()
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.attn(self.bn3(self.conv3(out)))
+        return self.relu(out + shortcut)
+
+
+DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
+
+
+class ResNet(nn.Module):
+    """ResNet trunk with an ImageNet (7x7/2 + max-pool) or CIFAR (3x3/1) stem and optional attention."""
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: tuple[int, int, int, int],
+        num_classes: int,
+        imagenet_stem: bool = True,
+        att_type: str | None = None,
+        attention_options: dict | None = None,
+        stride_in_1x1: bool = False,
+    ) -> None:
+        super().__init__()
+        self.att_type = canonical_name(att_type)
+        placement = attention_placement(self.att_type)
+        options = dict(attention_options or {})
+
+        def make_attention(channels: int) -> nn.Module:
+            return build_attention(self.att_type, channels, **options)
+
+        block_attention = make_attention if placement == "block" else None
+        self.imagenet_stem = imagenet_stem
+        if imagenet_stem:
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+
+        self.inplanes = 64
+        stages = []
+        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, layers)):
+            stride = 1 if index == 0 else 2
+            stages.append(self._make_layer(block, width, blocks, stride, block_attention, stride_in_1x1))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        # Stage attention (BAM) on the outputs of stages 1-3; identities otherwise.
+        self.stage_attn = nn.ModuleList(
+            make_attention(width * block.expansion) if placement == "stage" else nn.Identity()
+            for width in STAGE_WIDTHS[:3]
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest height/width that leaves at least one real pixel per feature at the last stage."""
+        return 32 if self.imagenet_stem else 8
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"ResNet expects a batch of RGB images shaped (N, 3, H, W); got shape {tuple(x.shape)}."
+            )
+        height, width = x.shape[-2:]
+        if height < self.min_input_size or width < self.min_input_size:
+            stem = "ImageNet" if self.imagenet_stem else "CIFAR"
+            raise ValueError(
+                f"Input of {height}x{width} pixels is too small for the {stem} stem, which downsamples "
+                f"by {self.min_input_size}: height and width must be at least {self.min_input_size}. "
+                f"Resize the images or use the other network_type."
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stage_attn[0](self.layer1(x))
+        x = self.stage_attn[1](self.layer2(x))
+        x = self.stage_attn[2](self.layer3(x))
+        return self.layer4(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+def _reference_init(model: ResNet) -> None:
+    """The authors' name-based init, applied to our parameter names (which mirror theirs).
+
+    fc weight: kaiming normal (fan_in). Then over every parameter: a weight whose name
+    contains "conv" -> kaiming normal (fan_out); one whose name contains "bn" -> 1; every
+    bias -> 0. Weights named neither way (downsample conv/BN, attention MLP Linears) keep
+    PyTorch's default init, as in the reference. Finally each module may adjust its own
+    parameters through ``reference_init_()`` (CBAM's spatial-gate BN weight -> 0).
+    """
+    nn.init.kaiming_normal_(model.fc.weight)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            kind = name.rsplit(".", 1)[-1]
+            if kind == "weight":
+                if "conv" in name:
+                    nn.init.kaiming_normal_(param, mode="fan_out")
+                if "bn" in name:
+                    param.fill_(1.0)
+            elif kind == "bias":
+                param.zero_()
+    for module in model.modules():
+        if hasattr(module, "reference_init_"):
+            module.reference_init_()
+
+
+def _torchvision_init(model: ResNet) -> None:
+    """torchvision's ResNet init: every conv kaiming normal (fan_out, relu), every norm 1/0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _choice(value, valid, what: str):
+    raise ValueError(f"Unknown {what} {value!r}. Valid choices: {', '.join(map(str, valid))}.")
+
+
+def ResidualNet(
+    network_type: str,
+    depth: int,
+    num_classes: int | None = None,
+    att_type: str | None = None,
+    *,
+    reduction: int = 16,
+    kernel_size: int = 7,
+    combine: str = "product",
+    stride_in_1x1: bool = False,
+    zero_init_residual: bool = False,
+    init: str = "reference",
+) -> ResNet:
+    """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
+
+    network_type: "ImageNet" | "CIFAR10" | "CIFAR100" (case-insensitive; selects the stem).
+    depth: 18 | 34 | 50 | 101. num_classes: defaults to 1000 / 10 / 100 by network_type.
+    att_type: "none" (or None) | any registered block, e.g. "SE", "CBAM", "BAM" (case-insensitive).
+    reduction, kernel_size, combine: attention options (MLP reduction, CBAM spatial kernel,
+    BAM "product" as released or "sum" as in the paper).
+    stride_in_1x1: put the Bottleneck stride on the first 1x1 conv (original ResNet).
+    zero_init_residual: zero each block's last BN weight so blocks start as identities.
+    init: "reference" (the authors' name-based init) or "torchvision".
+    """
+    if not isinstance(network_type, str) or network_type.lower() not in NETWORK_TYPES:
+        _choice(network_type, NETWORK_TYPES.values(), "network_type")
+    network_type = NETWORK_TYPES[network_type.lower()]
+    if isinstance(depth, bool) or depth not in DEPTHS:
+        _choice(depth, DEPTHS, "depth")
+    att_type = canonical_name(att_type)
+    if num_classes is None:
+        num_classes = DEFAULT_NUM_CLASSES[network_type]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if init not in INIT_CHOICES:
+        _choice(init, INIT_CHOICES, "init")
+
+    block, layers = DEPTHS[depth]
+    model = ResNet(
+        block,
+        layers,
+        num_classes,
+        imagenet_stem=network_type == "ImageNet",
+        att_type=att_type,
+        attention_options={"reduction": reduction, "kernel_size": kernel_size, "combine": combine},
+        stride_in_1x1=stride_in_1x1,
+    )
+    model.network_type, model.depth = network_type, depth
+    (_reference_init if init == "reference" else _torchvision_init)(model)
+    if zero_init_residual:
+        for module in model.modules():
+            if isinstance(module, (BasicBlock, Bottleneck)):
+                nn.init.zeros_(module.last_bn.weight)
+    return model

@@ -1,0 +1,26 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# State-dict key lists of the CBAM/BAM authors' ResidualNet (names and shapes only).
+REFERENCE_KEYS = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    torch.set_num_threads(2)
+    yield
+
+
+def read_reference_keys(name: str) -> dict[str, tuple[int, ...]]:
+    """Parse one of the official key lists: ``key (shape)`` per line, '#' comments."""
+    path = REFERENCE_KEYS / name
+    keys = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, shape = line.split(" ", 1)
+        keys[key] = tuple(int(v) for v in shape.strip("() ").split(",") if v.strip())
+    return keys
