@@ -1,0 +1,19 @@
+"""Train an attention ResNet: ``python train.py model.att_type=CBAM`` (see README.md)."""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from attn_resnet.cli import run_entry_point
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from attn_resnet.app import train
+
+    results = run_entry_point(train, cfg, HydraConfig.get())
+    return results["final"]["acc1"] if results else None
+
+
+if __name__ == "__main__":
+    main()
