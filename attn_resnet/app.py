@@ -199,7 +199,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def environment() -> dict:
     return {
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "package_version": __version__,
         "python_version": platform.python_version(),
         "git_commit": git_commit(),

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "package_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "model": self.model.state_dict(),
             "model_spec": self.model_spec,
             "optimizer": self.optimizer.state_dict(),
@@ -320,7 +321,10 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # The fp16 scaler may skip an optimizer step on overflow; the schedule still advances.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.scheduler.step()
         self.global_step += 1
 
     def fit(self) -> dict[str, Any]:

@@ -78,7 +78,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file is unusable
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        # torch's weights_only refusal explains itself on the "WeightsUnpickler error" line.
+        first_line = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
         raise CheckpointError(
             f"Could not read checkpoint {path!r}: {first_line}. The file is either corrupt or "
             f"truncated, or it is not a plain PyTorch checkpoint: for safety it is loaded with "

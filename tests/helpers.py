@@ -1,0 +1,83 @@
+"""Shared helpers for the training tests: config composition, tiny on-disk data sets, subprocesses."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small, fast settings for runs in tests: synthetic 8x8 images, ResNet-18, 1 epoch.
+FAST = [
+    "data=synthetic",
+    "data.image_size=8",
+    "data.train_size=48",
+    "data.val_size=16",
+    "data.batch_size=8",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+    "trainer.deterministic=true",
+]
+
+
+def compose_train(overrides: list[str], config_name: str = "train"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def run_script(script: str, args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)
+
+
+def pattern_images(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Images whose mean colour depends on the class, plus noise: learnable in one epoch or two."""
+    palette = rng.integers(0, 256, size=(10, 3))
+    base = palette[labels % 10][:, :, None, None]
+    noise = rng.integers(-40, 41, size=(len(labels), 3, size, size))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def write_cifar10(root: Path, per_batch: int = 20, test: int = 40, seed: int = 0) -> Path:
+    """The official cifar-10-batches-py layout with tiny batches."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    for name in names:
+        count = test if name == "test_batch" else per_batch
+        labels = np.arange(count) % 10
+        data = pattern_images(labels, np.random.default_rng(0)).reshape(count, 3072)
+        data = np.clip(data.astype(int) + rng.integers(-5, 6, size=data.shape), 0, 255).astype(np.uint8)
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": data,
+                         b"filenames": [f"{i}.png".encode() for i in range(count)]}, handle)
+    meta = {b"label_names": [c.encode() for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                  "horse", "ship", "truck"]], b"num_cases_per_batch": per_batch,
+            b"num_vis": 3072}
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump(meta, handle)
+    return root
+
+
+def write_imagefolder(root: Path, classes: int = 3, per_class: int = 6, size: int = 40) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", max(2, per_class // 2))):
+        for cls in range(classes):
+            folder = root / split / f"class_{cls}"
+            folder.mkdir(parents=True)
+            labels = np.full(count, cls)
+            for index, image in enumerate(pattern_images(labels, np.random.default_rng(1), size)):
+                image = np.clip(image.astype(int) + rng.integers(-5, 6, size=image.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index}.png")
+    return root

@@ -1,0 +1,241 @@
+"""End-to-end training runs on tiny data: artefacts, resume, failures, sweeps, evaluation."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from attn_resnet import app
+from attn_resnet.app import train
+from attn_resnet.engine.checkpoint import load_training_checkpoint
+from attn_resnet.engine.trainer import NonFiniteLossError
+from attn_resnet.models.official import CheckpointError
+
+from helpers import FAST, REPO, compose_train, run_script, write_cifar10, write_imagefolder
+
+TAGS = {"train/loss", "train/acc1", "val/loss", "val/acc1", "val/acc5", "opt/lr", "perf/images_per_sec",
+        "perf/epoch_seconds"}
+
+
+def read_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def assert_complete_run(run_dir: Path, epochs: int = 1) -> dict:
+    results = read_results(run_dir)
+    assert results["status"] == "completed"
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert TAGS <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val/acc1")) == epochs
+    # hyperparameters live in the same run (no timestamped sub-run)
+    assert "_hparams_/experiment" in events.Tags()["tensors"] or events.summary_metadata
+    assert [p for p in run_dir.iterdir() if p.is_dir() and p.name not in ("checkpoints", ".hydra")] == []
+    for key in ("acc1", "acc5", "err1", "err5"):
+        assert 0 <= results["final"][key] <= 100
+    assert results["final"]["err1"] == pytest.approx(100 - results["final"]["acc1"])
+    assert results["params"] > 1e6 and results["gflops"] > 0 and results["images_per_sec"] > 0
+    assert results["wall_seconds"] > 0 and results["torch_version"] == torch.__version__
+    assert results["device"].startswith("cpu") and "config" in results and "git_commit" in results
+    return results
+
+
+def test_one_epoch_on_cifar_pickles(tmp_path):
+    root = write_cifar10(tmp_path / "data")
+    cfg = compose_train(["data=cifar10", f"data.root={root}", "data.batch_size=10", "data.num_workers=0",
+                         "model.att_type=CBAM", "trainer.epochs=1", "trainer.progress=false"])
+    run = tmp_path / "run"
+    train(cfg, run)
+    results = assert_complete_run(run)
+    assert results["data"]["train_size"] == 100 and results["data"]["val_size"] == 40
+    assert results["params"] == 11_263_842  # CIFAR10 ResNet-18 + CBAM, as in the reference code
+    assert results["model"]["network_type"] == "CIFAR10"
+
+
+def test_one_epoch_on_imagefolder_tree(tmp_path):
+    root = write_imagefolder(tmp_path / "images")
+    cfg = compose_train(["data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=6",
+                         "data.num_workers=0", "model.att_type=BAM", "trainer.epochs=1", "trainer.progress=false"])
+    run = tmp_path / "run"
+    train(cfg, run)
+    results = assert_complete_run(run)
+    assert results["data"]["num_classes"] == 3 and results["model"]["num_classes"] == 3
+    assert results["model"]["network_type"] == "ImageNet"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["trainer.precision=bf16", "optim=adamw", "trainer.accumulate=2", "trainer.grad_clip=1.0"],
+        ["trainer.precision=fp16", "trainer.label_smoothing=0.1", "optim.nesterov=true",
+         "optim.exempt_bn_and_bias=true", "sched=step", "sched.warmup_epochs=0.5"],
+        ["trainer.channels_last=true", "sched=multistep", "model.att_type=SE"],
+    ],
+)
+def test_trainer_options_run(tmp_path, extra):
+    cfg = compose_train(FAST + extra)
+    train(cfg, tmp_path)
+    results = read_results(tmp_path)
+    assert results["status"] == "completed" and math.isfinite(results["history"][-1]["train_loss"])
+
+
+def test_accumulation_counts_optimizer_steps(tmp_path):
+    train(compose_train(FAST + ["trainer.accumulate=3"]), tmp_path)
+    assert read_results(tmp_path)["global_step"] == 2  # 6 batches of 8 / 3
+
+
+def test_deterministic_runs_give_identical_weights(tmp_path):
+    for name in ("a", "b"):
+        train(compose_train(FAST + ["model.att_type=CBAM"]), tmp_path / name)
+    a = load_training_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["model"]
+    b = load_training_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c_cfg = compose_train(FAST + ["model.att_type=CBAM", "seed=1"])
+    train(c_cfg, tmp_path / "c")
+    c = load_training_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def poison_model_after(monkeypatch, calls_before_nan: int) -> None:
+    """Make every model built by the app emit NaN logits from its Nth training forward on."""
+    original = app.build_model
+    calls = {"n": 0}
+
+    def build(spec):
+        model = original(spec)
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] >= calls_before_nan:
+                    return output * float("nan")
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(app, "build_model", build)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    train(compose_train(FAST + ["trainer.epochs=1"]), tmp_path)  # a good first epoch
+    last = tmp_path / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    poison_model_after(monkeypatch, 3)
+    with pytest.raises(NonFiniteLossError) as error:
+        train(compose_train(FAST + ["trainer.epochs=3"]), tmp_path)  # resumes (auto) at epoch 2
+    message = str(error.value)
+    assert "nan at epoch 2, batch 3" in message and "step 8" in message and str(last) in message
+    assert last.read_bytes() == before
+    results = read_results(tmp_path)
+    assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
+
+
+def test_fp16_lets_the_scaler_skip_before_stopping(tmp_path, monkeypatch):
+    poison_model_after(monkeypatch, 2)
+    with pytest.raises(NonFiniteLossError, match="batch 5"):
+        train(compose_train(FAST + ["trainer.precision=fp16", "trainer.max_nonfinite_skips=3"]), tmp_path)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_missing_data_gives_clear_error_and_keeps_results(tmp_path):
+    cfg = compose_train(["data=cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.progress=false"])
+    with pytest.raises(ValueError) as error:
+        train(cfg, tmp_path / "run")
+    assert "cifar-10-batches-py" in str(error.value) and "data.download" in str(error.value)
+
+
+def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or\\s+truncated"):
+        train(compose_train(FAST + [f"trainer.resume={bad}"]), tmp_path / "run1")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="not an attn-resnet training checkpoint"):
+        train(compose_train(FAST + [f"trainer.resume={foreign}"]), tmp_path / "run2")
+    # a checkpoint of another model is refused too, naming what differs
+    train(compose_train(FAST), tmp_path / "run3")
+    with pytest.raises(CheckpointError, match="att_type='CBAM'"):
+        train(compose_train(FAST + ["model.att_type=CBAM", "trainer.epochs=2"]), tmp_path / "run3")
+
+
+def _weights(path: Path) -> dict:
+    return load_training_checkpoint(path)["model"]
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    args = FAST + ["data.train_size=96", "trainer.epochs=2", "trainer.checkpoint_every_steps=1",
+                   "model.att_type=CBAM", "data.image_size=16"]
+    reference = run_script("train.py", args + [f"hydra.run.dir={tmp_path / 'ref'}"])
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    killed_at = None
+    while time.time() < deadline and process.poll() is None:
+        if last.is_file():
+            try:
+                state = load_training_checkpoint(last)
+            except CheckpointError:
+                continue
+            if state["epoch"] == 1 and 2 <= state["batch_in_epoch"]:  # mid-way through the 2nd epoch
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                killed_at = (state["epoch"], state["batch_in_epoch"])
+                break
+        time.sleep(0.05)
+    assert killed_at is not None, "the run finished before it could be killed"
+    assert read_results(run_dir)["status"] == "running"
+    resumed = run_script("train.py", args + [f"hydra.run.dir={run_dir}"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resumed from" in (run_dir / "train.log").read_text()
+    a, b = _weights(tmp_path / "ref" / "checkpoints" / "last.pt"), _weights(last)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_results(run_dir)["final"] == read_results(tmp_path / "ref")["final"]
+
+
+def test_multirun_records_failed_and_successful_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_script("train.py", ["--multirun", *FAST, "model.depth=18,42", f"hydra.sweep.dir={sweep}"])
+    assert result.returncode != 0
+    outcomes = {}
+    for path in sweep.glob("*/results.json"):
+        results = json.loads(path.read_text())
+        outcomes[results["config"]["model"]["depth"]] = results
+    assert outcomes[18]["status"] == "completed"
+    assert outcomes[42]["status"] == "failed" and "model.depth=42" in outcomes[42]["error"]
+
+
+def test_evaluate_reproduces_final_val_accuracy(tmp_path):
+    root = write_cifar10(tmp_path / "data")
+    overrides = ["data=cifar10", f"data.root={root}", "data.batch_size=10", "data.num_workers=0",
+                 "trainer.epochs=1", "trainer.progress=false"]
+    train(compose_train(overrides), tmp_path / "run")
+    final = read_results(tmp_path / "run")["final"]
+    result = run_script("evaluate.py", [f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}",
+                                        f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluation["acc1"] == pytest.approx(final["acc1"]) and evaluation["acc5"] == pytest.approx(final["acc5"])
+    assert evaluation["images"] == 40 and "top-1" in result.stdout
+
+
+def test_evaluate_refuses_foreign_checkpoint(tmp_path):
+    foreign = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    result = run_script("evaluate.py", [f"checkpoint={foreign}", f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.returncode == 1
+    assert "checkpoint_format=official" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
