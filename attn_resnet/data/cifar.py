@@ -1,0 +1,195 @@
+"""CIFAR-10 / CIFAR-100 read from the official Python pickle layout into uint8 tensors."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import DataError, DataInfo, TensorImageDataset, check_positive_int, stratified_subset
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    names_key: str
+    labels_key: str
+    archive: str
+    url: str
+    md5: str  # of the official archive; the extracted files are checked by structure instead
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.train_files, *self.test_files, self.meta_file)
+
+
+CIFAR_SPECS = {
+    "cifar10": CifarSpec(
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        meta_file="batches.meta",
+        names_key="label_names",
+        labels_key="labels",
+        archive="cifar-10-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": CifarSpec(
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        meta_file="meta",
+        names_key="fine_label_names",
+        labels_key="fine_labels",
+        archive="cifar-100-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+    ),
+}
+
+CIFAR_PAD = 4
+SUBSET_SEED = 0
+
+
+def _how_to_fix(spec: CifarSpec, root: Path) -> str:
+    return (
+        f"Fix: extract the official {spec.archive} ({spec.url}) under {root} so that "
+        f"{root / spec.folder} holds {', '.join(spec.files)}; or set data.download=true "
+        "when a network is available."
+    )
+
+
+def _read_pickle(path: Path, spec: CifarSpec, root: Path) -> dict[str, object]:
+    """Unpickle one CIFAR file into a dict with str keys (the release uses bytes keys)."""
+    if not path.is_file():
+        where = "" if path.parent.is_dir() else f" (the folder {path.parent} does not exist either)"
+        raise DataError(
+            f"{spec.title} file {path.name!r} is missing: looked for {path}{where}. {_how_to_fix(spec, root)}"
+        )
+    try:
+        with open(path, "rb") as f:
+            content = pickle.load(f, encoding="bytes")
+    except Exception as error:  # noqa: BLE001 - any failure means the file is unusable
+        raise DataError(
+            f"{spec.title} file {path} is corrupt or truncated and cannot be unpickled "
+            f"({type(error).__name__}: {error}). {_how_to_fix(spec, root)}"
+        ) from error
+    if not isinstance(content, dict):
+        raise DataError(f"{spec.title} file {path} holds a {type(content).__name__}, expected a dict.")
+    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
+
+
+def _read_class_names(path: Path, spec: CifarSpec, root: Path) -> list[str]:
+    names = _read_pickle(path, spec, root).get(spec.names_key)
+    if not isinstance(names, (list, tuple)) or not names:
+        raise DataError(f"{spec.title} file {path} has no list of class names under b'{spec.names_key}'.")
+    return [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names]
+
+
+def _read_batch(path: Path, spec: CifarSpec, root: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One data file -> (uint8 images (N, 3, 32, 32), int64 labels (N,)), checked for consistency."""
+    content = _read_pickle(path, spec, root)
+    if "data" not in content or spec.labels_key not in content:
+        raise DataError(
+            f"{spec.title} file {path} lacks b'data' or b'{spec.labels_key}'; its keys: {sorted(content)}."
+        )
+    data = np.asarray(content["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[0] == 0 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(
+            f"{spec.title} file {path}: b'data' must be a non-empty uint8 array of N x 3072 "
+            f"(R, G, B planes of 32x32), got {data.dtype} {data.shape}."
+        )
+    labels = np.asarray(content[spec.labels_key])
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{spec.title} file {path}: b'{spec.labels_key}' must be a list of ints.")
+    if len(labels) != len(data):
+        raise DataError(f"{spec.title} file {path}: {len(data)} images but {len(labels)} labels.")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise DataError(
+            f"{spec.title} file {path}: label {int(bad[0])} is outside 0..{num_classes - 1} "
+            f"({num_classes} classes in {spec.meta_file})."
+        )
+    # Rows are R, G, B planes of 1024 pixels each, row-major: exactly (3, 32, 32).
+    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32).copy())
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def _download(spec: CifarSpec, root: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(spec.url, download_root=str(root), md5=spec.md5)
+    except Exception as error:  # noqa: BLE001 - no network, a proxy, a bad archive: all end here
+        raise DataError(
+            f"Could not download {spec.archive} from {spec.url} ({type(error).__name__}: {error}). "
+            f"Download it elsewhere and extract it under {root} so that {root / spec.folder} holds "
+            f"{', '.join(spec.files)}."
+        ) from error
+
+
+def load_cifar(name: str, root, train: bool, download: bool = False) -> TensorImageDataset:
+    """The full train or test split of ``name`` ("cifar10"/"cifar100") under ``root``."""
+    spec = CIFAR_SPECS[name]
+    root = Path(root).expanduser().resolve()
+    folder = root / spec.folder
+    if download and not all((folder / file).is_file() for file in spec.files):
+        _download(spec, root)
+    classes = _read_class_names(folder / spec.meta_file, spec, root)
+    batches = [
+        _read_batch(folder / file, spec, root, len(classes))
+        for file in (spec.train_files if train else spec.test_files)
+    ]
+    images = torch.cat([images for images, _ in batches])
+    labels = torch.cat([labels for _, labels in batches])
+    return TensorImageDataset(images, labels, classes, spec.mean, spec.std, train, pad=CIFAR_PAD, flip=train)
+
+
+def build_cifar(
+    name: str,
+    *,
+    root="data",
+    download: bool = False,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+) -> tuple[TensorImageDataset, TensorImageDataset, DataInfo]:
+    """CIFAR train (pad-4 crop + flip) and test sets; ``root`` holds the extracted release folder.
+
+    ``train_subset`` / ``val_subset`` keep a class-balanced subset of that many samples,
+    the same one every time (fixed seed ``SUBSET_SEED``).
+    """
+    train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
+    val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    train_set = load_cifar(name, root, train=True, download=download)
+    val_set = load_cifar(name, root, train=False, download=False)
+    if train_subset is not None:
+        train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, SUBSET_SEED))
+    if val_subset is not None:
+        val_set = val_set.subset(stratified_subset(val_set.labels, val_subset, SUBSET_SEED))
+    info = DataInfo(
+        name=name,
+        num_classes=len(train_set.classes),
+        image_size=(32, 32),
+        class_names=list(train_set.classes),
+        mean=train_set.mean,
+        std=train_set.std,
+        train_size=len(train_set),
+        val_size=len(val_set),
+    )
+    return train_set, val_set, info

@@ -1,0 +1,74 @@
+"""The handwritten digits bundled with scikit-learn (1797 images, 10 classes) as a small real dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .common import DataError, DataInfo, TensorImageDataset, check_positive_int, stratified_subset
+
+DIGITS_SIZE = 32
+DIGITS_PAD = 2
+SPLIT_SEED = 0
+SUBSET_SEED = 0
+
+
+def load_digits_uint8() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as uint8 (N, 3, 32, 32) images (bilinear upsampling of 8x8) and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # Pixel values are 0..16 ink counts; scale to 0..1 before resizing once, here.
+    small = torch.from_numpy(bunch.images).to(torch.float32).div(16).unsqueeze(1)
+    large = F.interpolate(small, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
+    images = large.mul(255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return images, torch.from_numpy(bunch.target.astype(np.int64))
+
+
+def build_digits(
+    *,
+    val_fraction: float = 0.2,
+    train_subset: int | None = None,
+    val_subset: int | None = None,
+    root=None,
+    download: bool = False,
+) -> tuple[TensorImageDataset, TensorImageDataset, DataInfo]:
+    """Stratified train/val split (``val_fraction``, seed ``SPLIT_SEED``); train augments by pad-2 crop only.
+
+    No flips: digits are not mirror-symmetric. Normalization uses the mean/std of the whole
+    train split, so it does not change with ``train_subset``. ``root`` and ``download`` are
+    accepted and ignored (the data ships with scikit-learn).
+    """
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise DataError(f"Option val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}.")
+    train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
+    val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    images, labels = load_digits_uint8()
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels.numpy(), random_state=SPLIT_SEED
+    )
+    train_idx, val_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
+    pixels = images[train_idx].to(torch.float32).div(255)
+    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
+    classes = [str(digit) for digit in range(10)]
+    train_set = TensorImageDataset(images[train_idx], labels[train_idx], classes, mean, std, True, DIGITS_PAD)
+    val_set = TensorImageDataset(images[val_idx], labels[val_idx], classes, mean, std, False)
+    if train_subset is not None:
+        train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, SUBSET_SEED))
+    if val_subset is not None:
+        val_set = val_set.subset(stratified_subset(val_set.labels, val_subset, SUBSET_SEED))
+    info = DataInfo(
+        name="digits",
+        num_classes=10,
+        image_size=(DIGITS_SIZE, DIGITS_SIZE),
+        class_names=classes,
+        mean=mean,
+        std=std,
+        train_size=len(train_set),
+        val_size=len(val_set),
+    )
+    return train_set, val_set, info
