@@ -126,6 +126,12 @@ def model_spec(cfg: DictConfig, num_classes: int) -> dict:
     }
 
 
+def describe_spec(spec: dict) -> str:
+    """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)"."""
+    attention = "" if spec["att_type"] == "none" else f" + {spec['att_type']}"
+    return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
+
+
 def build_model(spec: dict) -> torch.nn.Module:
     return ResidualNet(**spec)
 
@@ -270,7 +276,8 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
     log.info("Model %s: %.2fM params, %.3f GFLOPs at %dx%d; data %s (%d train / %d val, %d classes); device %s, "
-             "precision %s; lr %.4g (batch %d)", spec, complexity.params_m, complexity.gflops, *info.image_size,
+             "precision %s; lr %.4g (batch %d)", describe_spec(spec), complexity.params_m, complexity.gflops,
+             *info.image_size,
              info.name, info.train_size, info.val_size, info.num_classes, device_name(device), precision, lr,
              batch_size)
     summary = trainer.fit()

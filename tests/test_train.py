@@ -239,3 +239,44 @@ def test_evaluate_refuses_foreign_checkpoint(tmp_path):
     assert result.returncode == 1
     assert "checkpoint_format=official" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_digits_learns_to_95_percent_on_the_cpu(tmp_path):
+    # The real embedded data set at 16x16 (4x cheaper than the quick start's 32x32).
+    cfg = compose_train(["experiment=digits", "data.image_size=16", "trainer.epochs=4", "trainer.progress=false",
+                         "trainer.deterministic=true"])
+    train(cfg, tmp_path)
+    results = read_results(tmp_path)
+    assert results["final"]["acc1"] >= 95.0, results["history"]
+    losses = [epoch["train_loss"] for epoch in results["history"]]
+    assert losses[-1] < losses[0] / 5
+
+
+@pytest.mark.slow
+def test_quick_start_command_reaches_95_percent(tmp_path):
+    result = run_script("train.py", ["experiment=digits", f"hydra.run.dir={tmp_path}"], timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_results(tmp_path)["final"]["acc1"] >= 95.0
+    assert "final val top-1" in (tmp_path / "train.log").read_text()
+
+
+def test_evaluate_takes_the_authors_checkpoint_format(tmp_path):
+    from attn_resnet.models import ResidualNet
+    from attn_resnet.models.official import ours_to_official
+
+    root = write_cifar10(tmp_path / "data")
+    torch.manual_seed(0)
+    model = ResidualNet("CIFAR10", 18, 10, "CBAM")
+    wrapped = {"epoch": 3, "arch": "resnet", "best_prec1": 10.0,
+               "state_dict": {f"module.{ours_to_official(k)}": v for k, v in model.state_dict().items()}}
+    path = tmp_path / "RESNET18_CIFAR10_CBAM_model_best.pth.tar"
+    torch.save(wrapped, path)
+    args = [f"checkpoint={path}", "checkpoint_format=official", "model.depth=18", "model.att_type=CBAM",
+            "data=cifar10", f"data.root={root}", "data.num_workers=0", f"hydra.run.dir={tmp_path / 'eval'}"]
+    result = run_script("evaluate.py", args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluation["images"] == 40 and evaluation["params"] == 11_263_842
+    # the wrong architecture is refused with the clear message
+    result = run_script("evaluate.py", args[:3] + ["model.att_type=BAM"] + args[4:])
+    assert result.returncode == 1 and "looks like" in result.stderr + result.stdout

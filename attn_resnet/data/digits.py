@@ -14,14 +14,14 @@ SPLIT_SEED = 0
 SUBSET_SEED = 0
 
 
-def load_digits_uint8() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits as uint8 (N, 3, 32, 32) images (bilinear upsampling of 8x8) and int64 labels."""
+def load_digits_uint8(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits as uint8 (N, 3, size, size) images (bilinear upsampling of 8x8) and int64 labels."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     # Pixel values are 0..16 ink counts; scale to 0..1 before resizing once, here.
     small = torch.from_numpy(bunch.images).to(torch.float32).div(16).unsqueeze(1)
-    large = F.interpolate(small, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
+    large = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
     images = large.mul(255).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return images, torch.from_numpy(bunch.target.astype(np.int64))
 
@@ -31,6 +31,7 @@ def build_digits(
     val_fraction: float = 0.2,
     train_subset: int | None = None,
     val_subset: int | None = None,
+    image_size: int = DIGITS_SIZE,
     root=None,
     download: bool = False,
 ) -> tuple[TensorImageDataset, TensorImageDataset, DataInfo]:
@@ -38,7 +39,8 @@ def build_digits(
 
     No flips: digits are not mirror-symmetric. Normalization uses the mean/std of the whole
     train split, so it does not change with ``train_subset``. ``root`` and ``download`` are
-    accepted and ignored (the data ships with scikit-learn).
+    accepted and ignored (the data ships with scikit-learn). ``image_size`` (default 32)
+    is the upsampled side length; 16 trains four times faster on a CPU.
     """
     from sklearn.model_selection import train_test_split
 
@@ -46,7 +48,10 @@ def build_digits(
         raise DataError(f"Option val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}.")
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
-    images, labels = load_digits_uint8()
+    image_size = check_positive_int("image_size", image_size)
+    if image_size < 8:
+        raise DataError(f"Option image_size must be at least 8 (the digits are 8x8), got {image_size}.")
+    images, labels = load_digits_uint8(image_size)
     train_idx, val_idx = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, stratify=labels.numpy(), random_state=SPLIT_SEED
     )
@@ -64,7 +69,7 @@ def build_digits(
     info = DataInfo(
         name="digits",
         num_classes=10,
-        image_size=(DIGITS_SIZE, DIGITS_SIZE),
+        image_size=(image_size, image_size),
         class_names=classes,
         mean=mean,
         std=std,
