@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from attn_resnet import app
 from attn_resnet.app import train
@@ -37,8 +38,13 @@ def assert_complete_run(run_dir: Path, epochs: int = 1) -> dict:
     events.Reload()
     assert TAGS <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val/acc1")) == epochs
-    # hyperparameters live in the same run (no timestamped sub-run)
-    assert "_hparams_/experiment" in events.Tags()["tensors"] or events.summary_metadata
+    # hyperparameters and their final metrics live in the same run (no timestamped sub-run)
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content).session_start_info
+    results = read_results(run_dir)
+    assert start.hparams["model.att_type"].string_value == results["config"]["model"]["att_type"]
+    assert start.hparams["model.depth"].number_value == results["config"]["model"]["depth"]
+    assert events.Scalars("hparam/final_acc1")[-1].value == pytest.approx(results["final"]["acc1"])
     assert [p for p in run_dir.iterdir() if p.is_dir() and p.name not in ("checkpoints", ".hydra")] == []
     for key in ("acc1", "acc5", "err1", "err5"):
         assert 0 <= results["final"][key] <= 100
