@@ -214,13 +214,17 @@ def environment() -> dict:
 
 
 # ----------------------------------------------------------------------- train
-def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
-    """Run one training job in ``run_dir``; always leaves a results.json saying how it ended."""
+def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None) -> dict:
+    """Run one training job in ``run_dir``; always leaves a results.json saying how it ended.
+
+    ``job`` (Hydra's job number and command-line overrides) is recorded so that a table
+    builder can tell which jobs of a sweep are missing.
+    """
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     config = OmegaConf.to_container(cfg, resolve=True)
     started = time.time()
-    base = {"status": "running", "run_dir": str(run_dir), "config": config, **environment()}
+    base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, "config": config, **environment()}
     try:
         validate_train_config(cfg)
         write_json(results_path, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -309,7 +313,7 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
 
 
 # -------------------------------------------------------------------- evaluate
-def evaluate(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
+def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None) -> dict:
     """Evaluate a checkpoint (ours or the authors') on the val split; write eval.json."""
     if not cfg.get("checkpoint"):
         raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, "

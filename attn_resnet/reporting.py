@@ -1,0 +1,353 @@
+"""Runs -> tables: read every ``results.json`` of a sweep, aggregate over seeds, set published numbers beside.
+
+Only ``results.json`` files (and Hydra's ``multirun.yaml``, to know which jobs a sweep
+launched) are read: a job that failed, is still running, or left no results is listed as
+such, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ATT_ORDER = {"none": 0, "SE": 1, "CBAM": 2, "BAM": 3}
+FORMATS = ("md", "csv", "latex")
+
+
+def load_papers() -> dict[str, dict]:
+    """The published tables shipped with the package (``paper_results.json``)."""
+    text = resources.files("attn_resnet").joinpath("paper_results.json").read_text()
+    return {key: value for key, value in json.loads(text).items() if not key.startswith("_")}
+
+
+def paper_table(name: str) -> dict:
+    papers = load_papers()
+    if name not in papers:
+        raise ValueError(f"Unknown paper table {name!r}. Valid choices: {', '.join(papers)}.")
+    return papers[name]
+
+
+@dataclass
+class Run:
+    """One job of a sweep, whatever became of it."""
+
+    path: str
+    status: str  # completed | failed | running | missing
+    dataset: str | None
+    depth: int | None
+    att_type: str | None
+    seed: int | None = None
+    err1: float | None = None
+    err5: float | None = None
+    params: int | None = None
+    gflops: float | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.depth, self.att_type)
+
+
+def _canonical_att(value: Any) -> str | None:
+    if value is None:
+        return None
+    for name in ATT_ORDER:
+        if str(value).lower() == name.lower():
+            return name
+    return str(value)
+
+
+def run_from_results(path: Path) -> Run:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        return Run(str(path.parent), "failed", None, None, None, error=f"unreadable results.json: {error}")
+    config = results.get("config", {})
+    model, data = config.get("model", {}), config.get("data", {})
+    run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), model.get("depth"),
+              _canonical_att(model.get("att_type")), config.get("seed"), error=results.get("error"))
+    if run.status == "completed":
+        final = results["final"]
+        run.err1, run.err5 = final.get("err1"), final.get("err5")
+        run.params, run.gflops = results.get("params"), results.get("gflops")
+    return run
+
+
+def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
+    """Every job a Hydra sweep launched (number, identity), rebuilt from its ``multirun.yaml``."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(multirun_yaml)
+    params = OmegaConf.to_container(saved.hydra.sweeper.get("params") or {}, resolve=True)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(saved.hydra.overrides.task)
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    base = OmegaConf.masked_copy(saved, [key for key in saved if key != "hydra"])
+    found = []
+    for number, job in enumerate(jobs):
+        config = base.copy()
+        for override in job:
+            key, _, value = override.lstrip("+~").partition("=")
+            if key == "data":  # a group choice: the data set's name is the option's name
+                config.data.name = value
+            elif "." in key or key == "seed":
+                OmegaConf.update(config, key, OmegaConf.create({"v": value}).v if value else None, force_add=True)
+        identity = Run(str(multirun_yaml.parent / f"{number}_*"), "missing", config.data.get("name"),
+                       _as_int(config.model.get("depth")), _canonical_att(config.model.get("att_type")),
+                       _as_int(config.get("seed")), error="no results.json (job never ran or its folder was removed)")
+        found.append((number, identity))
+    return found
+
+
+def _job_number(results_path: Path) -> int | None:
+    """The sweep job number recorded in results.json, else the ``<num>_`` prefix of its folder."""
+    try:
+        number = (json.loads(results_path.read_text()).get("job") or {}).get("num")
+    except (OSError, json.JSONDecodeError):
+        number = None
+    if number is None:
+        number = _as_int(results_path.parent.name.split("_", 1)[0])
+    return number
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def collect_runs(sweep_dir: str | Path) -> list[Run]:
+    """All runs under ``sweep_dir``: one per results.json, plus jobs a sweep launched that left none."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a folder; pass the sweep folder (e.g. multirun/<time>).")
+    runs, seen = [], set()
+    for path in sorted(sweep_dir.rglob("results.json")):
+        runs.append(run_from_results(path))
+        number = _job_number(path)
+        if number is not None:
+            seen.add((path.parent.parent.resolve(), number))
+    for multirun_yaml in sorted(sweep_dir.rglob("multirun.yaml")):
+        for number, run in expected_jobs(multirun_yaml):
+            if (multirun_yaml.parent.resolve(), number) not in seen:
+                runs.append(run)
+    return runs
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+@dataclass
+class Row:
+    dataset: str | None
+    depth: int | None
+    att_type: str | None
+    runs: list[Run] = field(default_factory=list)
+    paper: dict | None = None
+
+    @property
+    def label(self) -> str:
+        attention = "" if self.att_type in (None, "none") else f" + {self.att_type}"
+        return f"ResNet-{self.depth}{attention}"
+
+    @property
+    def completed(self) -> list[Run]:
+        return [run for run in self.runs if run.status == "completed"]
+
+    def err(self, which: str) -> tuple[float | None, float | None]:
+        return _stats([getattr(run, which) for run in self.completed if getattr(run, which) is not None])
+
+    @property
+    def params_m(self) -> float | None:
+        values = [run.params for run in self.completed if run.params]
+        return values[0] / 1e6 if values else None
+
+    @property
+    def gflops(self) -> float | None:
+        values = [run.gflops for run in self.completed if run.gflops]
+        return values[0] if values else None
+
+
+def build_rows(runs: list[Run], paper: dict | None = None) -> list[Row]:
+    """One row per architecture (data set, depth, attention); the paper's rows appear even without runs."""
+    rows: dict[tuple, Row] = {}
+    for run in runs:
+        rows.setdefault(run.key, Row(*run.key)).runs.append(run)
+    if paper is not None:
+        for published in paper["rows"]:
+            key = (paper["dataset"], published["depth"], published["att_type"])
+            rows.setdefault(key, Row(*key)).paper = published
+    return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, ATT_ORDER.get(r.att_type, 9)))
+
+
+def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _paper_value(row: Row, key: str) -> float | None:
+    if row.paper is None or row.paper.get(key) is None:
+        return None
+    return float(row.paper[key])
+
+
+def _delta(ours: float | None, published: float | None) -> float | None:
+    return None if ours is None or published is None else ours - published
+
+
+HEADER = ["Model", "Data", "Params (M)", "GFLOPs", "Top-1 err (%)", "Top-5 err (%)", "Seeds",
+          "Paper top-1", "Δ top-1", "Paper top-5", "Δ top-5"]
+
+
+def table_cells(row: Row) -> list[str]:
+    err1, std1 = row.err("err1")
+    err5, std5 = row.err("err5")
+    paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
+    seeds = f"{len(row.completed)}" + (f"/{len(row.runs)}" if len(row.runs) != len(row.completed) else "")
+    return [row.label, str(row.dataset), _fmt(row.params_m), _fmt(row.gflops, 3), _mean_std(err1, std1),
+            _mean_std(err5, std5), seeds, _fmt(paper1), _fmt(_delta(err1, paper1), signed=True), _fmt(paper5),
+            _fmt(_delta(err5, paper5), signed=True)]
+
+
+def csv_record(row: Row) -> dict:
+    err1, std1 = row.err("err1")
+    err5, std5 = row.err("err5")
+    paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
+    return {"model": row.label, "data": row.dataset, "depth": row.depth, "att_type": row.att_type,
+            "params_m": row.params_m, "gflops": row.gflops, "err1_mean": err1, "err1_std": std1, "err5_mean": err5,
+            "err5_std": std5, "seeds_completed": len(row.completed), "runs": len(row.runs), "paper_err1": paper1,
+            "delta_err1": _delta(err1, paper1), "paper_err5": paper5, "delta_err5": _delta(err5, paper5)}
+
+
+def problems(rows: list[Row]) -> list[str]:
+    """One line per run that did not complete, and per published row that has no run."""
+    lines = []
+    for row in rows:
+        for run in row.runs:
+            if run.status != "completed":
+                state = {"running": "did not finish (still running, or killed)"}.get(run.status, run.status)
+                lines.append(f"{row.label} ({row.dataset}, seed {run.seed}): {state} — {run.path}"
+                             + (f": {run.error.splitlines()[0]}" if run.error else ""))
+        if not row.runs:
+            lines.append(f"{row.label} ({row.dataset}): no runs")
+    return lines
+
+
+def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
+           header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
+    """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}. Valid choices: {', '.join(FORMATS)}.")
+    header = header or HEADER
+    issues = problems(rows) if cells is table_cells else []
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(records(rows[0]).keys()) if rows else ["model"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(records(row))
+        return buffer.getvalue()
+    notes = [line for line in (caption, paper and f"Published: {paper['source']}",
+                               paper and paper.get("note")) if line]
+    if fmt == "md":
+        lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += [f"| {' | '.join(cells(row))} |" for row in rows]
+        text = "\n".join(lines) + "\n"
+        if notes:
+            text += "\n" + "\n".join(notes) + "\n"
+        if issues:
+            text += "\nRuns not completed:\n" + "\n".join(f"- {line}" for line in issues) + "\n"
+        return text
+    escape = lambda text: text.replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace(
+        "_", r"\_").replace("–", "--")
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+             r"\toprule", " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(escape(c) for c in cells(row)) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\caption{" + escape(" ".join(notes)) + "}")
+    lines.append(r"\end{table}")
+    text = "\n".join(lines) + "\n"
+    if issues:
+        text += "\n".join(f"% not completed: {escape(line)}" for line in issues) + "\n"
+    return text
+
+
+# --------------------------------------------------------------- complexity only
+COMPLEXITY_HEADER = ["Model", "Params (M)", "Paper params (M)", "GFLOPs", "Paper GFLOPs", "Match"]
+
+
+@dataclass
+class ComplexityRow:
+    depth: int
+    att_type: str
+    params_m: float
+    gflops: float
+    paper: dict
+
+    @property
+    def label(self) -> str:
+        return Row(None, self.depth, self.att_type).label
+
+    def printed(self, key: str, value: float) -> str:
+        """Our value at the precision the paper printed its own."""
+        published = self.paper.get(key)
+        decimals = len(published.split(".")[1]) if published and "." in published else 2
+        return f"{value:.{decimals}f}"
+
+    @property
+    def matches(self) -> bool:
+        return all(self.paper.get(key) in (None, self.printed(key, value))
+                   for key, value in (("params_m", self.params_m), ("gflops", self.gflops)))
+
+
+def complexity_rows(paper: dict, image_size: int | None = None) -> list[ComplexityRow]:
+    """Params and GFLOPs of each of the paper's models, built on the meta device (no training)."""
+    import torch
+
+    from .complexity import measure
+    from .models import ResidualNet
+
+    network_type = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}[paper["dataset"]]
+    size = image_size or (224 if network_type == "ImageNet" else 32)
+    rows = []
+    for published in paper["rows"]:
+        with torch.device("meta"):
+            model = ResidualNet(network_type, published["depth"], None, published["att_type"],
+                                stride_in_1x1=bool(published.get("stride_in_1x1", False)))
+        result = measure(model, (3, size, size))
+        rows.append(ComplexityRow(published["depth"], published["att_type"], result.params_m, result.gflops,
+                                  published))
+    return rows
+
+
+def complexity_cells(row: ComplexityRow) -> list[str]:
+    return [row.label + (" (stride in 1x1)" if row.paper.get("stride_in_1x1") else ""),
+            row.printed("params_m", row.params_m), row.paper.get("params_m") or "–",
+            row.printed("gflops", row.gflops), row.paper.get("gflops") or "–", "yes" if row.matches else "NO"]
+
+
+def complexity_record(row: ComplexityRow) -> dict:
+    return {"model": row.label, "depth": row.depth, "att_type": row.att_type,
+            "stride_in_1x1": bool(row.paper.get("stride_in_1x1")), "params_m": row.params_m, "gflops": row.gflops,
+            "paper_params_m": row.paper.get("params_m"), "paper_gflops": row.paper.get("gflops"),
+            "match": row.matches}
