@@ -14,6 +14,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -270,12 +271,10 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
     settings = TrainerSettings(**{k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
                                   if k in settings_keys})
     settings.precision = precision
-    steps = (min(len(train_loader), settings.limit_train_batches) if settings.limit_train_batches
-             else len(train_loader))
     sched_options = {k: v for k, v in OmegaConf.to_container(cfg.sched, resolve=True).items() if k != "name"}
-    factor = lr_factor_schedule(cfg.sched.name, settings.epochs, -(-steps // settings.accumulate), **sched_options)
+    schedule = partial(lr_factor_schedule, cfg.sched.name, settings.epochs, **sched_options)
 
-    trainer = Trainer(model, optimizer, factor, train_loader, val_loader, settings, run_dir, device,
+    trainer = Trainer(model, optimizer, schedule, train_loader, val_loader, settings, run_dir, device,
                       config=config, model_spec=spec, tensorboard=bool(cfg.trainer.tensorboard))
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))

@@ -11,7 +11,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,13 +110,16 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
 
 
 class Trainer:
-    """Owns one run: the model, its optimizer and schedule, the loaders and the run folder."""
+    """Owns one run: the model, its optimizer and schedule, the loaders and the run folder.
+
+    ``lr_schedule(optimizer_steps_per_epoch)`` returns the lr multiplier per optimizer step.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        lr_factor,
+        lr_schedule: Callable[[int], Callable[[int], float]],
         train_loader,
         val_loader,
         settings: TrainerSettings,
@@ -133,7 +136,6 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if settings.compile else self.model
         self.optimizer = optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
         self.train_loader, self.val_loader = train_loader, val_loader
         self.run_dir = Path(run_dir)
@@ -154,6 +156,7 @@ class Trainer:
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
         self._epoch_seconds, self._epoch_images = 0.0, 0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optimizer_steps_per_epoch()))
 
     # ----------------------------------------------------------------- helpers
     def train_batches_per_epoch(self) -> int:
