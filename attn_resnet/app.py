@@ -204,6 +204,24 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(temp, path)
 
 
+def record_results(run_dir: Path, payload: dict) -> Path:
+    """Write results.json, except that a completed run's results are never replaced by an unfinished attempt.
+
+    A later attempt in the same folder that fails (or is still running) writes
+    ``results.last_attempt.json`` beside the completed results instead.
+    """
+    path = run_dir / "results.json"
+    if payload.get("status") != "completed" and path.is_file():
+        try:
+            previous = json.loads(path.read_text()).get("status")
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous == "completed":
+            path = run_dir / "results.last_attempt.json"
+    write_json(path, payload)
+    return path
+
+
 def environment() -> dict:
     return {
         "torch_version": str(torch.__version__),
@@ -222,20 +240,19 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None) 
     builder can tell which jobs of a sweep are missing.
     """
     run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
     config = OmegaConf.to_container(cfg, resolve=True)
     started = time.time()
     base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, "config": config, **environment()}
     try:
         validate_train_config(cfg)
-        write_json(results_path, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         results = _train(cfg, run_dir, config)
     except Exception as error:
-        write_json(results_path, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+        record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                   "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
         raise
     results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
-    write_json(results_path, results)
+    record_results(run_dir, results)
     return results
 
 

@@ -170,8 +170,22 @@ def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
         train(compose_train(FAST + [f"trainer.resume={foreign}"]), tmp_path / "run2")
     # a checkpoint of another model is refused too, naming what differs
     train(compose_train(FAST), tmp_path / "run3")
+    completed = (tmp_path / "run3" / "results.json").read_text()
     with pytest.raises(CheckpointError, match="att_type='CBAM'"):
         train(compose_train(FAST + ["model.att_type=CBAM", "trainer.epochs=2"]), tmp_path / "run3")
+    # the completed run's results survive the failed attempt, which is recorded beside them
+    assert (tmp_path / "run3" / "results.json").read_text() == completed
+    assert json.loads((tmp_path / "run3" / "results.last_attempt.json").read_text())["status"] == "failed"
+
+
+def test_resume_from_a_given_checkpoint(tmp_path):
+    train(compose_train(FAST), tmp_path / "first")
+    source = tmp_path / "first" / "checkpoints" / "last.pt"
+    train(compose_train(FAST + ["trainer.epochs=2", f"trainer.resume={source}"]), tmp_path / "second")
+    results = read_results(tmp_path / "second")
+    assert results["epochs"] == 2 and results["global_step"] == 12 and len(results["history"]) == 2
+    first = load_training_checkpoint(source)["model"]
+    assert not all(torch.equal(first[k], v) for k, v in _weights(tmp_path / "second" / "checkpoints" / "last.pt").items())
 
 
 def _weights(path: Path) -> dict:
