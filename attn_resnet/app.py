@@ -161,6 +161,11 @@ def make_loaders(data_cfg: DictConfig, seed: int, device: torch.device):
         seed=seed,
     )
     train_loader = build_loader(train_set, batch_size=int(data_cfg.batch_size), train=True, **common)
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"data.batch_size={data_cfg.batch_size} is larger than the training set of {info.name} "
+            f"({info.train_size} images), so an epoch would have no full batch. Lower data.batch_size."
+        )
     val_batch = int(data_cfg.get("val_batch_size") or data_cfg.batch_size)
     val_loader = build_loader(val_set, batch_size=val_batch, train=False, **common)
     return train_loader, val_loader, info

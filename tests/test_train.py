@@ -152,6 +152,11 @@ def test_fp16_lets_the_scaler_skip_before_stopping(tmp_path, monkeypatch):
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
 
 
+def test_batch_larger_than_the_training_set(tmp_path):
+    with pytest.raises(ValueError, match="data.batch_size=64 is larger than the training set"):
+        train(compose_train(FAST + ["data.batch_size=64"]), tmp_path)
+
+
 def test_missing_data_gives_clear_error_and_keeps_results(tmp_path):
     cfg = compose_train(["data=cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.progress=false"])
     with pytest.raises(ValueError) as error:
