@@ -157,11 +157,13 @@ def test_batch_larger_than_the_training_set(tmp_path):
         train(compose_train(FAST + ["data.batch_size=64"]), tmp_path)
 
 
-def test_missing_data_gives_clear_error_and_keeps_results(tmp_path):
+def test_missing_data_gives_clear_error_and_records_it(tmp_path):
     cfg = compose_train(["data=cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.progress=false"])
     with pytest.raises(ValueError) as error:
         train(cfg, tmp_path / "run")
     assert "cifar-10-batches-py" in str(error.value) and "data.download" in str(error.value)
+    failed = read_results(tmp_path / "run")
+    assert failed["status"] == "failed" and "cifar-10-batches-py" in failed["error"]
 
 
 def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
