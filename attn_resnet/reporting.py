@@ -79,20 +79,30 @@ def run_from_results(path: Path) -> Run:
     return run
 
 
-def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
-    """Every job a Hydra sweep launched (number, identity), rebuilt from its ``multirun.yaml``."""
+def sweep_jobs(config) -> list[list[str]]:
+    """The override list of every job a Hydra sweep of ``config`` (with its ``hydra`` node) launches.
+
+    Combines ``hydra.sweeper.params`` with the command-line overrides exactly as Hydra's
+    basic sweeper does (the command line wins for a key given in both).
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.load(multirun_yaml)
-    params = OmegaConf.to_container(saved.hydra.sweeper.get("params") or {}, resolve=True)
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(saved.hydra.overrides.task)
+    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=True)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create().parse_overrides(arguments)
-    jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
+    """Every job a Hydra sweep launched (number, identity), rebuilt from its ``multirun.yaml``."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(multirun_yaml)
     base = OmegaConf.masked_copy(saved, [key for key in saved if key != "hydra"])
     found = []
-    for number, job in enumerate(jobs):
+    for number, job in enumerate(sweep_jobs(saved)):
         config = base.copy()
         for override in job:
             key, _, value = override.lstrip("+~").partition("=")

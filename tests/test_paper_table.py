@@ -96,3 +96,36 @@ def test_bad_arguments():
     assert result.returncode != 0 and "--paper" in result.stderr
     with pytest.raises(ValueError, match="cbam_table4"):
         reporting.paper_table("nope")
+
+
+@pytest.mark.parametrize(
+    "experiment,seeds,jobs",
+    [("cbam_imagenet", 1, 12), ("cbam_imagenet", 3, 36), ("bam_imagenet", 1, 2), ("bam_cifar100", 2, 4),
+     ("attention_cifar10", 1, 8)],
+)
+def test_experiment_sweeps_launch_the_whole_table(experiment, seeds, jobs):
+    from hydra import compose, initialize_config_dir
+
+    from helpers import CONF
+
+    overrides = [f"experiment={experiment}", f"seeds={seeds}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=overrides, return_hydra_config=True)
+    config.hydra.overrides.task = overrides
+    grid = reporting.sweep_jobs(config)
+    assert len(grid) == jobs
+    assert len({tuple(sorted(job)) for job in grid}) == jobs
+    assert {f"seed={s}" for s in range(seeds)} == {o for job in grid for o in job if o.startswith("seed=")}
+
+
+def test_recipes_follow_the_papers():
+    from helpers import compose_train
+
+    cbam = compose_train(["experiment=cbam_imagenet"])
+    assert (cbam.data.name, cbam.optim.name, cbam.optim.lr, cbam.optim.reference_batch_size) == ("imagenet", "sgd",
+                                                                                               0.1, 256)
+    assert (cbam.optim.momentum, cbam.optim.weight_decay, cbam.sched.name, cbam.sched.step_size,
+            cbam.sched.gamma, cbam.trainer.epochs) == (0.9, 1e-4, "step", 30, 0.1, 90)
+    bam = compose_train(["experiment=bam_cifar100"])
+    assert (bam.data.name, bam.model.depth, bam.sched.name, list(bam.sched.milestones), bam.trainer.epochs) == (
+        "cifar100", 50, "multistep", [150, 225], 300)
