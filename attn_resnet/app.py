@@ -14,7 +14,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import fields
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,9 @@ def configure_determinism(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """The commit of the code as imported (cached: later jobs of a sweep run the same code)."""
     try:
         root = Path(__file__).resolve().parent
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -391,3 +393,6 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     print(f"{info.name} val: top-1 {result['acc1']:.2f}% (err {result['err1']:.2f}), top-5 {result['acc5']:.2f}% "
           f"on {metrics['images']} images -> {Path(run_dir) / 'eval.json'}")
     return result
+
+
+git_commit()  # record the commit when the code is loaded, before the working tree can move on
