@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import random
 import subprocess
 import time
 import traceback
@@ -18,6 +19,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -172,10 +174,7 @@ def make_loaders(data_cfg: DictConfig, seed: int, device: torch.device):
 
 
 def configure_determinism(seed: int, deterministic: bool) -> None:
-    import random
-
-    import numpy as np
-
+    """Seed every RNG; set (or, for a later job of a sweep, unset) deterministic kernels."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -186,6 +185,8 @@ def configure_determinism(seed: int, deterministic: bool) -> None:
         # warn_only: a few CUDA kernels (e.g. adaptive pooling backward) have no deterministic version.
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
 
 
