@@ -307,3 +307,15 @@ def test_evaluate_takes_the_authors_checkpoint_format(tmp_path):
     # the wrong architecture is refused with the clear message
     result = run_script("evaluate.py", args[:3] + ["model.att_type=BAM"] + args[4:])
     assert result.returncode == 1 and "looks like" in result.stderr + result.stdout
+
+
+def test_determinism_is_reset_between_jobs_of_a_sweep():
+    from attn_resnet.app import configure_determinism
+
+    try:
+        configure_determinism(0, True)
+        assert torch.are_deterministic_algorithms_enabled()
+        configure_determinism(0, False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
