@@ -9,9 +9,11 @@ REFERENCE_KEYS = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(autouse=True)
-def _small_threads():
+def _isolated_torch_settings():
+    """Runs in a test may switch on deterministic kernels; never let that leak into the next test."""
     torch.set_num_threads(2)
     yield
+    torch.use_deterministic_algorithms(False)
 
 
 def read_reference_keys(name: str) -> dict[str, tuple[int, ...]]:
