@@ -163,11 +163,6 @@ def make_loaders(data_cfg: DictConfig, seed: int, device: torch.device):
         seed=seed,
     )
     train_loader = build_loader(train_set, batch_size=int(data_cfg.batch_size), train=True, **common)
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"data.batch_size={data_cfg.batch_size} is larger than the training set of {info.name} "
-            f"({info.train_size} images), so an epoch would have no full batch. Lower data.batch_size."
-        )
     val_batch = int(data_cfg.get("val_batch_size") or data_cfg.batch_size)
     val_loader = build_loader(val_set, batch_size=val_batch, train=False, **common)
     return train_loader, val_loader, info
@@ -280,6 +275,11 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
     checkpoint = load_training_checkpoint(resume_path) if resume_path else None
 
     train_loader, val_loader, info = make_loaders(cfg.data, seed, device)
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is larger than the training set of {info.name} "
+            f"({info.train_size} images), so an epoch would have no full batch. Lower data.batch_size."
+        )
     spec = model_spec(cfg, info.num_classes)
     model = build_model(spec)
     with torch.device("meta"):

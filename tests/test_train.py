@@ -141,8 +141,10 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
     message = str(error.value)
     assert "nan at epoch 2, batch 3" in message and "step 8" in message and str(last) in message
     assert last.read_bytes() == before
-    results = read_results(tmp_path)
-    assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
+    # the first, completed attempt keeps its results; the failed continuation is recorded beside them
+    assert read_results(tmp_path)["status"] == "completed"
+    attempt = json.loads((tmp_path / "results.last_attempt.json").read_text())
+    assert attempt["status"] == "failed" and "NonFiniteLossError" in attempt["error"]
 
 
 def test_fp16_lets_the_scaler_skip_before_stopping(tmp_path, monkeypatch):
