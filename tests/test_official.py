@@ -129,6 +129,7 @@ def test_wrong_checkpoint_says_what_it_looks_like(key_file, model_args, found, w
     assert len(message) < 1000  # a sentence, not a dump of 400 keys
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_foreign_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
 
