@@ -287,19 +287,22 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
         if issues:
             text += "\nRuns not completed:\n" + "\n".join(f"- {line}" for line in issues) + "\n"
         return text
-    escape = lambda text: text.replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace(
-        "_", r"\_").replace("–", "--")
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-             r"\toprule", " & ".join(escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(escape(c) for c in cells(row)) + r" \\" for row in rows]
+             r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(c) for c in cells(row)) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if notes:
-        lines.append(r"\caption{" + escape(" ".join(notes)) + "}")
+        lines.append(r"\caption{" + _latex_escape(" ".join(notes)) + "}")
     lines.append(r"\end{table}")
     text = "\n".join(lines) + "\n"
     if issues:
-        text += "\n".join(f"% not completed: {escape(line)}" for line in issues) + "\n"
+        text += "\n".join(f"% not completed: {_latex_escape(line)}" for line in issues) + "\n"
     return text
+
+
+def _latex_escape(text: str) -> str:
+    return (text.replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("_", r"\_")
+            .replace("–", "--"))
 
 
 # --------------------------------------------------------------- complexity only

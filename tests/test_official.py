@@ -107,7 +107,8 @@ def test_loaded_object_accepted_too():
     key_file, args = CASES[2]
     state = official_state_dict(key_file)
     model = load_official(ResidualNet(*args), {"state_dict": state})
-    torch.testing.assert_close(model.stage_attn[1].channel_gate.fc1.weight, state["bam2.channel_att.gate_c.gate_c_fc_0.weight"])
+    expected = state["bam2.channel_att.gate_c.gate_c_fc_0.weight"]
+    torch.testing.assert_close(model.stage_attn[1].channel_gate.fc1.weight, expected)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -194,7 +193,8 @@ def test_resume_from_a_given_checkpoint(tmp_path):
     results = read_results(tmp_path / "second")
     assert results["epochs"] == 2 and results["global_step"] == 12 and len(results["history"]) == 2
     first = load_training_checkpoint(source)["model"]
-    assert not all(torch.equal(first[k], v) for k, v in _weights(tmp_path / "second" / "checkpoints" / "last.pt").items())
+    second = _weights(tmp_path / "second" / "checkpoints" / "last.pt")
+    assert not all(torch.equal(first[k], v) for k, v in second.items())
 
 
 def _weights(path: Path) -> dict:
