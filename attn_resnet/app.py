@@ -39,6 +39,7 @@ from .engine.trainer import (
 )
 from .models import DEPTHS, NETWORK_TYPES, ResidualNet, attention_choices
 from .models.attention import canonical_name
+from .models.attention.bam import COMBINE_CHOICES
 from .models.official import load_official
 from .models.resnet import INIT_CHOICES
 
@@ -79,8 +80,8 @@ def validate_model(cfg: DictConfig) -> None:
         _fail("model.att_type", cfg.model.att_type, attention_choices())
     if cfg.model.init not in INIT_CHOICES:
         _fail("model.init", cfg.model.init, INIT_CHOICES)
-    if cfg.model.combine not in ("product", "sum"):
-        _fail("model.combine", cfg.model.combine, ("product", "sum"))
+    if cfg.model.combine not in COMBINE_CHOICES:
+        _fail("model.combine", cfg.model.combine, COMBINE_CHOICES)
 
 
 def validate_data(cfg: DictConfig) -> None:

@@ -306,22 +306,22 @@ class Trainer:
         return {"loss": self.epoch_meters["loss"].mean, "acc1": self.epoch_meters["acc1"].mean}
 
     def _account_time(self, start_time: float, images: int) -> None:
-        self.train_seconds += time.perf_counter() - start_time
+        seconds = time.perf_counter() - start_time
+        self.train_seconds += seconds
         self.train_images += images
-        self._epoch_seconds += time.perf_counter() - start_time
+        self._epoch_seconds += seconds
         self._epoch_images += images
 
     def _optimizer_step(self) -> None:
         settings = self.settings
+        if settings.grad_clip:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
         if self.scaler is not None:
-            if settings.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():
