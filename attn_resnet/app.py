@@ -1,328 +1,171 @@
 """The boundary between Hydra configs and the library: validate, build, run, write results.
 
-``train.py`` and ``evaluate.py`` call ``train(cfg)`` / ``evaluate(cfg)``. Everything below
-this module receives plain arguments; no other module reads the config tree.
+``train.py`` and ``evaluate.py`` call ``train(cfg, run_dir)`` / ``evaluate(cfg, run_dir)``.
+The config is validated (``config.validate``) and turned into plain dicts here; everything
+below receives plain arguments.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-import random
-import subprocess
 import time
 import traceback
 from dataclasses import fields
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
-from .complexity import measure
-from .data import DATASET_CHOICES, build_datasets, build_loader
-from .engine.checkpoint import load_training_checkpoint
-from .engine.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES, build_optimizer, lr_factor_schedule
-from .engine.tb_logger import flatten_hparams
-from .engine.trainer import (
-    PRECISION_CHOICES,
-    Trainer,
-    TrainerSettings,
-    device_name,
-    evaluate_model,
-    resolve_device,
+from .build import (
+    build_model,
+    configure_determinism,
+    describe_spec,
+    make_eval_loader,
+    make_loaders,
+    model_spec,
+    resolve_precision,
 )
-from .models import DEPTHS, NETWORK_TYPES, ResidualNet, attention_choices
-from .models.attention import canonical_name
-from .models.attention.bam import COMBINE_CHOICES
+from .complexity import measure
+from .config.resume import describe_changes, trajectory_changes
+from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
+from .engine.checkpoint import load_training_checkpoint
+from .engine.progress import ProgressReporter
+from .engine.optim import build_optimizer, lr_factor_schedule
+from .engine.tb_logger import flatten_hparams
+from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
-from .models.resnet import INIT_CHOICES
+from .records import environment, record_results
+from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers")
-DATA_META_KEYS = ("name", "network_type")
-MODEL_OPTION_KEYS = ("reduction", "kernel_size", "combine", "stride_in_1x1", "zero_init_residual", "init")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; raised before any data is read."""
-
-
-# ------------------------------------------------------------------ validation
-def _fail(key: str, value: Any, choices) -> None:
-    listed = ", ".join(str(c) for c in choices)
-    raise ConfigError(
-        f"Invalid config value {key}={value!r}. Valid choices: {listed}. "
-        f"Fix it on the command line (e.g. {key}={next(iter(choices))}) or in the config file."
-    )
-
-
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(
-            f"Invalid config value {key}={value!r}: it must be a {'non-negative' if allow_zero else 'positive'} number."
-        )
-
-
-def validate_model(cfg: DictConfig) -> None:
-    if cfg.model.depth not in DEPTHS or isinstance(cfg.model.depth, bool):
-        _fail("model.depth", cfg.model.depth, sorted(DEPTHS))
-    try:
-        canonical_name(cfg.model.att_type)
-    except ValueError:
-        _fail("model.att_type", cfg.model.att_type, attention_choices())
-    if cfg.model.init not in INIT_CHOICES:
-        _fail("model.init", cfg.model.init, INIT_CHOICES)
-    if cfg.model.combine not in COMBINE_CHOICES:
-        _fail("model.combine", cfg.model.combine, COMBINE_CHOICES)
-
-
-def validate_data(cfg: DictConfig) -> None:
-    if cfg.data.name not in DATASET_CHOICES:
-        _fail("data.name", cfg.data.name, DATASET_CHOICES)
-    if str(cfg.data.network_type).lower() not in NETWORK_TYPES:
-        _fail("data.network_type", cfg.data.network_type, NETWORK_TYPES.values())
-    _positive(cfg, "data.batch_size")
-    _positive(cfg, "data.num_workers", allow_zero=True)
-
-
-def validate_train_config(cfg: DictConfig) -> None:
-    """Check every choice and number the run depends on; names the key and the valid values."""
-    validate_model(cfg)
-    validate_data(cfg)
-    if cfg.optim.name not in OPTIMIZER_CHOICES:
-        _fail("optim.name", cfg.optim.name, OPTIMIZER_CHOICES)
-    _positive(cfg, "optim.lr")
-    _positive(cfg, "optim.weight_decay", allow_zero=True)
-    if cfg.sched.name not in SCHEDULE_CHOICES:
-        _fail("sched.name", cfg.sched.name, SCHEDULE_CHOICES)
-    if str(cfg.trainer.precision) not in ("auto", *PRECISION_CHOICES):
-        _fail("trainer.precision", cfg.trainer.precision, ("auto", *PRECISION_CHOICES))
-    for key in ("trainer.epochs", "trainer.accumulate"):
-        _positive(cfg, key)
-    for key in ("trainer.label_smoothing", "trainer.grad_clip", "trainer.checkpoint_every_steps",
-                "trainer.limit_train_batches", "trainer.limit_val_batches"):
-        _positive(cfg, key, allow_zero=True)
-    resume = str(cfg.trainer.resume)
-    if resume not in ("auto", "never") and not Path(resume).is_file():
-        raise ConfigError(
-            f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
-            f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
-        )
-
-
-# ------------------------------------------------------------------- builders
-def model_spec(cfg: DictConfig, num_classes: int) -> dict:
-    """Plain keyword arguments for ``ResidualNet``; stored in checkpoints to rebuild the model."""
-    return {
-        "network_type": NETWORK_TYPES[str(cfg.data.network_type).lower()],
-        "depth": int(cfg.model.depth),
-        "num_classes": int(num_classes),
-        "att_type": canonical_name(cfg.model.att_type),
-        **{key: cfg.model[key] for key in MODEL_OPTION_KEYS},
-    }
-
-
-def describe_spec(spec: dict) -> str:
-    """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)"."""
-    attention = "" if spec["att_type"] == "none" else f" + {spec['att_type']}"
-    return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
-
-
-def build_model(spec: dict) -> torch.nn.Module:
-    return ResidualNet(**spec)
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """"auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
-    requested = str(requested)
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "32"
-
-
-def dataset_options(data_cfg: DictConfig) -> dict:
-    options = OmegaConf.to_container(data_cfg, resolve=True)
-    return {k: v for k, v in options.items() if k not in LOADER_KEYS + DATA_META_KEYS}
-
-
-def make_loaders(data_cfg: DictConfig, seed: int, device: torch.device):
-    train_set, val_set, info = build_datasets(data_cfg.name, **dataset_options(data_cfg))
-    common = dict(
-        num_workers=int(data_cfg.num_workers),
-        pin_memory=bool(data_cfg.pin_memory) and device.type == "cuda",
-        persistent_workers=bool(data_cfg.persistent_workers),
-        seed=seed,
-    )
-    train_loader = build_loader(train_set, batch_size=int(data_cfg.batch_size), train=True, **common)
-    val_batch = int(data_cfg.get("val_batch_size") or data_cfg.batch_size)
-    val_loader = build_loader(val_set, batch_size=val_batch, train=False, **common)
-    return train_loader, val_loader, info
-
-
-def configure_determinism(seed: int, deterministic: bool) -> None:
-    """Seed every RNG; set (or, for a later job of a sweep, unset) deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        # warn_only: a few CUDA kernels (e.g. adaptive pooling backward) have no deterministic version.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = True
-
-
-@lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the code as imported (cached: later jobs of a sweep run the same code)."""
-    try:
-        root = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(temp, path)
-
-
-def record_results(run_dir: Path, payload: dict) -> Path:
-    """Write results.json, except that a completed run's results are never replaced by an unfinished attempt.
-
-    A later attempt in the same folder that fails (or is still running) writes
-    ``results.last_attempt.json`` beside the completed results instead.
-    """
-    path = run_dir / "results.json"
-    if payload.get("status") != "completed" and path.is_file():
-        try:
-            previous = json.loads(path.read_text()).get("status")
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous == "completed":
-            path = run_dir / "results.last_attempt.json"
-    write_json(path, payload)
-    return path
-
-
-def environment() -> dict:
-    return {
-        "torch_version": str(torch.__version__),
-        "package_version": __version__,
-        "python_version": platform.python_version(),
-        "git_commit": git_commit(),
-        "hostname": platform.node(),
-    }
+__all__ = ["ConfigError", "build_model", "evaluate", "train"]
 
 
 # ----------------------------------------------------------------------- train
-def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
+          group_choices: dict | None = None, conf_dir: Path | None = None) -> dict:
     """Run one training job in ``run_dir``; always leaves a results.json saying how it ended.
 
+    The folder is locked for the whole run: a second process asked to train in it stops
+    with an error instead of mixing its logs, checkpoints and results with this one's.
     ``job`` (Hydra's job number and command-line overrides) is recorded so that a table
     builder can tell which jobs of a sweep are missing.
     """
     run_dir = Path(run_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    started = time.time()
-    base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, "config": config, **environment()}
-    try:
-        validate_train_config(cfg)
-        record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        results = _train(cfg, run_dir, config)
-    except Exception as error:
-        record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                                  "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
-        raise
-    results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
-    record_results(run_dir, results)
-    return results
+    ensure_run_folder(run_dir)
+    with RunLock(run_dir):
+        for stale in remove_stale_temp_files(run_dir) + remove_stale_temp_files(run_dir / "checkpoints"):
+            log.info("Removed %s, left by an interrupted write.", stale)
+        started = time.time()
+        base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, **environment()}
+        try:
+            base["config"] = OmegaConf.to_container(cfg, resolve=True)  # recorded even if validation fails
+            validate_train_config(cfg, group_choices, conf_dir)
+            config = base["config"]
+            record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            results = _train(config, run_dir)
+        except Exception as error:
+            record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                                      "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
+            raise
+        results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
+        record_results(run_dir, results)
+        return results
 
 
-def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
-    seed = int(cfg.seed)
-    configure_determinism(seed, bool(cfg.trainer.deterministic))
-    device = resolve_device(str(cfg.trainer.device))
-    precision = resolve_precision(cfg.trainer.precision, device)
-
-    resume_path = None
-    resume = str(cfg.trainer.resume)
+def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, dict | None]:
+    resume = str(trainer_cfg["resume"])
+    path = None
     if resume == "auto" and (run_dir / "checkpoints" / "last.pt").is_file():
-        resume_path = run_dir / "checkpoints" / "last.pt"
+        path = run_dir / "checkpoints" / "last.pt"
     elif resume not in ("auto", "never"):
-        resume_path = Path(resume)
+        path = Path(resume)
     # Read (and so vet) the checkpoint before the expensive part starts.
-    checkpoint = load_training_checkpoint(resume_path) if resume_path else None
+    return path, (load_training_checkpoint(path) if path else None)
 
-    train_loader, val_loader, info = make_loaders(cfg.data, seed, device)
-    if len(train_loader) == 0:
+
+def _check_trajectory(checkpoint: dict, config: dict, source: Path) -> dict:
+    """Refuse a resume whose settings would change the run's trajectory, unless explicitly allowed."""
+    changes = trajectory_changes(checkpoint.get("config") or {}, config)
+    if not changes:
+        return {}
+    if not config["trainer"].get("resume_allow_changes"):
         raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the training set of {info.name} "
+            f"Cannot resume from {source}: these settings differ from the run that wrote it, and would change "
+            f"its trajectory (the lr schedule would be re-stretched and the wrong samples skipped): "
+            f"{describe_changes(changes)}. Resume with the original values, start a new run folder, or set "
+            f"trainer.resume_allow_changes=true to continue anyway (the changes are then recorded in "
+            f"results.json under resume_changes)."
+        )
+    log.warning("Resuming with changed settings (trainer.resume_allow_changes=true): %s", describe_changes(changes))
+    return {key: {"checkpoint": old, "now": new} for key, (old, new) in changes.items()}
+
+
+def _train(config: dict, run_dir: Path) -> dict:
+    data_cfg, trainer_cfg, optim_cfg = config["data"], config["trainer"], config["optim"]
+    seed = int(config["seed"])
+    configure_determinism(seed, bool(trainer_cfg["deterministic"]))
+    device = resolve_device(str(trainer_cfg["device"]))
+    precision = resolve_precision(trainer_cfg["precision"], device)
+    resume_path, checkpoint = _resume_checkpoint(trainer_cfg, run_dir)
+    resume_changes = _check_trajectory(checkpoint, config, resume_path) if checkpoint is not None else {}
+
+    loaders = make_loaders(data_cfg, seed, device)
+    info = loaders.info
+    if len(loaders.train) == 0:
+        raise ConfigError(
+            f"data.batch_size={data_cfg['batch_size']} is larger than the training set of {info.name} "
             f"({info.train_size} images), so an epoch would have no full batch. Lower data.batch_size."
         )
-    spec = model_spec(cfg, info.num_classes)
+    spec = model_spec(config["model"], data_cfg["network_type"], info.num_classes)
     model = build_model(spec)
     with torch.device("meta"):
         complexity = measure(build_model(spec), (3, *info.image_size))
 
-    batch_size = int(cfg.data.batch_size) * int(cfg.trainer.accumulate)
-    lr = float(cfg.optim.lr)
-    if cfg.optim.get("reference_batch_size"):
-        lr = lr * batch_size / float(cfg.optim.reference_batch_size)
-    optim_options = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items()
-                     if k not in ("name", "lr", "reference_batch_size")}
-    optimizer = build_optimizer(model, cfg.optim.name, lr, **optim_options)
+    batch_size = int(data_cfg["batch_size"]) * int(trainer_cfg["accumulate"])
+    lr = float(optim_cfg["lr"])
+    if optim_cfg.get("reference_batch_size"):
+        lr = lr * batch_size / float(optim_cfg["reference_batch_size"])
+    optim_options = {k: v for k, v in optim_cfg.items() if k not in ("name", "lr", "reference_batch_size")}
+    optimizer = build_optimizer(model, optim_cfg["name"], lr, **optim_options)
     settings_keys = {f.name for f in fields(TrainerSettings)}
-    settings = TrainerSettings(**{k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                                  if k in settings_keys})
+    settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items() if k in settings_keys})
     settings.precision = precision
-    sched_options = {k: v for k, v in OmegaConf.to_container(cfg.sched, resolve=True).items() if k != "name"}
-    schedule = partial(lr_factor_schedule, cfg.sched.name, settings.epochs, **sched_options)
+    sched_options = {k: v for k, v in config["sched"].items() if k != "name"}
+    schedule = partial(lr_factor_schedule, config["sched"]["name"], settings.epochs, **sched_options)
 
-    trainer = Trainer(model, optimizer, schedule, train_loader, val_loader, settings, run_dir, device,
-                      config=config, model_spec=spec, tensorboard=bool(cfg.trainer.tensorboard))
+    trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
+                      config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),
+                      test_loader=loaders.test)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
-    log.info("Model %s: %.2fM params, %.3f GFLOPs at %dx%d; data %s (%d train / %d val, %d classes); device %s, "
+    held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""
+    log.info("Model %s: %.2fM params, %.3f GFLOPs at %dx%d; data %s (%d train%s / %d %s, %d classes); device %s, "
              "precision %s; lr %.4g (batch %d)", describe_spec(spec), complexity.params_m, complexity.gflops,
-             *info.image_size,
-             info.name, info.train_size, info.val_size, info.num_classes, device_name(device), precision, lr,
+             *info.image_size, info.name, info.train_size, held_out, info.val_size,
+             "test" if loaders.test is not None else "val", info.num_classes, device_name(device), precision, lr,
              batch_size)
     summary = trainer.fit()
     final, best = summary["final"], summary["best"]
     metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
                "hparam/best_acc1": best["acc1"]}
-    trainer.tb.hparams(flatten_hparams({k: v for k, v in config.items() if k != "hydra"}), metrics,
-                       summary["epochs_completed"])
+    trainer.tb.hparams(flatten_hparams({k: v for k, v in config.items() if k != "hydra"}),
+                       {k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
     trainer.tb.close()
-    log.info("Done: final val top-1 %.2f%% (top-5 %.2f%%), best top-1 %.2f%% at epoch %d; %.0f img/s.",
-             final["acc1"], final["acc5"], best["acc1"], best["epoch"], summary["images_per_sec"])
-    return {
+    acc5 = "n/a" if final["acc5"] is None else f"{final['acc5']:.2f}%"
+    log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d; %.0f img/s.",
+             "test" if loaders.test is not None else "val", final["acc1"], acc5,
+             "held-out val" if loaders.test is not None else "val", best["acc1"], best["epoch"],
+             summary["images_per_sec"])
+    results = {
         "model": spec,
         "data": {"name": info.name, "num_classes": info.num_classes, "train_size": info.train_size,
-                 "val_size": info.val_size, "image_size": list(info.image_size)},
-        "final": {**final, "err1": 100 - final["acc1"], "err5": 100 - final["acc5"]},
+                 "val_size": info.val_size, "val_split_size": info.val_split_size,
+                 "image_size": list(info.image_size)},
+        "final": _with_errors(final),
         "best": {**best, "err1": 100 - best["acc1"]},
         "params": complexity.params,
         "params_m": complexity.params_m,
@@ -335,37 +178,50 @@ def _train(cfg: DictConfig, run_dir: Path, config: dict) -> dict:
         "precision": precision,
         "history": summary["history"],
     }
+    if summary.get("final_val") is not None:
+        results["final_val"] = _with_errors(summary["final_val"])
+    if resume_changes:
+        results["resume_changes"] = resume_changes
+    return results
+
+
+def _with_errors(metrics: dict) -> dict:
+    acc5 = metrics.get("acc5")
+    return {**metrics, "err1": 100 - metrics["acc1"], "err5": None if acc5 is None else 100 - acc5}
 
 
 # -------------------------------------------------------------------- evaluate
-def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None) -> dict:
-    """Evaluate a checkpoint (ours or the authors') on the val split; write eval.json."""
-    if not cfg.get("checkpoint"):
-        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, "
-                          "or the authors' .pth.tar with checkpoint_format=official).")
+def _evaluation_data(cfg: DictConfig, checkpoint: dict | None) -> dict:
+    """The data settings: the checkpoint's, with every non-null ``data.*`` given here on top.
+
+    Naming another data set (``data=cifar100``) replaces the checkpoint's settings instead.
+    """
+    given = {k: v for k, v in (OmegaConf.to_container(cfg.data, resolve=True) or {}).items() if v is not None} \
+        if cfg.get("data") is not None else {}
+    if checkpoint is None:
+        return given
+    saved = dict(checkpoint["config"]["data"])
+    if given.get("name") not in (None, saved.get("name")):
+        return given
+    return {**saved, **given}
+
+
+def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
+             group_choices: dict | None = None, conf_dir: Path | None = None) -> dict:
+    """Evaluate a checkpoint (ours or the authors') on the val split only; write eval.json."""
+    validate_evaluate_config(cfg, group_choices, conf_dir)
     fmt = cfg.checkpoint_format
-    if fmt not in ("ours", "official"):
-        _fail("checkpoint_format", fmt, ("ours", "official"))
-    device = resolve_device(str(cfg.device))
-    if fmt == "ours":
-        checkpoint = load_training_checkpoint(cfg.checkpoint)
-        data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(checkpoint["config"]["data"])
+    device = resolve_device(str(cfg.device), purpose="evaluation")
+    checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" else None
+    data_cfg = _evaluation_data(cfg, checkpoint)
+    val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device)
+    if checkpoint is not None:
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec)
         model.load_state_dict(checkpoint["model"])
     else:
-        if cfg.get("data") is None or cfg.get("model") is None:
-            raise ConfigError("checkpoint_format=official needs the model and data chosen explicitly, e.g. "
-                              "model.depth=50 model.att_type=CBAM data=imagenet data.root=/path/to/imagenet.")
-        data_cfg = cfg.data
-        validate_model(cfg)
-        checkpoint = None
-    check = OmegaConf.create({"data": data_cfg})
-    validate_data(check)
-    seed = int(cfg.get("seed", 0))
-    _, val_loader, info = make_loaders(data_cfg, seed, device)
-    if fmt == "official":
-        spec = model_spec(OmegaConf.create({"model": cfg.model, "data": data_cfg}), info.num_classes)
+        spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_cfg["network_type"],
+                          info.num_classes)
         model = load_official(build_model(spec), cfg.checkpoint)
     if spec["num_classes"] != info.num_classes:
         raise ConfigError(f"The checkpoint's model has {spec['num_classes']} classes but data {info.name!r} has "
@@ -375,26 +231,27 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     started = time.time()
-    metrics = evaluate_model(model, val_loader, device, precision, bool(cfg.channels_last))
+    metrics = evaluate_model(model, val_loader, device, precision, bool(cfg.channels_last),
+                             progress=ProgressReporter())
     with torch.device("meta"):
         complexity = measure(build_model(spec), (3, *info.image_size))
+    acc5 = metrics["acc5"]
     result = {
         "checkpoint": str(cfg.checkpoint),
         "checkpoint_format": fmt,
         "model": spec,
-        "data": {"name": info.name, "val_size": info.val_size, "num_classes": info.num_classes},
-        "acc1": metrics["acc1"], "acc5": metrics["acc5"], "err1": 100 - metrics["acc1"],
-        "err5": 100 - metrics["acc5"], "loss": metrics["loss"], "images": metrics["images"],
+        "data": {"name": info.name, "root": data_cfg.get("root"), "val_size": info.val_size,
+                 "num_classes": info.num_classes},
+        "acc1": metrics["acc1"], "acc5": acc5, "err1": 100 - metrics["acc1"],
+        "err5": None if acc5 is None else 100 - acc5, "loss": metrics["loss"], "images": metrics["images"],
         "params": complexity.params, "gflops": complexity.gflops,
         "device": device_name(device), "precision": precision, "seconds": time.time() - started,
         **environment(),
     }
     if checkpoint is not None:
         result["trained_epochs"] = checkpoint["epoch"]
-    write_json(Path(run_dir) / "eval.json", result)
-    print(f"{info.name} val: top-1 {result['acc1']:.2f}% (err {result['err1']:.2f}), top-5 {result['acc5']:.2f}% "
+    write_json_atomic(Path(run_dir) / "eval.json", result)
+    top5 = "n/a" if acc5 is None else f"{acc5:.2f}%"
+    print(f"{info.name} val: top-1 {result['acc1']:.2f}% (err {result['err1']:.2f}), top-5 {top5} "
           f"on {metrics['images']} images -> {Path(run_dir) / 'eval.json'}")
     return result
-
-
-git_commit()  # record the commit when the code is loaded, before the working tree can move on

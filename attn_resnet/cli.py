@@ -1,4 +1,8 @@
-"""Shared behaviour of the Hydra entry points: clean one-paragraph errors, sweep-friendly failures."""
+"""Shared behaviour of the Hydra entry points: clean one-paragraph errors, sweep-friendly failures.
+
+Importing this module registers the config resolvers and imports nothing heavy: torch is
+imported only once a run has passed the checks of ``config.preflight``.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,23 @@ import logging
 import sys
 from typing import Any, Callable
 
+from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
+from .config.preflight import group_choices
+from .config.validate import conf_dir_of
+
 log = logging.getLogger("attn_resnet")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by input (config, data, checkpoints, diverging runs): no traceback needed."""
+    """Errors caused by input (config, data, checkpoints, run folders, diverging runs): no traceback needed."""
     from .engine.trainer import NonFiniteLossError
+    from .runfiles import RunFolderError
 
-    return (ValueError, FileNotFoundError, NonFiniteLossError)
+    return (ValueError, FileNotFoundError, RunFolderError, NonFiniteLossError)
 
 
 def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> dict | None:
-    """Call ``function(cfg, run_dir, job=...)`` with the Hydra job number and command-line overrides.
+    """Call ``function(cfg, run_dir, job=..., group_choices=..., conf_dir=...)`` for the current Hydra job.
 
     A user error is logged as one paragraph. A single run then exits with status 1 and no
     traceback; in a ``--multirun`` sweep the error is re-raised so Hydra records this job as
@@ -28,7 +37,8 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
     job = {"num": hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None,
            "overrides": list(hydra_cfg.overrides.task)}
     try:
-        return function(cfg, hydra_cfg.runtime.output_dir, job=job)
+        return function(cfg, hydra_cfg.runtime.output_dir, job=job, group_choices=group_choices(hydra_cfg),
+                        conf_dir=conf_dir_of(hydra_cfg))
     except user_errors() as error:
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:

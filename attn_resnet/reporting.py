@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -68,51 +69,118 @@ def run_from_results(path: Path) -> Run:
         results = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         return Run(str(path.parent), "failed", None, None, None, error=f"unreadable results.json: {error}")
-    config = results.get("config", {})
-    model, data = config.get("model", {}), config.get("data", {})
-    run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), model.get("depth"),
-              _canonical_att(model.get("att_type")), config.get("seed"), error=results.get("error"))
+    # A job whose config was rejected fails before its config is recorded: its overrides tell what it was.
+    config = results.get("config") or _identity_from_overrides((results.get("job") or {}).get("overrides"))
+    model, data = config.get("model") or {}, config.get("data") or {}
+    run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
+              _canonical_att(model.get("att_type")), _as_int(config.get("seed")), error=results.get("error"))
     if run.status == "completed":
-        final = results["final"]
-        run.err1, run.err5 = final.get("err1"), final.get("err5")
+        # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
+        final = results.get("final") or {}
+        run.err1, run.err5 = _error_rate(final, 1), _error_rate(final, 5)
         run.params, run.gflops = results.get("params"), results.get("gflops")
     return run
+
+
+IDENTITY_KEYS = ("data.name", "model.depth", "model.att_type", "seed")
+
+
+def _identity_from_overrides(overrides: list[str] | None) -> dict:
+    """The part of a run's identity its command-line overrides give (``data=...``, ``model.depth=...``, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create()
+    try:
+        for override in OverridesParser.create().parse_overrides(list(overrides or [])):
+            if override.key_or_group in ("data", *IDENTITY_KEYS) and not override.is_sweep_override():
+                _apply_job_override(config, override, {"data"})
+        return OmegaConf.to_container(config, resolve=False)
+    except Exception:  # overrides that do not parse identify nothing
+        return {}
+
+
+def _fill_identity(run: Run, expected: Run) -> None:
+    """Complete what ``run`` does not know of its identity from the sweep's record of the same job."""
+    for name in ("dataset", "depth", "att_type", "seed"):
+        if getattr(run, name) is None:
+            setattr(run, name, getattr(expected, name))
+
+
+def _error_rate(metrics: dict, k: int) -> float | None:
+    """Top-k error in %: ``err<k>``, else ``100 - acc<k>``; None where top-k is undefined (fewer than k classes)."""
+    error, accuracy = metrics.get(f"err{k}"), metrics.get(f"acc{k}")
+    if error is not None:
+        return float(error)
+    return None if accuracy is None else 100.0 - float(accuracy)
 
 
 def sweep_jobs(config) -> list[list[str]]:
     """The override list of every job a Hydra sweep of ``config`` (with its ``hydra`` node) launches.
 
     Combines ``hydra.sweeper.params`` with the command-line overrides exactly as Hydra's
-    basic sweeper does (the command line wins for a key given in both).
+    basic sweeper does (the command line wins for a key given in both). A command-line sweep
+    has no ``params`` (``hydra.sweeper.params: null``).
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=True)
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params or {})
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.get("task") or [])
     overrides = OverridesParser.create().parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+def _apply_job_override(config, override, groups: set[str]) -> None:
+    """Apply one of a job's overrides to the sweep's saved config, as far as the run's identity goes.
+
+    A config-group choice (``data=synthetic``) is not composed again; only the data set's name
+    follows it (each data option is named after its file). Plain keys, new (``+key``) or forced
+    (``++key``), are set; deletions (``~key``) and Hydra's own settings are left alone.
+    """
+    from omegaconf import OmegaConf
+
+    key = override.key_or_group
+    if override.is_delete() or key == "hydra" or key.startswith(("hydra.", "hydra/")):
+        return
+    if key in groups or "/" in key or override.package is not None:
+        if key == "data" and override.package is None and isinstance(override.value(), str):
+            OmegaConf.update(config, "data.name", override.value(), force_add=True)
+        return
+    OmegaConf.update(config, key, override.value(), merge=False, force_add=True)
+
+
+def _select(config, key: str):
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+    except Exception:  # an unresolvable value leaves this part of the identity unknown
+        return None
+
+
 def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
     """Every job a Hydra sweep launched (number, identity), rebuilt from its ``multirun.yaml``."""
+    import copy
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     saved = OmegaConf.load(multirun_yaml)
     base = OmegaConf.masked_copy(saved, [key for key in saved if key != "hydra"])
+    groups = set(_select(saved, "hydra.runtime.choices") or {})
+    parser = OverridesParser.create()
     found = []
     for number, job in enumerate(sweep_jobs(saved)):
-        config = base.copy()
-        for override in job:
-            key, _, value = override.lstrip("+~").partition("=")
-            if key == "data":  # a group choice: the data set's name is the option's name
-                config.data.name = value
-            elif "." in key or key == "seed":
-                OmegaConf.update(config, key, OmegaConf.create({"v": value}).v if value else None, force_add=True)
-        identity = Run(str(multirun_yaml.parent / f"{number}_*"), "missing", config.data.get("name"),
-                       _as_int(config.model.get("depth")), _canonical_att(config.model.get("att_type")),
-                       _as_int(config.get("seed")), error="no results.json (job never ran or its folder was removed)")
+        config = copy.deepcopy(base)
+        for override in parser.parse_overrides(job):
+            _apply_job_override(config, override, groups)
+        identity = Run(str(multirun_yaml.parent / f"{number}_*"), "missing", _select(config, "data.name"),
+                       _as_int(_select(config, "model.depth")), _canonical_att(_select(config, "model.att_type")),
+                       _as_int(_select(config, "seed")),
+                       error="no results.json (job never ran or its folder was removed)")
         found.append((number, identity))
     return found
 
@@ -140,16 +208,27 @@ def collect_runs(sweep_dir: str | Path) -> list[Run]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder; pass the sweep folder (e.g. multirun/<time>).")
+    expected: dict[tuple[Path, int], Run] = {}  # (sweep folder, job number) -> the job's identity
+    for multirun_yaml in sorted(sweep_dir.rglob("multirun.yaml")):
+        try:
+            jobs = expected_jobs(multirun_yaml)
+        except Exception as error:  # an unreadable sweep record must not hide the runs that did finish
+            warnings.warn(f"{multirun_yaml}: cannot rebuild the sweep's job list ({type(error).__name__}: {error}); "
+                          "jobs of this sweep that left no results.json are not listed.", stacklevel=2)
+            continue
+        for number, run in jobs:
+            expected[(multirun_yaml.parent.resolve(), number)] = run
     runs, seen = [], set()
     for path in sorted(sweep_dir.rglob("results.json")):
-        runs.append(run_from_results(path))
+        run = run_from_results(path)
         number = _job_number(path)
         if number is not None:
-            seen.add((path.parent.parent.resolve(), number))
-    for multirun_yaml in sorted(sweep_dir.rglob("multirun.yaml")):
-        for number, run in expected_jobs(multirun_yaml):
-            if (multirun_yaml.parent.resolve(), number) not in seen:
-                runs.append(run)
+            slot = (path.parent.parent.resolve(), number)
+            seen.add(slot)
+            if slot in expected:
+                _fill_identity(run, expected[slot])
+        runs.append(run)
+    runs += [run for slot, run in expected.items() if slot not in seen]
     return runs
 
 
@@ -170,14 +249,19 @@ class Row:
     @property
     def label(self) -> str:
         attention = "" if self.att_type in (None, "none") else f" + {self.att_type}"
-        return f"ResNet-{self.depth}{attention}"
+        return f"ResNet-{'?' if self.depth is None else self.depth}{attention}"
 
     @property
     def completed(self) -> list[Run]:
         return [run for run in self.runs if run.status == "completed"]
 
     def err(self, which: str) -> tuple[float | None, float | None]:
+        """Mean and std of ``err1`` / ``err5`` over the completed runs that define it (None is skipped, never 0)."""
         return _stats([getattr(run, which) for run in self.completed if getattr(run, which) is not None])
+
+    def undefined(self, which: str) -> bool:
+        """Runs completed, yet none reports ``which`` (top-5 of a data set with fewer than 5 classes)."""
+        return bool(self.completed) and all(getattr(run, which) is None for run in self.completed)
 
     @property
     def params_m(self) -> float | None:
@@ -208,9 +292,9 @@ def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _mean_std(mean: float | None, std: float | None) -> str:
+def _mean_std(mean: float | None, std: float | None, undefined: bool = False) -> str:
     if mean is None:
-        return "–"
+        return "n/a" if undefined else "–"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
@@ -234,8 +318,8 @@ def table_cells(row: Row) -> list[str]:
     paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
     seeds = f"{len(row.completed)}" + (f"/{len(row.runs)}" if len(row.runs) != len(row.completed) else "")
     return [row.label, str(row.dataset), _fmt(row.params_m), _fmt(row.gflops, 3), _mean_std(err1, std1),
-            _mean_std(err5, std5), seeds, _fmt(paper1), _fmt(_delta(err1, paper1), signed=True), _fmt(paper5),
-            _fmt(_delta(err5, paper5), signed=True)]
+            _mean_std(err5, std5, undefined=row.undefined("err5")), seeds, _fmt(paper1),
+            _fmt(_delta(err1, paper1), signed=True), _fmt(paper5), _fmt(_delta(err5, paper5), signed=True)]
 
 
 def csv_record(row: Row) -> dict:

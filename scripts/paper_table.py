@@ -2,6 +2,11 @@
 """Build a paper-style table from a sweep's results.json files, beside the published numbers.
 
     python scripts/paper_table.py multirun/2026-11-25_10-00-00 --paper cbam_table4 --format md
+    python scripts/paper_table.py multirun/2026-11-25_11-00-00 --format csv   # a command-line sweep
+
+Any sweep folder works: one launched by an experiment's sweeper params or by values on the
+command line (``model.att_type=none,SE``). Jobs that failed or left no results.json are
+listed under the table; top-5 errors undefined for fewer than 5 classes print as n/a.
     python scripts/paper_table.py --complexity-only --paper cbam_table4
 """
 

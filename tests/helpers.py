@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+import attn_resnet.config.resolvers  # noqa: F401 - the config files use ${att_name:} and ${unique:}
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 

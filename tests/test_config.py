@@ -1,37 +1,65 @@
-"""Every config composes and validates; bad values fail fast with the key and the choices."""
+"""Configs: every group option takes effect, bad or unknown keys fail fast (before torch), names and folders."""
 
 import itertools
-import time
+import subprocess
+import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from attn_resnet.app import ConfigError, validate_train_config
+from attn_resnet.config import choices as C
+from attn_resnet.config.validate import ConfigError, group_keys, validate_train_config
 
-from helpers import CONF, compose_train, run_script
+from helpers import CONF, REPO, compose_train, run_script
 
 GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in
           ("model", "data", "optim", "sched", "trainer")}
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-def test_groups_exist():
-    assert set(GROUPS["data"]) >= {"cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits"}
-    assert set(GROUPS["optim"]) == {"sgd", "adamw"} and set(GROUPS["sched"]) >= {"step", "multistep", "cosine"}
-    assert set(GROUPS["trainer"]) >= {"default", "debug"} and EXPERIMENTS
+def test_choice_lists_equal_the_registries_they_describe():
+    from attn_resnet.build import MODEL_OPTION_KEYS
+    from attn_resnet.data import DATASET_CHOICES
+    from attn_resnet.engine.optim import OPTIMIZER_CHOICES, SCHEDULE_CHOICES
+    from attn_resnet.engine.trainer import PRECISION_CHOICES
+    from attn_resnet.models import DEPTHS, NETWORK_TYPES, attention_choices
+    from attn_resnet.models.attention.bam import COMBINE_CHOICES
+    from attn_resnet.models.resnet import INIT_CHOICES
+
+    assert C.DEPTHS == tuple(DEPTHS) and C.NETWORK_TYPES == NETWORK_TYPES
+    assert list(C.ATTENTION_TYPES) == attention_choices() and C.DATASETS == DATASET_CHOICES
+    assert C.OPTIMIZERS == OPTIMIZER_CHOICES and C.SCHEDULES == SCHEDULE_CHOICES
+    assert C.PRECISIONS == PRECISION_CHOICES and C.INITS == INIT_CHOICES and C.BAM_COMBINES == COMBINE_CHOICES
+    assert set(MODEL_OPTION_KEYS) | {"depth", "att_type"} == group_keys(CONF, "model", "resnet")
 
 
 @pytest.mark.parametrize("data,optim,sched,trainer", list(itertools.product(
     GROUPS["data"], GROUPS["optim"], GROUPS["sched"], GROUPS["trainer"])))
-def test_every_group_combination_composes_and_validates(data, optim, sched, trainer):
+def test_every_group_combination_takes_its_options_values(data, optim, sched, trainer):
     cfg = compose_train([f"data={data}", f"optim={optim}", f"sched={sched}", f"trainer={trainer}"])
-    validate_train_config(cfg)
-    assert cfg.data.name == data and cfg.optim.name == optim and cfg.sched.name == sched
+    validate_train_config(cfg, {"data": data, "optim": optim, "sched": sched, "trainer": trainer})
+    # each group holds exactly the keys of the chosen file, with that file's values
+    for group, option in (("data", data), ("optim", optim), ("sched", sched)):
+        own = OmegaConf.load(CONF / group / f"{option}.yaml")
+        assert set(cfg[group]) == set(own)
+        for key in own:
+            if not OmegaConf.is_interpolation(own, key):
+                assert cfg[group][key] == own[key], (group, key)
+    if trainer == "debug":
+        assert cfg.trainer.limit_train_batches == 4 and cfg.trainer.epochs == 1
+    else:
+        assert cfg.trainer.limit_train_batches == 0 and cfg.trainer.epochs == 200
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_validates(experiment):
+def test_every_experiment_sets_its_recipe(experiment):
     cfg = compose_train([f"experiment={experiment}"])
-    validate_train_config(cfg)
+    validate_train_config(cfg, {"experiment": experiment, "data": cfg.data.name, "optim": cfg.optim.name,
+                                "sched": cfg.sched.name})
+    recipe = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    for group in ("model", "data", "optim", "sched", "trainer"):
+        for key, value in (recipe.get(group) or {}).items():
+            assert cfg[group][key] == value, (experiment, group, key)
 
 
 @pytest.mark.parametrize("depth,att", list(itertools.product([18, 34, 50, 101], ["none", "SE", "CBAM", "BAM", "cbam"])))
@@ -47,7 +75,13 @@ def test_model_choices_validate(depth, att):
         ("trainer.precision=fp8", "trainer.precision='fp8'", "bf16"),
         ("optim.name=lion", "optim.name='lion'", "adamw"),
         ("model.init=xavier", "model.init='xavier'", "torchvision"),
+        ("model.kernel_size=4", "model.kernel_size=4", "odd"),
         ("data.batch_size=0", "data.batch_size=0", "positive"),
+        ("data.num_workers=-1", "data.num_workers=-1", "non-negative"),
+        ("data.val_split=1.5", "data.val_split=1.5", "integer"),
+        ("trainer.epochs=2.5", "trainer.epochs=2.5", "integer"),
+        ("trainer.device=gpu", "trainer.device='gpu'", "cuda:N"),
+        ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5", "[0, 1)"),
         ("trainer.resume=/no/such/file.pt", "trainer.resume", "no such file"),
     ],
 )
@@ -57,19 +91,42 @@ def test_bad_values_name_the_key_and_the_choices(override, needle, choice):
     assert needle in str(error.value) and choice in str(error.value)
 
 
-def test_cli_bad_value_fails_fast_before_reading_data(tmp_path):
-    started = time.time()
-    # data.root points nowhere: a data read would fail with a different message.
-    result = run_script("train.py", ["model.depth=42", f"data.root={tmp_path / 'nothing'}",
-                                     f"hydra.run.dir={tmp_path / 'run'}"])
-    elapsed = time.time() - started
-    assert result.returncode == 1
+@pytest.mark.parametrize(
+    "override,key,nearest",
+    [
+        ("+model.att=CBAM", "model.att", "model.att_type"),
+        ("+trainer.epoch=3", "trainer.epoch", "trainer.epochs"),
+        ("+optim.learning_rate=0.1", "optim.learning_rate", "optim.lr"),
+        ("+seeed=1", "seeed", "seed"),
+        # a key of another data set's options is unknown for this one
+        ("+data.val_fraction=0.1", "data.val_fraction", "data.val_"),
+    ],
+)
+def test_unknown_keys_fail_naming_the_key_and_the_nearest_valid_ones(override, key, nearest):
+    with pytest.raises(ConfigError) as error:
+        validate_train_config(compose_train([override]))
+    message = str(error.value)
+    assert f"Unknown config key {key!r}" in message and nearest in message
+
+
+def test_config_checks_import_no_torch():
+    code = ("import sys, attn_resnet.cli, attn_resnet.config.preflight, attn_resnet.config.validate; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["model.depth=42"], ["model.depth=42", "18, 34, 50, 101"]),
+    (["+model.att=CBAM"], ["model.att", "model.att_type"]),
+])
+def test_cli_bad_config_fails_before_any_folder_or_import(tmp_path, args, needles):
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", args + [f"data.root={tmp_path / 'nothing'}", f"hydra.run.dir={run_dir}"])
     output = result.stdout + result.stderr
-    assert "model.depth=42" in output and "18, 34, 50, 101" in output
-    assert "Traceback" not in output
-    assert "cifar-10-batches-py" not in output
-    assert elapsed < 15  # fails in seconds (the budget includes starting Python and importing torch)
-    assert '"status": "failed"' in (tmp_path / "run" / "results.json").read_text()
+    assert result.returncode == 1
+    assert all(needle in output for needle in needles), output
+    assert "Traceback" not in output and "cifar-10-batches-py" not in output
+    assert not run_dir.exists()  # no folder is left behind by a run that never started
 
 
 def test_cli_unknown_dataset_lists_choices(tmp_path):
@@ -79,8 +136,27 @@ def test_cli_unknown_dataset_lists_choices(tmp_path):
     assert "mnist" in output and "cifar10" in output and "digits" in output
 
 
-def test_cfg_job_prints_the_resolved_config():
-    result = run_script("train.py", ["--cfg", "job", "model.att_type=CBAM", "data=cifar100"])
+def test_cfg_job_resolve_prints_the_resolved_config():
+    result = run_script("train.py", ["--cfg", "job", "--resolve", "model.att_type=cbam", "data=cifar100"])
     assert result.returncode == 0, result.stderr
-    assert "att_type: CBAM" in result.stdout and "name: cifar100" in result.stdout
+    assert "att_type: cbam" in result.stdout and "name: cifar100" in result.stdout
     assert "network_type: CIFAR100" in result.stdout
+    assert "name: cifar100_resnet18_CBAM" in result.stdout and "${" not in result.stdout
+
+
+def test_run_name_uses_the_canonical_block_spelling():
+    assert compose_train(["model.att_type=cbam"]).name == "cifar10_resnet18_CBAM"
+    assert compose_train(["model.att_type=NONE", "model.depth=50"]).name == "cifar10_resnet50_none"
+
+
+def test_run_and_sweep_folders_differ_for_configs_composed_in_the_same_second():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        first = compose(config_name="train", return_hydra_config=True)
+        second = compose(config_name="train", return_hydra_config=True)
+    dirs = [(str(c.hydra.run.dir), str(c.hydra.sweep.dir)) for c in (first, second)]
+    assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]
+    # within one config the token is drawn once: run and sweep folders agree, re-resolving is stable
+    assert str(first.hydra.run.dir) == dirs[0][0]
+    assert dirs[0][0].rsplit("_", 1)[1] == dirs[0][1].rsplit("_", 1)[1]

@@ -129,3 +129,263 @@ def test_recipes_follow_the_papers():
     bam = compose_train(["experiment=bam_cifar100"])
     assert (bam.data.name, bam.model.depth, bam.sched.name, list(bam.sched.milestones), bam.trainer.epochs) == (
         "cifar100", 50, "multistep", [150, 225], 300)
+
+
+# ------------------------------------------------------------------ command-line sweeps
+def _real_multirun(sweep_dir, *sweep):
+    """``train.py --multirun`` with the FAST settings and ``sweep`` (e.g. ``model.att_type=none,SE``)."""
+    from helpers import FAST
+
+    return run_script("train.py", ["--multirun", *FAST, *sweep, f"hydra.sweep.dir={sweep_dir}"], timeout=600)
+
+
+def _job_results(sweep_dir) -> dict:
+    """{folder name: results.json} of every job folder of a sweep."""
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted(sweep_dir.glob("*/results.json"))}
+
+
+def _md_rows(text: str) -> dict:
+    """{model label: cells} of a Markdown table printed by paper_table.py."""
+    return {cells[0]: cells for cells in (line.strip("| ").split(" | ") for line in text.splitlines()
+                                          if line.startswith("| ResNet"))}
+
+
+@pytest.fixture(scope="module")
+def cli_sweep(tmp_path_factory):
+    """A real command-line sweep (``hydra.sweeper.params: null``): ResNet-18 x none/SE, both complete."""
+    sweep_dir = tmp_path_factory.mktemp("cli_sweep")
+    result = _real_multirun(sweep_dir, "model.att_type=none,SE")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def cli_sweep_with_failure(tmp_path_factory):
+    """A real command-line sweep whose second job (ResNet-42, no such model) fails."""
+    sweep_dir = tmp_path_factory.mktemp("cli_sweep_failure")
+    result = _real_multirun(sweep_dir, "model.depth=18,42")
+    assert result.returncode != 0  # Hydra runs every job, then reports the failed one
+    return sweep_dir
+
+
+def test_command_line_sweep_records_no_sweeper_params(cli_sweep):
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(cli_sweep / "multirun.yaml")
+    assert saved.hydra.sweeper.params is None  # what used to crash the table builder
+    jobs = reporting.expected_jobs(cli_sweep / "multirun.yaml")
+    assert [(number, run.dataset, run.depth, run.att_type, run.seed) for number, run in jobs] == [
+        (0, "synthetic", 18, "none", 0), (1, "synthetic", 18, "SE", 0)]
+
+
+def test_table_of_a_command_line_sweep(cli_sweep):
+    results = _job_results(cli_sweep)
+    assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
+    acc1 = {reporting._canonical_att(r["config"]["model"]["att_type"]): r["final"]["acc1"] for r in results.values()}
+    assert set(acc1) == {"none", "SE"}
+
+    runs = reporting.collect_runs(cli_sweep)
+    assert len(runs) == 2 and all(run.status == "completed" for run in runs)  # nothing counted twice as missing
+    rows = reporting.build_rows(runs)
+    assert [(row.dataset, row.depth, row.att_type, len(row.completed), len(row.runs)) for row in rows] == [
+        ("synthetic", 18, "none", 1, 1), ("synthetic", 18, "SE", 1, 1)]
+    for row in rows:
+        assert row.err("err1") == (pytest.approx(100 - acc1[row.att_type]), None)
+    assert reporting.problems(rows) == []
+
+    result = run_script("scripts/paper_table.py", [str(cli_sweep), "--format", "md"])
+    assert result.returncode == 0, result.stderr
+    table = _md_rows(result.stdout)
+    assert list(table) == ["ResNet-18", "ResNet-18 + SE"]
+    for label, att_type in (("ResNet-18", "none"), ("ResNet-18 + SE", "SE")):
+        assert table[label][1] == "synthetic" and table[label][6] == "1"
+        assert table[label][4] == f"{100 - acc1[att_type]:.2f}"
+    assert "Runs not completed" not in result.stdout
+
+    result = run_script("scripts/paper_table.py", [str(cli_sweep), "--format", "csv"])
+    assert result.returncode == 0, result.stderr
+    records = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["model"], r["seeds_completed"], float(r["err1_mean"])) for r in records] == [
+        ("ResNet-18", "1", pytest.approx(100 - acc1["none"])), ("ResNet-18 + SE", "1", pytest.approx(100 - acc1["SE"]))]
+    result = run_script("scripts/paper_table.py", [str(cli_sweep), "--format", "latex"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(r"\\") == 3 and "not completed" not in result.stdout
+
+
+def test_table_of_a_command_line_sweep_with_a_failed_job(cli_sweep_with_failure):
+    results = _job_results(cli_sweep_with_failure)
+    completed = [r for r in results.values() if r["status"] == "completed"]
+    assert len(completed) == 1 and completed[0]["config"]["model"]["depth"] == 18
+
+    result = run_script("scripts/paper_table.py", [str(cli_sweep_with_failure), "--format", "md"])
+    assert result.returncode == 0, result.stderr
+    table = _md_rows(result.stdout)
+    assert list(table) == ["ResNet-18", "ResNet-42"]
+    assert table["ResNet-18"][6] == "1" and table["ResNet-18"][4] == f"{100 - completed[0]['final']['acc1']:.2f}"
+    assert table["ResNet-42"][6] == "0/1" and table["ResNet-42"][4] == "–"
+    table_end = max(result.stdout.index(f"| {label} |") for label in table)
+    notes = result.stdout[table_end:]
+    assert "Runs not completed:" in notes
+    failed = [line for line in notes.splitlines() if line.startswith("- ")]
+    assert len(failed) == 1 and failed[0].startswith("- ResNet-42 (synthetic, seed 0): ")
+    assert str(cli_sweep_with_failure / "1_") in failed[0]  # where to look
+
+
+# ------------------------------------------------ multirun.yaml composed as Hydra does it
+def _hydra_multirun_yaml(sweep_dir, overrides: list[str]):
+    """Write ``sweep_dir/multirun.yaml`` as ``train.py --multirun <overrides>`` would, without running a job.
+
+    Mirrors ``Hydra.multirun``: the sweep's config is composed in MULTIRUN mode from the
+    command line, and the basic sweeper saves it unresolved.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from helpers import CONF
+
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2("train", create_config_search_path(str(CONF)))
+        config = hydra.compose_config("train", [*overrides, "hydra.mode=MULTIRUN", f"hydra.sweep.dir={sweep_dir}"],
+                                      run_mode=RunMode.MULTIRUN)
+    finally:
+        GlobalHydra.instance().clear()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    return sweep_dir / "multirun.yaml"
+
+
+def test_hydra_composed_multirun_yaml_matches_a_real_one(cli_sweep, tmp_path):
+    from omegaconf import OmegaConf
+
+    from helpers import FAST
+
+    real = OmegaConf.load(cli_sweep / "multirun.yaml")
+    composed = OmegaConf.load(_hydra_multirun_yaml(tmp_path, [*FAST, "model.att_type=none,SE"]))
+    assert list(composed.hydra.overrides.task) == list(real.hydra.overrides.task)
+    assert composed.hydra.sweeper == real.hydra.sweeper
+    assert OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]) == OmegaConf.masked_copy(
+        real, [k for k in real if k != "hydra"])
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        # group choice + plain keys (top-level and nested), one swept key
+        (["data=synthetic", "seed=3", "name=mine", "trainer.epochs=2", "model.att_type=none,SE"],
+         [("synthetic", 18, "none", 3), ("synthetic", 18, "SE", 3)]),
+        # a swept group choice: the data set's name follows the option
+        (["data=synthetic,digits", "model.depth=34"], [("synthetic", 34, "none", 0), ("digits", 34, "none", 0)]),
+        # +key (new) and ++key (forced) sweeps
+        (["+note=a,b", "++seed=1,2", "model.att_type=cbam"],
+         [("cifar10", 18, "CBAM", 1), ("cifar10", 18, "CBAM", 2), ("cifar10", 18, "CBAM", 1),
+          ("cifar10", 18, "CBAM", 2)]),
+        (["+model.extra=1,2", "~model.reduction", "data=synthetic"],
+         [("synthetic", 18, "none", 0), ("synthetic", 18, "none", 0)]),
+        # an experiment's sweeper params, with the command line winning for model.depth
+        (["experiment=attention_cifar10", "seeds=2", "model.depth=34"],
+         [("cifar10", 34, att, seed) for att in ("none", "SE", "CBAM", "BAM") for seed in (0, 1)]),
+    ],
+)
+def test_expected_jobs_of_hydra_composed_sweeps(tmp_path, overrides, expected):
+    multirun_yaml = _hydra_multirun_yaml(tmp_path / "sweep", overrides)
+    jobs = reporting.expected_jobs(multirun_yaml)
+    assert [number for number, _ in jobs] == list(range(len(expected)))
+    assert [(run.dataset, run.depth, run.att_type, run.seed) for _, run in jobs] == expected
+    # No job left a results.json: every one is listed as missing, and the table still builds.
+    rows = reporting.build_rows(reporting.collect_runs(tmp_path / "sweep"))
+    assert sum(len(row.runs) for row in rows) == len(expected)
+    for fmt in reporting.FORMATS:
+        reporting.render(rows, fmt)
+    assert len(reporting.problems(rows)) == len(expected)
+
+
+def test_a_job_rejected_before_its_config_was_recorded_keeps_its_identity(tmp_path):
+    """A job whose config fails validation writes a failed results.json with no ``config``."""
+    from helpers import FAST
+
+    sweep_dir = tmp_path / "sweep"
+    _hydra_multirun_yaml(sweep_dir, [*FAST, "model.depth=18,42", "model.att_type=SE"])
+    overrides = [*FAST, "model.depth=42", "model.att_type=SE"]
+    for folder, number in ((sweep_dir / "1_synthetic_resnet42_SE", 1), (tmp_path / "single" / "run", None)):
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({
+            "status": "failed", "job": {"num": number, "overrides": overrides},
+            "error": "ConfigError: Invalid config value model.depth=42."}))
+
+    runs = reporting.collect_runs(sweep_dir)  # identity from the sweep's record of job 1
+    assert sorted((run.status, run.dataset, run.depth, run.att_type, run.seed) for run in runs) == [
+        ("failed", "synthetic", 42, "SE", 0), ("missing", "synthetic", 18, "SE", 0)]
+    lines = reporting.problems(reporting.build_rows(runs))
+    assert any(line.startswith("ResNet-42 + SE (synthetic, seed 0): failed") and "model.depth=42" in line
+               for line in lines)
+
+    (run,) = reporting.collect_runs(tmp_path / "single")  # no sweep record: from its own overrides
+    assert (run.status, run.dataset, run.depth, run.att_type) == ("failed", "synthetic", 42, "SE")
+
+
+def test_an_unreadable_multirun_yaml_does_not_hide_finished_runs(tmp_path):
+    _write_results(tmp_path / "0_run", err1=20.0, err5=5.0)
+    (tmp_path / "multirun.yaml").write_text("hydra: {sweeper: {params: null}}\n")  # no overrides, no config
+    with pytest.warns(UserWarning, match="multirun.yaml"):
+        runs = reporting.collect_runs(tmp_path)
+    assert [(run.status, run.err1) for run in runs] == [("completed", 20.0)]
+
+
+# ------------------------------------------------------------ hand-written results.json
+def _write_results(folder, *, err1=None, err5=None, seed=0, depth=18, att_type="none", dataset="digits",
+                   final=None, **extra):
+    folder.mkdir(parents=True)
+    results = {"status": "completed",
+               "config": {"seed": seed, "model": {"depth": depth, "att_type": att_type}, "data": {"name": dataset}},
+               "final": final if final is not None else {"acc1": None if err1 is None else 100 - err1,
+                                                         "acc5": None if err5 is None else 100 - err5,
+                                                         "err1": err1, "err5": err5},
+               "params": 11_000_000, "gflops": 0.5, **extra}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_top5_undefined_is_not_averaged_and_renders_in_every_format(tmp_path):
+    # Three classes: top-5 is undefined, results.json has acc5/err5 null.
+    for seed, err1 in enumerate([20.0, 30.0]):
+        _write_results(tmp_path / f"{seed}_few_classes", err1=err1, err5=None, seed=seed)
+    # Mixed: one seed with top-5, one without (e.g. an older results.json); the None is skipped, not a 0.
+    _write_results(tmp_path / "2_mixed", err1=10.0, err5=4.0, seed=0, att_type="SE")
+    _write_results(tmp_path / "3_mixed", err1=12.0, err5=None, seed=1, att_type="SE")
+    # err5 absent, acc5 given: derived.
+    _write_results(tmp_path / "4_derived", seed=0, att_type="CBAM", final={"acc1": 75.0, "acc5": 96.0})
+
+    rows = {row.att_type: row for row in reporting.build_rows(reporting.collect_runs(tmp_path))}
+    assert rows["none"].err("err1") == pytest.approx((25.0, 7.0710678))
+    assert rows["none"].err("err5") == (None, None) and rows["none"].undefined("err5")
+    assert rows["SE"].err("err5") == (4.0, None) and not rows["SE"].undefined("err5")
+    assert rows["CBAM"].err("err1") == (25.0, None) and rows["CBAM"].err("err5") == pytest.approx((4.0, None))
+
+    cells = reporting.table_cells(rows["none"])
+    assert cells[4] == "25.00 ± 7.07" and cells[5] == "n/a" and cells[6] == "2" and cells[10] == "–"
+    assert reporting.table_cells(rows["SE"])[5] == "4.00"
+
+    md = reporting.render(list(rows.values()), "md")
+    assert "n/a" in md and "None" not in md and "nan" not in md.lower()
+    latex = reporting.render(list(rows.values()), "latex")
+    assert "n/a" in latex and "None" not in latex and latex.count(r"\\") == len(rows) + 1
+    records = {r["att_type"]: r for r in csv.DictReader(io.StringIO(reporting.render(list(rows.values()), "csv")))}
+    assert (records["none"]["err5_mean"], records["none"]["err5_std"], records["none"]["delta_err5"]) == ("", "", "")
+    assert float(records["none"]["err1_mean"]) == 25.0 and float(records["SE"]["err5_mean"]) == 4.0
+
+    for fmt in reporting.FORMATS:
+        result = run_script("scripts/paper_table.py", [str(tmp_path), "--format", fmt])
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert "None" not in result.stdout
+
+
+def test_the_table_reports_the_test_set_final_not_final_val(tmp_path):
+    _write_results(tmp_path / "0_run", err1=30.0, err5=10.0, dataset="synthetic",
+                   final_val={"acc1": 95.0, "acc5": 99.0, "err1": 5.0, "err5": 1.0})
+    (run,) = reporting.collect_runs(tmp_path)
+    assert (run.err1, run.err5) == (30.0, 10.0)
+    (row,) = reporting.build_rows([run])
+    assert reporting.table_cells(row)[4:6] == ["30.00", "10.00"]

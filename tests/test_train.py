@@ -1,7 +1,6 @@
 """End-to-end training runs on tiny data: artefacts, resume, failures, sweeps, evaluation."""
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -35,7 +34,10 @@ def assert_complete_run(run_dir: Path, epochs: int = 1) -> dict:
     assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    assert TAGS <= set(events.Tags()["scalars"])
+    results = read_results(run_dir)
+    top5_defined = results["data"]["num_classes"] >= 5
+    assert (TAGS if top5_defined else TAGS - {"val/acc5"}) <= set(events.Tags()["scalars"])
+    assert ("val/acc5" in events.Tags()["scalars"]) == top5_defined
     assert len(events.Scalars("val/acc1")) == epochs
     # hyperparameters and their final metrics live in the same run (no timestamped sub-run)
     start = plugin_data_pb2.HParamsPluginData.FromString(
@@ -45,8 +47,10 @@ def assert_complete_run(run_dir: Path, epochs: int = 1) -> dict:
     assert start.hparams["model.depth"].number_value == results["config"]["model"]["depth"]
     assert events.Scalars("hparam/final_acc1")[-1].value == pytest.approx(results["final"]["acc1"])
     assert [p for p in run_dir.iterdir() if p.is_dir() and p.name not in ("checkpoints", ".hydra")] == []
-    for key in ("acc1", "acc5", "err1", "err5"):
+    for key in ("acc1", "acc5", "err1", "err5") if top5_defined else ("acc1", "err1"):
         assert 0 <= results["final"][key] <= 100
+    if not top5_defined:  # top-5 of 3 classes is undefined, not 100%
+        assert results["final"]["acc5"] is None and results["final"]["err5"] is None
     assert results["final"]["err1"] == pytest.approx(100 - results["final"]["acc1"])
     assert results["params"] > 1e6 and results["gflops"] > 0 and results["images_per_sec"] > 0
     assert results["wall_seconds"] > 0 and results["torch_version"] == torch.__version__
@@ -75,22 +79,6 @@ def test_one_epoch_on_imagefolder_tree(tmp_path):
     results = assert_complete_run(run)
     assert results["data"]["num_classes"] == 3 and results["model"]["num_classes"] == 3
     assert results["model"]["network_type"] == "ImageNet"
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [
-        ["trainer.precision=bf16", "optim=adamw", "trainer.accumulate=2", "trainer.grad_clip=1.0"],
-        ["trainer.precision=fp16", "trainer.label_smoothing=0.1", "optim.nesterov=true",
-         "optim.exempt_bn_and_bias=true", "sched=step", "sched.warmup_epochs=0.5"],
-        ["trainer.channels_last=true", "sched=multistep", "model.att_type=SE"],
-    ],
-)
-def test_trainer_options_run(tmp_path, extra):
-    cfg = compose_train(FAST + extra)
-    train(cfg, tmp_path)
-    results = read_results(tmp_path)
-    assert results["status"] == "completed" and math.isfinite(results["history"][-1]["train_loss"])
 
 
 def test_accumulation_counts_optimizer_steps(tmp_path):
@@ -136,7 +124,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
     before = last.read_bytes()
     poison_model_after(monkeypatch, 3)
     with pytest.raises(NonFiniteLossError) as error:
-        train(compose_train(FAST + ["trainer.epochs=3"]), tmp_path)  # resumes (auto) at epoch 2
+        # resumes (auto) at epoch 2
+        train(compose_train(FAST + ["trainer.epochs=3", "trainer.resume_allow_changes=true"]), tmp_path)
     message = str(error.value)
     assert "nan at epoch 2, batch 3" in message and "step 8" in message and str(last) in message
     assert last.read_bytes() == before
@@ -179,7 +168,7 @@ def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
     # a checkpoint of another model is refused too, naming what differs
     train(compose_train(FAST), tmp_path / "run3")
     completed = (tmp_path / "run3" / "results.json").read_text()
-    with pytest.raises(CheckpointError, match="att_type='CBAM'"):
+    with pytest.raises(ValueError, match="model.att_type: 'none' -> 'CBAM'"):
         train(compose_train(FAST + ["model.att_type=CBAM", "trainer.epochs=2"]), tmp_path / "run3")
     # the completed run's results survive the failed attempt, which is recorded beside them
     assert (tmp_path / "run3" / "results.json").read_text() == completed
@@ -189,7 +178,8 @@ def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
 def test_resume_from_a_given_checkpoint(tmp_path):
     train(compose_train(FAST), tmp_path / "first")
     source = tmp_path / "first" / "checkpoints" / "last.pt"
-    train(compose_train(FAST + ["trainer.epochs=2", f"trainer.resume={source}"]), tmp_path / "second")
+    train(compose_train(FAST + ["trainer.epochs=2", f"trainer.resume={source}", "trainer.resume_allow_changes=true"]),
+          tmp_path / "second")
     results = read_results(tmp_path / "second")
     assert results["epochs"] == 2 and results["global_step"] == 12 and len(results["history"]) == 2
     first = load_training_checkpoint(source)["model"]

@@ -1,4 +1,10 @@
-"""Datasets and loaders: ``build_datasets(name, **options)`` and ``build_loader(dataset, ...)``.
+"""Datasets and loaders.
+
+``build_splits(name, **options)`` -> ``Splits`` (train, held-out val, official test, info) for
+training; ``build_eval_dataset(name, **options)`` -> ``(test_set, info)`` reads the evaluation
+split alone; ``build_loader(dataset, ...)`` makes a resumable DataLoader and
+``iterate_batches(loader)`` walks it with readable worker errors; ``resolve_num_workers``
+turns ``data.num_workers`` ("auto" or an int) into a count this machine can run.
 
 Every dataset item is ``dataset[index]`` or ``dataset[(index, aug_seed)]`` ->
 ``(float32 image (3, H, W), int label)``; with an ``aug_seed`` the train-time augmentation
@@ -13,21 +19,31 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
-from .cifar import build_cifar
-from .common import DataError, DataInfo
-from .digits import build_digits
-from .imagefolder import build_imagefolder
-from .loader import build_loader, seed_worker
+from .cifar import build_cifar, build_cifar_eval
+from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits
+from .digits import build_digits, build_digits_eval
+from .imagefolder import build_imagefolder, build_imagefolder_eval
+from .loader import available_cores, build_loader, iterate_batches, resolve_num_workers, seed_worker, worker_error
 from .sampler import ResumableBatchSampler, mix_seed
-from .synthetic import build_synthetic
+from .synthetic import build_synthetic, build_synthetic_eval
 
-DATASET_BUILDERS: dict[str, Callable[..., tuple[Dataset, Dataset, DataInfo]]] = {
+DATASET_BUILDERS: dict[str, Callable[..., Splits]] = {
     "cifar10": partial(build_cifar, "cifar10"),
     "cifar100": partial(build_cifar, "cifar100"),
     "imagenet": partial(build_imagefolder, "imagenet"),
     "imagefolder": partial(build_imagefolder, "imagefolder"),
     "synthetic": build_synthetic,
     "digits": build_digits,
+}
+# The evaluation split alone; each takes a subset of its dataset's options, the others
+# (train_subset, val_split, train_size) only concern the training images.
+EVAL_BUILDERS: dict[str, Callable[..., tuple[Dataset, DataInfo]]] = {
+    "cifar10": partial(build_cifar_eval, "cifar10"),
+    "cifar100": partial(build_cifar_eval, "cifar100"),
+    "imagenet": partial(build_imagefolder_eval, "imagenet"),
+    "imagefolder": partial(build_imagefolder_eval, "imagefolder"),
+    "synthetic": build_synthetic_eval,
+    "digits": build_digits_eval,
 }
 DATASET_CHOICES = tuple(DATASET_BUILDERS)
 
@@ -37,8 +53,7 @@ def dataset_options(name: str) -> list[str]:
     return list(inspect.signature(DATASET_BUILDERS[name]).parameters)
 
 
-def build_datasets(name: str, **options: Any) -> tuple[Dataset, Dataset, DataInfo]:
-    """``(train_set, val_set, info)`` for a dataset in ``DATASET_CHOICES``; DataError for bad names or options."""
+def _checked_key(name: str, options: dict[str, Any]) -> str:
     key = name.lower() if isinstance(name, str) else name
     if key not in DATASET_BUILDERS:
         raise DataError(f"Unknown dataset {name!r}. Valid choices: {', '.join(DATASET_CHOICES)}.")
@@ -49,18 +64,56 @@ def build_datasets(name: str, **options: Any) -> tuple[Dataset, Dataset, DataInf
             f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for dataset "
             f"{key!r}. Valid options: {', '.join(valid)}."
         )
+    return key
+
+
+def build_splits(name: str, **options: Any) -> Splits:
+    """Train, held-out val (option ``val_split``) and official test sets of a dataset in ``DATASET_CHOICES``.
+
+    DataError for bad names or options.
+    """
+    key = _checked_key(name, options)
     return DATASET_BUILDERS[key](**options)
+
+
+def build_datasets(name: str, **options: Any) -> tuple[Dataset, Dataset, DataInfo]:
+    """``(train_set, official val/test set, info)``: ``build_splits`` without the held-out split."""
+    splits = build_splits(name, **options)
+    return splits.train, splits.test, splits.info
+
+
+def build_eval_dataset(name: str, **options: Any) -> tuple[Dataset, DataInfo]:
+    """``(val_set, info)``: the official val/test split alone, without reading the training images.
+
+    Takes the same options as ``build_splits``; those that concern only the training images
+    (``train_subset``, ``val_split``, ...) are accepted and ignored. ``info.train_size`` is
+    None, since the training split is not read.
+    """
+    key = _checked_key(name, options)
+    builder = EVAL_BUILDERS[key]
+    used = inspect.signature(builder).parameters
+    return builder(**{option: value for option, value in options.items() if option in used})
 
 
 __all__ = [
     "DATASET_BUILDERS",
     "DATASET_CHOICES",
+    "EVAL_BUILDERS",
+    "SUBSET_SEED",
+    "VAL_SPLIT_SEED",
     "DataError",
     "DataInfo",
     "ResumableBatchSampler",
+    "Splits",
+    "available_cores",
     "build_datasets",
+    "build_eval_dataset",
     "build_loader",
+    "build_splits",
     "dataset_options",
+    "iterate_batches",
     "mix_seed",
+    "resolve_num_workers",
     "seed_worker",
+    "worker_error",
 ]

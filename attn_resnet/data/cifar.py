@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import DataError, DataInfo, TensorImageDataset, check_positive_int, stratified_subset
+from .common import (
+    SUBSET_SEED,
+    DataError,
+    DataInfo,
+    Splits,
+    TensorImageDataset,
+    carve_val_split,
+    check_positive_int,
+    stratified_subset,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,6 @@ CIFAR_SPECS = {
 }
 
 CIFAR_PAD = 4
-SUBSET_SEED = 0
 
 
 def _how_to_fix(spec: CifarSpec, root: Path) -> str:
@@ -145,20 +153,44 @@ def _download(spec: CifarSpec, root: Path) -> None:
 
 
 def load_cifar(name: str, root, train: bool, download: bool = False) -> TensorImageDataset:
-    """The full train or test split of ``name`` ("cifar10"/"cifar100") under ``root``."""
+    """The full train or test split of ``name`` ("cifar10"/"cifar100") under ``root``.
+
+    Reads only that split's files and the class names; ``download`` fetches the release
+    when one of those is missing.
+    """
     spec = CIFAR_SPECS[name]
     root = Path(root).expanduser().resolve()
     folder = root / spec.folder
-    if download and not all((folder / file).is_file() for file in spec.files):
+    files = spec.train_files if train else spec.test_files
+    if download and not all((folder / file).is_file() for file in (*files, spec.meta_file)):
         _download(spec, root)
     classes = _read_class_names(folder / spec.meta_file, spec, root)
-    batches = [
-        _read_batch(folder / file, spec, root, len(classes))
-        for file in (spec.train_files if train else spec.test_files)
-    ]
+    batches = [_read_batch(folder / file, spec, root, len(classes)) for file in files]
     images = torch.cat([images for images, _ in batches])
     labels = torch.cat([labels for _, labels in batches])
     return TensorImageDataset(images, labels, classes, spec.mean, spec.std, train, pad=CIFAR_PAD, flip=train)
+
+
+def _info(name: str, test_set: TensorImageDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
+    return DataInfo(
+        name=name,
+        num_classes=len(test_set.classes),
+        image_size=(32, 32),
+        class_names=list(test_set.classes),
+        mean=test_set.mean,
+        std=test_set.std,
+        train_size=train_size,
+        val_size=len(test_set),
+        val_split_size=val_split_size,
+    )
+
+
+def _test_set(name: str, root, download: bool, val_subset) -> TensorImageDataset:
+    val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    test_set = load_cifar(name, root, train=False, download=download)
+    if val_subset is not None:
+        test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
+    return test_set
 
 
 def build_cifar(
@@ -168,28 +200,28 @@ def build_cifar(
     download: bool = False,
     train_subset: int | None = None,
     val_subset: int | None = None,
-) -> tuple[TensorImageDataset, TensorImageDataset, DataInfo]:
+    val_split: int | None = None,
+) -> Splits:
     """CIFAR train (pad-4 crop + flip) and test sets; ``root`` holds the extracted release folder.
 
-    ``train_subset`` / ``val_subset`` keep a class-balanced subset of that many samples,
-    the same one every time (fixed seed ``SUBSET_SEED``).
+    ``val_split`` holds that many training images out (class-balanced, fixed, not augmented)
+    as a validation split. ``train_subset`` (of the training images left) / ``val_subset``
+    (of the test set) keep a class-balanced subset of that many samples, the same one every
+    time (fixed seed ``SUBSET_SEED``).
     """
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    val_split = check_positive_int("val_split", val_split, allow_none=True)
     train_set = load_cifar(name, root, train=True, download=download)
-    val_set = load_cifar(name, root, train=False, download=False)
-    if train_subset is not None:
-        train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, SUBSET_SEED))
-    if val_subset is not None:
-        val_set = val_set.subset(stratified_subset(val_set.labels, val_subset, SUBSET_SEED))
-    info = DataInfo(
-        name=name,
-        num_classes=len(train_set.classes),
-        image_size=(32, 32),
-        class_names=list(train_set.classes),
-        mean=train_set.mean,
-        std=train_set.std,
-        train_size=len(train_set),
-        val_size=len(val_set),
-    )
-    return train_set, val_set, info
+    test_set = _test_set(name, root, download, val_subset)
+    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), name)
+    info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
+    return Splits(train_set, held_out, test_set, info)
+
+
+def build_cifar_eval(
+    name: str, *, root="data", download: bool = False, val_subset: int | None = None
+) -> tuple[TensorImageDataset, DataInfo]:
+    """The CIFAR test set alone (``val_subset`` as in ``build_cifar``): reads the test batch and the meta file."""
+    test_set = _test_set(name, root, download, val_subset)
+    return test_set, _info(name, test_set, None)

@@ -1,11 +1,12 @@
-"""Shared pieces of the datasets: errors, ``DataInfo``, item keys, uint8 augmentation, subsets."""
+"""Shared pieces of the datasets: errors, ``DataInfo``, ``Splits``, item keys, uint8 augmentation,
+subsets and the held-out validation split."""
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +17,18 @@ class DataError(ValueError):
     """A dataset that is missing, malformed or asked for with bad options."""
 
 
+SUBSET_SEED = 0  # train_subset / val_subset: the same class-balanced subset every run
+VAL_SPLIT_SEED = 1  # val_split: a draw of its own, so the held-out images are not the subset's
+
+
 @dataclass(frozen=True)
 class DataInfo:
-    """What the model and the trainer need to know about a dataset."""
+    """What the model and the trainer need to know about a dataset.
+
+    ``train_size`` counts the images trained on (after holding out ``val_split_size`` of them
+    and after ``train_subset``); it is None when only the evaluation split was read
+    (``build_eval_dataset``). ``val_size`` is the size of the official val/test split.
+    """
 
     name: str
     num_classes: int
@@ -26,8 +36,24 @@ class DataInfo:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    train_size: int
+    train_size: int | None
     val_size: int
+    val_split_size: int = 0
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The datasets of a training run.
+
+    ``train``: the images trained on (augmented). ``val``: images held out of the training set
+    for validation (option ``val_split``, not augmented), or None without it. ``test``: the
+    official val/test split.
+    """
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset
+    info: DataInfo
 
 
 def split_key(key) -> tuple[int, int | None]:
@@ -152,9 +178,67 @@ class TensorImageDataset(UInt8ImageDataset):
     def image(self, index: int) -> torch.Tensor:
         return self.images[index]
 
-    def subset(self, indices: torch.Tensor) -> TensorImageDataset:
-        """A new dataset of the given rows, same transform."""
+    def subset(self, indices: torch.Tensor, train: bool | None = None) -> TensorImageDataset:
+        """A new dataset of the given rows; same augmentation, or none with ``train=False``."""
         return TensorImageDataset(
             self.images[indices], self.labels[indices], self.classes, self.mean, self.std,
-            self.train, self.pad, self.flip,
+            self.train if train is None else train and self.train, self.pad, self.flip,
         )
+
+
+class SubsettableDataset(Protocol):
+    """A dataset with labels that can be narrowed to some of its items, with or without augmentation."""
+
+    targets: list[int]
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: torch.Tensor, train: bool | None = None) -> SubsettableDataset: ...
+
+
+def check_val_split(val_split, train_size: int, num_classes: int, name: str) -> int | None:
+    """Validate option ``val_split`` against a training set of ``train_size`` images."""
+    val_split = check_positive_int("val_split", val_split, allow_none=True)
+    if val_split is None:
+        return None
+    if val_split >= train_size:
+        raise DataError(
+            f"Option val_split={val_split} must be smaller than the training set of {name} ({train_size} "
+            "images), since the held-out images are taken from it and some must be left to train on. "
+            "Lower data.val_split, or set it to null to validate on the official val/test split only."
+        )
+    if val_split < num_classes:
+        raise DataError(
+            f"Option val_split={val_split} is smaller than the number of classes of {name} ({num_classes}): "
+            f"a class-balanced held-out split needs at least one image per class. Set data.val_split to "
+            f"{num_classes} or more, or to null."
+        )
+    return val_split
+
+
+def carve_val_split(
+    train_set: SubsettableDataset,
+    val_split: int | None,
+    train_subset: int | None,
+    num_classes: int,
+    name: str,
+) -> tuple[SubsettableDataset, SubsettableDataset | None]:
+    """``(train_set, held_out)``: ``val_split`` class-balanced images of ``train_set`` held out
+    without augmentation (None when ``val_split`` is None), then ``train_subset`` of the rest.
+
+    Both draws are seeded (``VAL_SPLIT_SEED``, ``SUBSET_SEED``), so every run holds out the
+    same images, whatever the subset, and never trains on them.
+    """
+    val_split = check_val_split(val_split, len(train_set), num_classes, name)
+    held_out = None
+    if val_split is not None:
+        labels = torch.as_tensor(train_set.targets)
+        chosen = stratified_subset(labels, val_split, VAL_SPLIT_SEED)
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[chosen] = False
+        held_out = train_set.subset(chosen, train=False)
+        train_set = train_set.subset(keep.nonzero().squeeze(1))
+    if train_subset is not None:
+        labels = torch.as_tensor(train_set.targets)
+        train_set = train_set.subset(stratified_subset(labels, train_subset, SUBSET_SEED))
+    return train_set, held_out

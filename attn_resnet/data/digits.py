@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import DataError, DataInfo, TensorImageDataset, check_positive_int, stratified_subset
+from .common import (
+    SUBSET_SEED,
+    DataError,
+    DataInfo,
+    Splits,
+    TensorImageDataset,
+    carve_val_split,
+    check_positive_int,
+    stratified_subset,
+)
 
 DIGITS_SIZE = 32
 DIGITS_PAD = 2
 SPLIT_SEED = 0
-SUBSET_SEED = 0
 
 
 def load_digits_uint8(size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,16 +41,19 @@ def build_digits(
     val_fraction: float = 0.2,
     train_subset: int | None = None,
     val_subset: int | None = None,
+    val_split: int | None = None,
     image_size: int = DIGITS_SIZE,
     root=None,
     download: bool = False,
-) -> tuple[TensorImageDataset, TensorImageDataset, DataInfo]:
+) -> Splits:
     """Stratified train/val split (``val_fraction``, seed ``SPLIT_SEED``); train augments by pad-2 crop only.
 
-    No flips: digits are not mirror-symmetric. Normalization uses the mean/std of the whole
-    train split, so it does not change with ``train_subset``. ``root`` and ``download`` are
-    accepted and ignored (the data ships with scikit-learn). ``image_size`` (default 32)
-    is the upsampled side length; 16 trains four times faster on a CPU.
+    The ``val_fraction`` part is the test split of ``Splits``; ``val_split`` holds that many
+    more images out of the training part, not augmented, for validation. No flips: digits
+    are not mirror-symmetric. Normalization uses the mean/std of the whole training part,
+    so it does not change with ``train_subset`` or ``val_split``. ``root`` and ``download``
+    are accepted and ignored (the data ships with scikit-learn). ``image_size`` (default
+    32) is the upsampled side length; 16 trains four times faster on a CPU.
     """
     from sklearn.model_selection import train_test_split
 
@@ -48,6 +61,7 @@ def build_digits(
         raise DataError(f"Option val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}.")
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    val_split = check_positive_int("val_split", val_split, allow_none=True)
     image_size = check_positive_int("image_size", image_size)
     if image_size < 8:
         raise DataError(f"Option image_size must be at least 8 (the digits are 8x8), got {image_size}.")
@@ -61,11 +75,10 @@ def build_digits(
     std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
     classes = [str(digit) for digit in range(10)]
     train_set = TensorImageDataset(images[train_idx], labels[train_idx], classes, mean, std, True, DIGITS_PAD)
-    val_set = TensorImageDataset(images[val_idx], labels[val_idx], classes, mean, std, False)
-    if train_subset is not None:
-        train_set = train_set.subset(stratified_subset(train_set.labels, train_subset, SUBSET_SEED))
+    test_set = TensorImageDataset(images[val_idx], labels[val_idx], classes, mean, std, False)
     if val_subset is not None:
-        val_set = val_set.subset(stratified_subset(val_set.labels, val_subset, SUBSET_SEED))
+        test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
+    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(classes), "digits")
     info = DataInfo(
         name="digits",
         num_classes=10,
@@ -74,6 +87,22 @@ def build_digits(
         mean=mean,
         std=std,
         train_size=len(train_set),
-        val_size=len(val_set),
+        val_size=len(test_set),
+        val_split_size=len(held_out) if held_out is not None else 0,
     )
-    return train_set, val_set, info
+    return Splits(train_set, held_out, test_set, info)
+
+
+def build_digits_eval(
+    *,
+    val_fraction: float = 0.2,
+    val_subset: int | None = None,
+    image_size: int = DIGITS_SIZE,
+    root=None,
+    download: bool = False,
+) -> tuple[TensorImageDataset, DataInfo]:
+    """The ``val_fraction`` split of ``build_digits`` alone (all digits ship in one small array)."""
+    splits = build_digits(
+        val_fraction=val_fraction, val_subset=val_subset, image_size=image_size, root=root, download=download
+    )
+    return splits.test, replace(splits.info, train_size=None)

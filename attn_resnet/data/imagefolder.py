@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,12 +12,20 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from .common import DataError, DataInfo, check_positive_int, split_key, stratified_subset
+from .common import (
+    SUBSET_SEED,
+    DataError,
+    DataInfo,
+    Splits,
+    carve_val_split,
+    check_positive_int,
+    split_key,
+    stratified_subset,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CENTER_CROP_FRACTION = 0.875  # resize to 256 then crop 224: the usual ImageNet evaluation
-SUBSET_SEED = 0
 
 
 def train_transform(size: tuple[int, int]) -> Callable:
@@ -53,17 +62,19 @@ def load_rgb(path: str) -> Image.Image:
 class FolderDataset(Dataset):
     """Samples ``(path, label)`` from a class-per-folder tree, decoded and transformed per item.
 
+    Train items get ``train_transform(image_size)``, the others ``val_transform(image_size)``.
     Train items are augmented with torchvision's transforms, which draw from the global RNG;
     for a key ``(index, aug_seed)`` that RNG is forked and seeded with ``aug_seed`` so the
     result is reproducible and the caller's RNG state is untouched.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], transform: Callable, train: bool):
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: tuple[int, int], train: bool):
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.classes = classes
-        self.transform = transform
+        self.image_size = image_size
         self.train = train
+        self.transform = train_transform(image_size) if train else val_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,6 +90,11 @@ class FolderDataset(Dataset):
                 torch.default_generator.manual_seed(aug_seed)
                 return self.transform(image), label
         return self.transform(image), label
+
+    def subset(self, indices: torch.Tensor, train: bool | None = None) -> FolderDataset:
+        """The given samples; the val transform with ``train=False``, else this dataset's."""
+        samples = [self.samples[i] for i in torch.as_tensor(indices).tolist()]
+        return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train)
 
 
 def _scan(folder: Path, root: Path) -> ImageFolder:
@@ -97,16 +113,22 @@ def _scan(folder: Path, root: Path) -> ImageFolder:
         ) from error
 
 
-def _check_same_classes(train: ImageFolder, val: ImageFolder, root: Path) -> None:
-    if train.classes == val.classes:
+def _check_same_classes(train: list[str], val: list[str], root: Path) -> None:
+    if train == val:
         return
-    only_train = sorted(set(train.classes) - set(val.classes))
-    only_val = sorted(set(val.classes) - set(train.classes))
+    only_train = sorted(set(train) - set(val))
+    only_val = sorted(set(val) - set(train))
     raise DataError(
         f"Class folders differ between {root / 'train'} and {root / 'val'}: only in train: "
         f"{only_train[:10]}{' ...' if len(only_train) > 10 else ''}; only in val: "
         f"{only_val[:10]}{' ...' if len(only_val) > 10 else ''}. Fix: both need the same class sub-folders."
     )
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The class names of ``folder`` as ImageFolder orders them, without listing any image."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if entry.is_dir())
 
 
 def _image_size(value) -> tuple[int, int]:
@@ -116,6 +138,31 @@ def _image_size(value) -> tuple[int, int]:
     return size, size
 
 
+def _info(name: str, val_set: FolderDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
+    return DataInfo(
+        name=name,
+        num_classes=len(val_set.classes),
+        image_size=val_set.image_size,
+        class_names=list(val_set.classes),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        train_size=train_size,
+        val_size=len(val_set),
+        val_split_size=val_split_size,
+    )
+
+
+def _val_set(scan: ImageFolder, size: tuple[int, int], val_subset: int | None) -> FolderDataset:
+    keep = stratified_subset(torch.tensor(scan.targets), val_subset, SUBSET_SEED).tolist()
+    return FolderDataset([scan.samples[i] for i in keep], scan.classes, size, train=False)
+
+
+def _needs_root(name: str, root) -> Path:
+    if root is None:
+        raise DataError(f"Dataset {name!r} needs data.root: a folder holding train/ and val/ class folders.")
+    return Path(root).expanduser().resolve()
+
+
 def build_imagefolder(
     name: str,
     *,
@@ -123,37 +170,49 @@ def build_imagefolder(
     image_size: int | tuple[int, int] = 224,
     train_subset: int | None = None,
     val_subset: int | None = None,
+    val_split: int | None = None,
     download: bool = False,
-) -> tuple[FolderDataset, FolderDataset, DataInfo]:
+) -> Splits:
     """Train (RandomResizedCrop + flip) and val (resize to size/0.875 + center crop) sets from ``root``.
 
-    Classes and their order come from the train folder names (sorted). ``train_subset`` /
-    ``val_subset`` keep a class-balanced subset, the same every time (seed ``SUBSET_SEED``).
-    ``download`` is accepted and ignored: these datasets cannot be fetched automatically.
+    Classes and their order come from the train folder names (sorted). ``val_split`` holds
+    that many training images out (class-balanced, fixed, with the val transform) for
+    validation; ``train_subset`` (of the training images left) / ``val_subset`` keep a
+    class-balanced subset, the same every time (seed ``SUBSET_SEED``). ``download`` is
+    accepted and ignored: these datasets cannot be fetched automatically.
     """
-    if root is None:
-        raise DataError(f"Dataset {name!r} needs data.root: a folder holding train/ and val/ class folders.")
+    root = _needs_root(name, root)
     size = _image_size(image_size)
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
-    root = Path(root).expanduser().resolve()
+    val_split = check_positive_int("val_split", val_split, allow_none=True)
     train_scan, val_scan = _scan(root / "train", root), _scan(root / "val", root)
-    _check_same_classes(train_scan, val_scan, root)
+    _check_same_classes(train_scan.classes, val_scan.classes, root)
+    train_set = FolderDataset(train_scan.samples, train_scan.classes, size, train=True)
+    test_set = _val_set(val_scan, size, val_subset)
+    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_scan.classes), name)
+    info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
+    return Splits(train_set, held_out, test_set, info)
 
-    def pick(scan: ImageFolder, subset: int | None) -> list[tuple[str, int]]:
-        keep = stratified_subset(torch.tensor(scan.targets), subset, SUBSET_SEED).tolist()
-        return [scan.samples[i] for i in keep]
 
-    train_set = FolderDataset(pick(train_scan, train_subset), train_scan.classes, train_transform(size), True)
-    val_set = FolderDataset(pick(val_scan, val_subset), val_scan.classes, val_transform(size), False)
-    info = DataInfo(
-        name=name,
-        num_classes=len(train_scan.classes),
-        image_size=size,
-        class_names=list(train_scan.classes),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        train_size=len(train_set),
-        val_size=len(val_set),
-    )
-    return train_set, val_set, info
+def build_imagefolder_eval(
+    name: str,
+    *,
+    root=None,
+    image_size: int | tuple[int, int] = 224,
+    val_subset: int | None = None,
+    download: bool = False,
+) -> tuple[FolderDataset, DataInfo]:
+    """The val set of ``build_imagefolder`` alone: ``root/val`` is enough, its folder names are the classes.
+
+    No image under ``root/train`` is listed; when that folder exists its class folder names
+    must match val's, since a class missing from val would shift every label after it.
+    """
+    root = _needs_root(name, root)
+    size = _image_size(image_size)
+    val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    val_scan = _scan(root / "val", root)
+    if (root / "train").is_dir():
+        _check_same_classes(_class_folders(root / "train"), val_scan.classes, root)
+    test_set = _val_set(val_scan, size, val_subset)
+    return test_set, _info(name, test_set, None)

@@ -4,45 +4,26 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..models.official import CheckpointError, read_checkpoint
+from ..runfiles import write_file_atomic
 
 CHECKPOINT_FORMAT = "attn-resnet-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
 def save_atomic(payload: Any, path: str | os.PathLike) -> None:
-    """Write ``payload`` with torch.save to a temp file, fsync it, then rename over ``path``.
+    """Write ``payload`` with torch.save to a temp file, fsync it, then rename it over ``path``.
 
-    A crash at any moment leaves either the old file or the new one, never a torn file.
+    A crash at any moment leaves either the old file or the new one, never a torn file. A
+    full disk, a read-only folder or a file named like the checkpoint folder raises a
+    RunFolderError naming ``path``; the old checkpoint stays as it was and no temp file remains.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_file_atomic(path, lambda stream: torch.save(payload, stream), action="save the checkpoint")
 
 
 def rng_state() -> dict:

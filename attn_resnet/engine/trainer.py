@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import warnings
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +16,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .. import __version__
+from ..data.loader import iterate_batches
 from ..models.official import CheckpointError
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic, set_rng_state
-from .metrics import RunningMean, topk_correct
+from .metrics import RunningMean, TopKAccuracy, topk_correct
+from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,17 @@ class TrainerSettings:
     limit_val_batches: int = 0
     checkpoint_every_steps: int = 0
     progress: bool = True
+    progress_interval: float = 30.0
     log_every_steps: int = 20
     max_nonfinite_skips: int = 10
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA when present and otherwise the CPU, with a one-line warning."""
+def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
+    """"auto" picks CUDA when present and otherwise the CPU, with a one-line warning naming ``purpose``."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.warning("CUDA is not available: running on the CPU, which is slow for real training.")
+        log.warning("CUDA is not available: running on the CPU, which is slow for real %s.", purpose)
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -82,37 +84,58 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
     return images, targets.to(device, non_blocking=True)
 
 
+# Models already told that their top-5 is undefined: the note is logged once, not every epoch.
+_NOTED_UNDEFINED_TOP5: weakref.WeakSet = weakref.WeakSet()
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader, device: torch.device, precision: str = "32",
-                   channels_last: bool = False, limit_batches: int = 0) -> dict[str, float]:
-    """Mean loss and top-1 / top-5 accuracy (%) of ``model`` over ``loader`` (first ``limit_batches``)."""
+                   channels_last: bool = False, limit_batches: int = 0, progress: ProgressReporter | None = None,
+                   desc: str = "val") -> dict[str, float | None]:
+    """Mean loss and top-1 / top-5 accuracy (%) of ``model`` over ``loader`` (its first ``limit_batches``).
+
+    Returns ``{"loss": float, "acc1": float, "acc5": float | None, "images": int}``; ``acc5``
+    is None for a model with fewer than 5 classes, where top-5 accuracy means nothing.
+    ``progress`` (none by default) reports the pass under the name ``desc``.
+    """
     was_training = model.training
     model.eval()
+    total = min(len(loader), limit_batches) if limit_batches else len(loader)
     loss_sum = torch.zeros((), device=device)
-    correct1 = torch.zeros((), device=device, dtype=torch.long)
-    correct5 = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for index, (images, targets) in enumerate(loader):
-        if limit_batches and index >= limit_batches:
-            break
-        images, targets = to_device(images, targets, device, channels_last)
-        with autocast_context(device, precision):
-            logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
-        top1, top5 = topk_correct(logits, targets, (1, 5))
-        correct1 += top1
-        correct5 += top5
-        seen += targets.shape[0]
+    accuracy = TopKAccuracy((1, 5))
+    with (progress or ProgressReporter(enabled=False)).phase(desc, total) as report:
+        for index, (images, targets) in enumerate(iterate_batches(loader)):
+            if index >= total:
+                break
+            images, targets = to_device(images, targets, device, channels_last)
+            with autocast_context(device, precision):
+                logits = model(images)
+            loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
+            accuracy.update(logits, targets)
+            report.update(targets.shape[0])
     model.train(was_training)
-    seen = max(seen, 1)
-    return {"loss": loss_sum.item() / seen, "acc1": 100.0 * correct1.item() / seen,
-            "acc5": 100.0 * correct5.item() / seen, "images": seen}
+    acc1, acc5 = accuracy.compute().values()
+    if acc5 is None and model not in _NOTED_UNDEFINED_TOP5:
+        _NOTED_UNDEFINED_TOP5.add(model)
+        log.info("Top-5 accuracy is undefined for %d classes: acc5 is reported as None.", accuracy.num_classes)
+    seen = max(accuracy.count, 1)
+    return {"loss": loss_sum.item() / seen, "acc1": acc1, "acc5": acc5, "images": seen}
+
+
+def _metrics_text(name: str, metrics: dict) -> str:
+    """E.g. "val loss 0.6931 acc1 50.00 acc5 n/a"."""
+    acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2f}"
+    return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
 
 
 class Trainer:
     """Owns one run: the model, its optimizer and schedule, the loaders and the run folder.
 
     ``lr_schedule(optimizer_steps_per_epoch)`` returns the lr multiplier per optimizer step.
+    ``val_loader`` is evaluated every epoch and picks best.pt. With a ``test_loader``, ``val_loader``
+    is a held-out part of the training data and the test set is evaluated every epoch beside it;
+    the summary's final metrics are then the test set's. ``progress`` defaults to a reporter built
+    from the settings (``progress``, ``progress_interval``, ``log_every_steps``).
     """
 
     def __init__(
@@ -128,6 +151,8 @@ class Trainer:
         config: dict | None = None,
         model_spec: dict | None = None,
         tensorboard: bool = True,
+        test_loader=None,
+        progress: ProgressReporter | None = None,
     ) -> None:
         self.settings = settings
         self.device = device
@@ -137,7 +162,9 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if settings.compile else self.model
         self.optimizer = optimizer
         self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
-        self.train_loader, self.val_loader = train_loader, val_loader
+        self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
+        self.progress = progress or ProgressReporter(settings.progress, settings.progress_interval,
+                                                     settings.log_every_steps)
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.config = config or {}
@@ -233,9 +260,10 @@ class Trainer:
                  self.global_step)
 
     # -------------------------------------------------------------- evaluation
-    def evaluate(self, loader=None) -> dict[str, float]:
+    def evaluate(self, loader=None, desc: str = "val") -> dict[str, float | None]:
         return evaluate_model(self.forward_model, loader if loader is not None else self.val_loader, self.device,
-                              self.settings.precision, self.settings.channels_last, self.settings.limit_val_batches)
+                              self.settings.precision, self.settings.channels_last, self.settings.limit_val_batches,
+                              self.progress, desc)
 
     # ---------------------------------------------------------------- training
     def _check_loss(self, loss: torch.Tensor, epoch: int, batch: int, skipped: int) -> bool:
@@ -262,48 +290,56 @@ class Trainer:
             self.epoch_meters = {"loss": RunningMean(), "acc1": RunningMean()}
         total_batches = self.train_batches_per_epoch()
         start_time, images_this_run, skipped = time.perf_counter(), 0, 0
-        show = settings.progress and sys.stderr.isatty()
-        bar = tqdm(total=total_batches, initial=self.batch_in_epoch, desc=f"epoch {epoch + 1}/{settings.epochs}",
-                   disable=not show, leave=False, dynamic_ncols=True, unit="batch")
+        progress = self.progress.phase(f"train epoch {epoch + 1}/{settings.epochs}", total_batches,
+                                       self.batch_in_epoch, self._running_stats)
         self.optimizer.zero_grad(set_to_none=True)
         batch = self.batch_in_epoch
-        for images, targets in self.train_loader:
-            if batch >= total_batches:
-                break
-            images, targets = to_device(images, targets, self.device, settings.channels_last)
-            with autocast_context(self.device, settings.precision):
-                logits = self.forward_model(images)
-                loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
-            finite = self._check_loss(loss.detach(), epoch, batch, skipped)
-            skipped = 0 if finite else skipped + 1
-            scaled = loss / settings.accumulate
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-            batch += 1
-            if batch % settings.accumulate == 0 or batch == total_batches:
-                self._optimizer_step()
-            count = targets.shape[0]
-            images_this_run += count
-            if finite:
-                self.epoch_meters["loss"].update(loss.detach().float() * count, count)
-                self.epoch_meters["acc1"].update(topk_correct(logits.detach(), targets, (1,))[0] * 100.0, count)
-            bar.update(1)
-            if show and batch % settings.log_every_steps == 0:
-                elapsed = time.perf_counter() - start_time
-                bar.set_postfix(loss=f"{self.epoch_meters['loss'].mean:.3f}",
-                                acc=f"{self.epoch_meters['acc1'].mean:.1f}",
-                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}",
-                                img_s=f"{images_this_run / max(elapsed, 1e-9):.0f}")
-            self.batch_in_epoch = batch
-            if (settings.checkpoint_every_steps and batch % settings.accumulate == 0
-                    and self.global_step % settings.checkpoint_every_steps == 0 and batch < total_batches):
-                self._account_time(start_time, images_this_run)
-                start_time, images_this_run = time.perf_counter(), 0
-                self.save("last.pt")
-        bar.close()
+        with progress:
+            for images, targets in iterate_batches(self.train_loader):
+                if batch >= total_batches:
+                    break
+                images, targets = to_device(images, targets, self.device, settings.channels_last)
+                with autocast_context(self.device, settings.precision):
+                    logits = self.forward_model(images)
+                    loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+                finite = self._check_loss(loss.detach(), epoch, batch, skipped)
+                skipped = 0 if finite else skipped + 1
+                scaled = loss / self._accumulation_group_size(batch, total_batches)
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                batch += 1
+                if batch % settings.accumulate == 0 or batch == total_batches:
+                    self._optimizer_step()
+                count = targets.shape[0]
+                images_this_run += count
+                if finite:
+                    self.epoch_meters["loss"].update(loss.detach().float() * count, count)
+                    self.epoch_meters["acc1"].update(topk_correct(logits.detach(), targets, (1,))[0] * 100.0, count)
+                progress.update(count)
+                self.batch_in_epoch = batch
+                if (settings.checkpoint_every_steps and batch % settings.accumulate == 0
+                        and self.global_step % settings.checkpoint_every_steps == 0 and batch < total_batches):
+                    self._account_time(start_time, images_this_run)
+                    start_time, images_this_run = time.perf_counter(), 0
+                    self.save("last.pt")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._account_time(start_time, images_this_run)
         return {"loss": self.epoch_meters["loss"].mean, "acc1": self.epoch_meters["acc1"].mean}
+
+    def _accumulation_group_size(self, batch: int, total_batches: int) -> int:
+        """Micro-batches in the accumulation group of ``batch`` (0-based in the epoch); the last may be short.
+
+        Each micro-batch loss is divided by this, so every optimizer step sees the mean gradient
+        of its group, also for a short last group and after a mid-epoch resume.
+        """
+        accumulate = self.settings.accumulate
+        group_start = batch // accumulate * accumulate
+        return min(accumulate, total_batches - group_start)
+
+    def _running_stats(self) -> dict[str, str]:
+        """The running epoch loss, accuracy and lr for progress reports (reads device values: call rarely)."""
+        return {"loss": f"{self.epoch_meters['loss'].mean:.3f}", "acc": f"{self.epoch_meters['acc1'].mean:.1f}",
+                "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
 
     def _account_time(self, start_time: float, images: int) -> None:
         seconds = time.perf_counter() - start_time
@@ -338,36 +374,59 @@ class Trainer:
             self._epoch_seconds, self._epoch_images = 0.0, 0
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch(epoch)
-            val = self.evaluate()
-            images_per_sec = self._epoch_images / max(self._epoch_seconds, 1e-9)
+            evaluated = {"val": self.evaluate(self.val_loader, "val")}
+            if self.test_loader is not None:
+                evaluated["test"] = self.evaluate(self.test_loader, "test")
             self.epoch, self.batch_in_epoch = epoch + 1, 0
-            improved = val["acc1"] > self.best_acc1
+            improved = evaluated["val"]["acc1"] > self.best_acc1
             if improved:
-                self.best_acc1, self.best_epoch = val["acc1"], epoch + 1
-            record = {"epoch": epoch + 1, "train_loss": train["loss"], "train_acc1": train["acc1"],
-                      "val_loss": val["loss"], "val_acc1": val["acc1"], "val_acc5": val["acc5"], "lr": lr,
-                      "images_per_sec": images_per_sec, "epoch_seconds": self._epoch_seconds}
-            self.history.append(record)
-            self.tb.scalars({"train/loss": train["loss"], "train/acc1": train["acc1"], "val/loss": val["loss"],
-                             "val/acc1": val["acc1"], "val/acc5": val["acc5"], "opt/lr": lr,
-                             "perf/images_per_sec": images_per_sec,
-                             "perf/epoch_seconds": self._epoch_seconds}, epoch + 1)
-            log.info("epoch %d/%d  train loss %.4f acc1 %.2f | val loss %.4f acc1 %.2f acc5 %.2f | lr %.4g | "
-                     "%.0f img/s, %.1f s", epoch + 1, settings.epochs, train["loss"], train["acc1"], val["loss"],
-                     val["acc1"], val["acc5"], lr, images_per_sec, self._epoch_seconds)
+                self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
+            self._record_epoch(epoch + 1, lr, train, evaluated)
             self.save("last.pt")
             if improved:
                 self.save("best.pt")
         return self.summary()
 
+    def _record_epoch(self, epoch: int, lr: float, train: dict, evaluated: dict[str, dict]) -> None:
+        """Append the epoch to the history, write its TensorBoard scalars and log its line."""
+        images_per_sec = self._epoch_images / max(self._epoch_seconds, 1e-9)
+        record = {"epoch": epoch, "train_loss": train["loss"], "train_acc1": train["acc1"]}
+        scalars = {"train/loss": train["loss"], "train/acc1": train["acc1"]}
+        for split, metrics in evaluated.items():
+            for key in ("loss", "acc1", "acc5"):
+                record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
+        record.update(lr=lr, images_per_sec=images_per_sec, epoch_seconds=self._epoch_seconds)
+        scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec,
+                        "perf/epoch_seconds": self._epoch_seconds})
+        self.history.append(record)
+        # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
+        self.tb.scalars({tag: value for tag, value in scalars.items() if value is not None}, epoch)
+        log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %s | lr %.4g | %.0f img/s, %.1f s", epoch,
+                 self.settings.epochs, train["loss"], train["acc1"],
+                 " | ".join(_metrics_text(split, metrics) for split, metrics in evaluated.items()), lr,
+                 images_per_sec, self._epoch_seconds)
+
     def summary(self) -> dict[str, Any]:
-        final = self.history[-1] if self.history else {}
-        return {
+        """Run totals; ``final`` is the last epoch on the test set when there is one, else on val.
+
+        With a test set, ``final_val`` holds the last epoch's held-out metrics; ``best`` is always
+        the best held-out (val) epoch, the one saved as best.pt.
+        """
+        last = self.history[-1] if self.history else {}
+
+        def final(split: str) -> dict[str, float | None]:
+            return {key: last.get(f"{split}_{key}") for key in ("acc1", "acc5", "loss")}
+
+        has_test = "test_acc1" in last
+        summary = {
             "epochs_completed": self.epoch,
             "global_step": self.global_step,
-            "final": {"acc1": final.get("val_acc1"), "acc5": final.get("val_acc5"), "loss": final.get("val_loss")},
+            "final": final("test" if has_test else "val"),
             "best": {"acc1": self.best_acc1 if self.best_epoch > 0 else None, "epoch": self.best_epoch},
             "train_seconds": self.train_seconds,
             "images_per_sec": self.train_images / max(self.train_seconds, 1e-9),
             "history": self.history,
         }
+        if has_test:
+            summary["final_val"] = final("val")
+        return summary

@@ -7,10 +7,15 @@ differ from ours only inside the attention blocks; ``official_to_ours`` maps the
 
 from __future__ import annotations
 
+import _compat_pickle
+import io
 import os
+import pickle
+import pickletools
 import re
+import zipfile
 from collections import Counter
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import torch
 from torch import nn
@@ -70,24 +75,104 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+# Opcodes that push a str; STACK_GLOBAL takes its module and name from the last two.
+_STRING_OPCODES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
+                   "STRING"}
+_SCAN_BYTES = 16 * 2**20  # a checkpoint's pickles are small (tensor data lies beside them); bound the scan
+
+
+def _global_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 (and torch's allowlist) spells it: protocol 2 writes ``__builtin__.set``."""
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+
+
+def _globals_in_pickles(stream: IO[bytes], count: int) -> list[str]:
+    """The globals (``module.name``) the first ``count`` pickles in ``stream`` reference; nothing is run."""
+    names: list[str] = []
+    for _ in range(count):
+        memo: dict[int, str | None] = {}
+        strings: list[str | None] = []  # the str pushes since the last other opcode
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(_global_name(*arg.split(" ", 1)))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
+                    names.append(_global_name(strings[-2], strings[-1]))
+                if opcode.name in _STRING_OPCODES:
+                    strings.append(arg)
+                elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+                    strings.append(memo.get(arg))
+                elif opcode.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if opcode.name == "MEMOIZE" else arg] = strings[-1] if strings else None
+                else:
+                    strings.clear()
+        except Exception:  # noqa: BLE001 - the end of the readable pickles, whatever the damage
+            break
+    return names
+
+
+def _foreign_globals_in(path: str) -> list[str]:
+    """The globals in a checkpoint's pickles that torch's safe loader refuses (none if it cannot tell)."""
+    try:
+        from torch import _weights_only_unpickler as unpickler  # private; without it, rely on torch's message
+
+        allowed = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+        if zipfile.is_zipfile(path):  # torch.save's format: the object pickle is <archive>/data.pkl
+            with zipfile.ZipFile(path) as archive:
+                pickles = [archive.open(name).read(_SCAN_BYTES) for name in archive.namelist() if name.endswith(".pkl")]
+            names = [name for data in pickles for name in _globals_in_pickles(io.BytesIO(data), count=1)]
+        else:  # the legacy format: five pickles in a row (magic, protocol, sys info, object, storage keys)
+            with open(path, "rb") as handle:
+                head = handle.read(_SCAN_BYTES)
+            names = _globals_in_pickles(io.BytesIO(head), count=5) if head.startswith(pickle.PROTO) else []
+    except Exception:  # noqa: BLE001 - a scan that fails only means fewer names in the message
+        return []
+    return [name for name in names if name not in allowed]
+
+
+def _torch_reason(error: Exception) -> str:
+    """The first line of torch's error that describes the file, not how to load it unsafely."""
+    advice = ("weights_only", "weights only", "safe_globals", "documentation", "file an issue")
+    for line in str(error).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if re.search("[A-Za-z]{3}", line) and not any(word in line.lower() for word in advice):
+            return line.split(". ")[0][:200]
+    return ""
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` and a clear error for bad or foreign files."""
+    """``torch.load`` with ``weights_only=True``, and a clear error for a corrupt, unreadable or unsafe file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint file {path!r} does not exist. Check the path.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file is unusable
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-        # torch's weights_only refusal explains itself on the "WeightsUnpickler error" line.
-        first_line = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
-        raise CheckpointError(
-            f"Could not read checkpoint {path!r}: {first_line}. The file is either corrupt or "
-            f"truncated, or it is not a plain PyTorch checkpoint: for safety it is loaded with "
-            f"weights_only=True, which accepts only tensors and plain containers (dict, list, "
-            f"numbers, strings) and refuses pickled objects of other types. Re-save it as a plain "
-            f"state_dict, or pass the right file."
-        ) from None
+        # torch names the first global it refused ("Unsupported global: GLOBAL posix.system ..." or
+        # "Trying to load unsupported GLOBAL posix.system ..."); a scan of the pickles finds the rest,
+        # and finds them too where torch stopped earlier (e.g. at a pickle protocol it cannot read).
+        refused = re.findall(r"GLOBAL\s+([\w.]*\w)", str(error)) + _foreign_globals_in(path)
+        refused = list(dict.fromkeys(refused))
+        if refused:
+            shown = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+            message = (
+                f"Checkpoint {path!r} was not loaded: it references Python globals that a plain checkpoint "
+                f"never contains ({shown}), and loading it could run arbitrary code. A plain checkpoint "
+                f"holds only tensors and simple containers (dicts, lists, numbers, strings). Get a plain "
+                f"state_dict checkpoint from a trusted source; if you wrote the file yourself, re-save "
+                f"the weights with torch.save(model.state_dict(), path) from the code that made it."
+            )
+        elif isinstance(error, OSError) and error.strerror:
+            message = f"Could not read checkpoint {path!r}: {error.strerror}. Check its permissions and the disk."
+        else:
+            reason = _torch_reason(error)
+            message = (
+                f"Could not read checkpoint {path!r} ({os.path.getsize(path):,} bytes): the file is corrupt "
+                f"or truncated, or not a PyTorch checkpoint at all{f' ({reason})' if reason else ''}. "
+                f"Re-copy it or re-download it (compare its size or checksum with the original), or "
+                f"pass the right file."
+            )
+        raise CheckpointError(message) from None
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:

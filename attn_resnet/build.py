@@ -1,0 +1,109 @@
+"""Builders from validated config nodes to library objects: model spec, data loaders, precision, seeds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .config.choices import NETWORK_TYPES, canonical_attention
+from .data import build_eval_dataset, build_loader, build_splits, resolve_num_workers
+from .models import ResidualNet
+
+log = logging.getLogger(__name__)
+
+LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers")
+DATA_META_KEYS = ("name", "network_type")
+MODEL_OPTION_KEYS = ("reduction", "kernel_size", "combine", "stride_in_1x1", "zero_init_residual", "init")
+
+
+def model_spec(model: Mapping[str, Any], network_type: str, num_classes: int) -> dict:
+    """Plain keyword arguments for ``ResidualNet``; stored in checkpoints to rebuild the model."""
+    return {
+        "network_type": NETWORK_TYPES[str(network_type).lower()],
+        "depth": int(model["depth"]),
+        "num_classes": int(num_classes),
+        "att_type": canonical_attention(model["att_type"]),
+        **{key: model[key] for key in MODEL_OPTION_KEYS},
+    }
+
+
+def describe_spec(spec: dict) -> str:
+    """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)"."""
+    attention = "" if spec["att_type"] == "none" else f" + {spec['att_type']}"
+    return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
+
+
+def build_model(spec: dict) -> torch.nn.Module:
+    return ResidualNet(**spec)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """"auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
+    requested = str(requested)
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "32"
+
+
+def dataset_options(data: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in data.items() if k not in LOADER_KEYS + DATA_META_KEYS}
+
+
+@dataclass
+class Loaders:
+    train: Any
+    val: Any                 # the split that picks best.pt: held out from train, or the test split
+    test: Any | None         # the test split, when a validation split was held out
+    info: Any
+
+
+def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device) -> dict:
+    workers, note = resolve_num_workers(data.get("num_workers", 0))
+    log.info("%s", note)
+    return dict(num_workers=workers, pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+                persistent_workers=bool(data.get("persistent_workers")), seed=seed)
+
+
+def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device) -> Loaders:
+    """Train, validation and (with ``val_split``) test loaders for a plain data config dict."""
+    splits = build_splits(data["name"], **dataset_options(data))
+    common = _loader_options(data, seed, device)
+    val_batch = int(data.get("val_batch_size") or data["batch_size"])
+    train = build_loader(splits.train, batch_size=int(data["batch_size"]), train=True, **common)
+    test = build_loader(splits.test, batch_size=val_batch, train=False, **common)
+    if splits.val is None:
+        return Loaders(train, test, None, splits.info)
+    val = build_loader(splits.val, batch_size=val_batch, train=False, **common)
+    return Loaders(train, val, test, splits.info)
+
+
+def make_eval_loader(data: Mapping[str, Any], seed: int, device: torch.device):
+    """The val/test split alone (the train split is never read or scanned) and its DataInfo."""
+    dataset, info = build_eval_dataset(data["name"], **dataset_options(data))
+    val_batch = int(data.get("val_batch_size") or data.get("batch_size") or 256)
+    return build_loader(dataset, batch_size=val_batch, train=False, **_loader_options(data, seed, device)), info
+
+
+def configure_determinism(seed: int, deterministic: bool) -> None:
+    """Seed every RNG; set (or, for a later job of a sweep, unset) deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: a few CUDA kernels (e.g. adaptive pooling backward) have no deterministic version.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True

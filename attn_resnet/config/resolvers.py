@@ -1,0 +1,37 @@
+"""OmegaConf resolvers used by the config files; ``register()`` is called on import of the entry points.
+
+- ``${att_name:${model.att_type}}``: the canonical spelling (``cbam`` -> ``CBAM``), so run
+  names do not depend on how a user typed the block.
+- ``${unique:}``: four random hex digits, drawn once per composed config (OmegaConf's
+  resolver cache; Hydra copies that cache into every job of a sweep, as it does for
+  ``${now:}``). It keeps two runs started in the same second with the same overrides
+  out of each other's folders.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from omegaconf import OmegaConf
+
+from .choices import canonical_attention
+
+
+def _att_name(value) -> str:
+    name = canonical_attention(value)
+    return name if name is not None else str(value)  # unknown: leave it for validation to report
+
+
+def _unique() -> str:
+    return secrets.token_hex(2)
+
+
+def register() -> None:
+    """Register the project's resolvers (idempotent)."""
+    if not OmegaConf.has_resolver("att_name"):
+        OmegaConf.register_new_resolver("att_name", _att_name)
+    if not OmegaConf.has_resolver("unique"):
+        OmegaConf.register_new_resolver("unique", _unique, use_cache=True)
+
+
+register()

@@ -1,0 +1,55 @@
+"""What a resumed run may change: settings that do not alter the training trajectory.
+
+A run resumed with another schedule, epoch count, batch size, accumulation, data subset
+or seed would silently re-stretch its lr schedule and skip the wrong samples. The
+checkpoint holds the config of the run that wrote it; ``trajectory_changes`` lists every
+key that differs (the model's included), except the operational ones below: where the
+data lives, how many workers read it, logging, checkpoint frequency, the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .choices import canonical_attention
+
+# Keys that may differ on resume: they change how a run is executed or reported, not its trajectory.
+OPERATIONAL_KEYS = frozenset({
+    "name", "seeds",
+    "data.root", "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers",
+    "data.val_batch_size", "data.val_subset",
+    "trainer.device", "trainer.compile", "trainer.channels_last", "trainer.deterministic",
+    "trainer.progress", "trainer.progress_interval", "trainer.log_every_steps", "trainer.tensorboard",
+    "trainer.checkpoint_every_steps", "trainer.resume", "trainer.resume_allow_changes",
+    "trainer.limit_val_batches", "trainer.max_nonfinite_skips",
+})
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def trajectory_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (checkpoint's value, this run's value)}`` for every trajectory key that differs."""
+    old, new = _flatten(saved), _flatten(current)
+    for flat in (old, new):  # "cbam" and "CBAM" are the same block
+        if "model.att_type" in flat:
+            flat["model.att_type"] = canonical_attention(flat["model.att_type"]) or flat["model.att_type"]
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if key in OPERATIONAL_KEYS or key.startswith("hydra."):
+            continue
+        if old.get(key) != new.get(key):
+            changes[key] = (old.get(key), new.get(key))
+    return changes
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())

@@ -1,0 +1,273 @@
+"""Validate a composed config before anything expensive: unknown keys, bad choices, bad numbers.
+
+Torch-free, so ``train.py`` rejects a bad value within a second of starting. The valid keys
+of a config group are the keys of the option file that was chosen (``conf/data/cifar10.yaml``
+and the files it extends): the config files are the schema, and a key that none of them
+declares (Hydra's ``+model.att=CBAM``) is an error instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from . import choices as C
+
+GROUPS = ("model", "data", "optim", "sched", "trainer")
+# How each group's option file is named after a key of the composed config, for callers
+# (tests, notebooks) that compose without Hydra's runtime record of the choices.
+_OPTION_FROM = {"model": lambda cfg: "resnet", "data": lambda cfg: cfg.data.get("name"),
+                "optim": lambda cfg: cfg.optim.get("name"), "sched": lambda cfg: cfg.sched.get("name"),
+                "trainer": lambda cfg: "default"}
+# evaluate.py may override these data keys of the data settings stored in a checkpoint.
+EVALUATE_DATA_KEYS = ("name", "network_type", "root", "download", "val_subset", "batch_size", "val_batch_size",
+                      "num_workers", "pin_memory", "persistent_workers", "image_size")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot work; raised before any data is read."""
+
+
+def default_conf_dir() -> Path:
+    """The ``conf/`` folder beside the package (the repository layout)."""
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def conf_dir_of(hydra_cfg: Any) -> Path:
+    """The primary config folder Hydra composed from (falls back to the repository's ``conf/``)."""
+    try:
+        for source in hydra_cfg.runtime.config_sources:
+            if source.provider == "main" and str(source.path).startswith("file://"):
+                return Path(str(source.path)[len("file://"):])
+    except Exception:  # noqa: BLE001 - any shape we do not know: use the default folder
+        pass
+    return default_conf_dir()
+
+
+# ------------------------------------------------------------------ the schema
+def _file_keys(path: Path, seen: frozenset = frozenset()) -> set[str]:
+    """Top-level keys of one config file plus those of the same-group files its defaults list extends."""
+    if not path.is_file() or path in seen:
+        return set()
+    content = OmegaConf.load(path)
+    keys = {str(k) for k in content if k != "defaults"}
+    for entry in content.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            keys |= _file_keys(path.with_name(f"{entry}.yaml"), seen | {path})
+    return keys
+
+
+def group_keys(conf_dir: Path, group: str, option: str | None) -> set[str]:
+    """The keys that option ``option`` of config group ``group`` declares (empty if no such file)."""
+    return _file_keys(conf_dir / group / f"{option}.yaml") if option else set()
+
+
+def _top_level_keys(conf_dir: Path, config_name: str, experiment: str | None) -> set[str]:
+    keys = {"defaults", *GROUPS} | _file_keys(conf_dir / f"{config_name}.yaml")
+    if experiment:
+        content = OmegaConf.load(conf_dir / "experiment" / f"{experiment}.yaml") \
+            if (conf_dir / "experiment" / f"{experiment}.yaml").is_file() else {}
+        keys |= {str(k) for k in content if k not in ("defaults", "hydra")}
+    return keys - {"defaults", "hydra"}
+
+
+def _is_subsequence(short: str, long: str) -> bool:
+    """True when ``short``'s letters appear in order in ``long`` (``lr`` in ``learning_rate``)."""
+    letters = iter(long)
+    return all(char in letters for char in short)
+
+
+def _unknown_key_error(key: str, where: str, valid: Iterable[str]) -> ConfigError:
+    valid = sorted(valid)
+    leaf = key.rsplit(".", 1)[-1]
+    near = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5) or [
+        name for name in valid if name[:1] == leaf[:1] and _is_subsequence(name, leaf)][:3]
+    prefix = f"{where}." if where else ""
+    hint = f"Did you mean {' or '.join(prefix + n for n in near)}? " if near else ""
+    return ConfigError(
+        f"Unknown config key {key!r}: no config file declares it, so it would be silently ignored. {hint}"
+        f"Valid keys{f' of {where}' if where else ''}: {', '.join(valid)}. Set an existing key without a "
+        f"leading '+' (Hydra's '+key=value' adds a new key instead of setting one), e.g. "
+        f"{prefix}{near[0] if near else valid[0]}=..."
+    )
+
+
+def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choices: dict | None = None,
+                       conf_dir: Path | None = None, groups: Iterable[str] = GROUPS) -> None:
+    """ConfigError naming the first key that no chosen config file declares, and the nearest valid keys."""
+    conf_dir = conf_dir or default_conf_dir()
+    if not conf_dir.is_dir():
+        return  # an installed package without its conf/ folder: Hydra composed from elsewhere
+    group_choices = dict(group_choices or {})
+    top = _top_level_keys(conf_dir, config_name, group_choices.get("experiment"))
+    for key in cfg:
+        if key not in top and key != "hydra":
+            raise _unknown_key_error(str(key), "", top)
+    for group in groups:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        option = group_choices.get(group) or _OPTION_FROM[group](cfg)
+        valid = group_keys(conf_dir, group, option)
+        if not valid:
+            continue  # a config file outside this folder (e.g. a user's own search path)
+        for key in node:
+            if key not in valid:
+                raise _unknown_key_error(f"{group}.{key}", group, valid)
+
+
+# ---------------------------------------------------------------- the values
+def _listed(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def fail_choice(key: str, value: Any, valid) -> None:
+    valid = list(valid)
+    raise ConfigError(
+        f"Invalid config value {key}={value!r}. Valid choices: {_listed(valid)}. "
+        f"Fix it on the command line (e.g. {key}={valid[0]}) or in the config file."
+    )
+
+
+def _number(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: bool = False,
+            allow_none: bool = False) -> None:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if value is None and allow_none:
+        return
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and (value > 0 or (allow_zero and value == 0))
+    if not ok:
+        what = ("a non-negative " if allow_zero else "a positive ") + ("integer" if integer else "number")
+        raise ConfigError(f"Invalid config value {key}={value!r}: it must be {what}"
+                          f"{' or null' if allow_none else ''}.")
+
+
+def _boolean(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"Invalid config value {key}={value!r}: it must be true or false.")
+
+
+def validate_model(cfg: DictConfig) -> None:
+    model = cfg.model
+    if isinstance(model.depth, bool) or model.depth not in C.DEPTHS:
+        fail_choice("model.depth", model.depth, C.DEPTHS)
+    if C.canonical_attention(model.att_type) is None:
+        fail_choice("model.att_type", model.att_type, C.ATTENTION_TYPES)
+    if model.get("init") not in C.INITS:
+        fail_choice("model.init", model.get("init"), C.INITS)
+    if model.get("combine") not in C.BAM_COMBINES:
+        fail_choice("model.combine", model.get("combine"), C.BAM_COMBINES)
+    _number(cfg, "model.reduction", integer=True)
+    _number(cfg, "model.kernel_size", integer=True)
+    if model.kernel_size % 2 == 0:
+        raise ConfigError(f"Invalid config value model.kernel_size={model.kernel_size}: CBAM's spatial gate "
+                          f"needs an odd kernel (7 in the paper, or 3) to keep the feature map's size.")
+    for key in ("stride_in_1x1", "zero_init_residual"):
+        _boolean(cfg, f"model.{key}")
+
+
+def _num_workers(cfg: DictConfig) -> None:
+    value = cfg.data.get("num_workers")
+    if value == "auto":
+        return
+    _number(cfg, "data.num_workers", integer=True, allow_zero=True)
+
+
+def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
+    data = cfg.data
+    if data.get("name") not in C.DATASETS:
+        fail_choice("data.name", data.get("name"), C.DATASETS)
+    if str(data.get("network_type")).lower() not in C.NETWORK_TYPES:
+        fail_choice("data.network_type", data.get("network_type"), C.NETWORK_TYPES.values())
+    _number(cfg, "data.batch_size", integer=True)
+    _number(cfg, "data.val_batch_size", integer=True, allow_none=True)
+    _num_workers(cfg)
+    for key in ("train_subset", "val_subset", "val_split"):
+        if key in data:
+            _number(cfg, f"data.{key}", integer=True, allow_none=True)
+
+
+def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, conf_dir: Path | None = None) -> None:
+    """Check every key, choice and number a training run depends on; torch-free and fast."""
+    check_unknown_keys(cfg, "train", group_choices, conf_dir)
+    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
+        raise ConfigError(f"Invalid config value seed={cfg.get('seed')!r}: it must be an integer.")
+    validate_model(cfg)
+    validate_data(cfg)
+    if cfg.optim.name not in C.OPTIMIZERS:
+        fail_choice("optim.name", cfg.optim.name, C.OPTIMIZERS)
+    _number(cfg, "optim.lr")
+    _number(cfg, "optim.weight_decay", allow_zero=True)
+    _number(cfg, "optim.reference_batch_size", integer=True, allow_none=True)
+    if cfg.sched.name not in C.SCHEDULES:
+        fail_choice("sched.name", cfg.sched.name, C.SCHEDULES)
+    _number(cfg, "sched.warmup_epochs", allow_zero=True)
+    trainer = cfg.trainer
+    if str(trainer.precision) not in ("auto", *C.PRECISIONS):
+        fail_choice("trainer.precision", trainer.precision, ("auto", *C.PRECISIONS))
+    if not _DEVICE.match(str(trainer.device)):
+        fail_choice("trainer.device", trainer.device, ("auto", "cpu", "cuda", "cuda:N"))
+    for key in ("trainer.epochs", "trainer.accumulate"):
+        _number(cfg, key, integer=True)
+    for key in ("trainer.checkpoint_every_steps", "trainer.limit_train_batches", "trainer.limit_val_batches",
+                "trainer.log_every_steps"):
+        _number(cfg, key, integer=True, allow_zero=True)
+    for key in ("trainer.label_smoothing", "trainer.grad_clip"):
+        _number(cfg, key, allow_zero=True)
+    if "progress_interval" in trainer:
+        _number(cfg, "trainer.progress_interval", allow_zero=True)
+    if not 0 <= trainer.label_smoothing < 1:
+        raise ConfigError(f"Invalid config value trainer.label_smoothing={trainer.label_smoothing}: "
+                          f"it must be in [0, 1).")
+    for key in ("channels_last", "compile", "deterministic", "progress", "tensorboard"):
+        _boolean(cfg, f"trainer.{key}")
+    resume = str(trainer.resume)
+    if resume not in ("auto", "never") and not Path(resume).is_file():
+        raise ConfigError(
+            f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
+            f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
+        )
+
+
+def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
+                             conf_dir: Path | None = None) -> None:
+    """Check evaluate.py's keys and values (torch-free)."""
+    conf_dir = conf_dir or default_conf_dir()
+    check_unknown_keys(cfg, "evaluate", group_choices, conf_dir, groups=("model",))
+    data = cfg.get("data")
+    if isinstance(data, DictConfig):
+        allowed = set(EVALUATE_DATA_KEYS) | group_keys(conf_dir, "data", (group_choices or {}).get("data"))
+        for key in data:
+            if key not in allowed:
+                raise _unknown_key_error(f"data.{key}", "data", allowed)
+    if not cfg.get("checkpoint"):
+        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, "
+                          "or the authors' .pth.tar with checkpoint_format=official).")
+    if not Path(str(cfg.checkpoint)).is_file():
+        raise ConfigError(f"Invalid config value checkpoint={str(cfg.checkpoint)!r}: no such file. Give the path "
+                          f"of a checkpoint, e.g. outputs/<name>/<time>/checkpoints/best.pt.")
+    if cfg.checkpoint_format not in C.CHECKPOINT_FORMATS:
+        fail_choice("checkpoint_format", cfg.checkpoint_format, C.CHECKPOINT_FORMATS)
+    if str(cfg.precision) not in ("auto", *C.PRECISIONS):
+        fail_choice("precision", cfg.precision, ("auto", *C.PRECISIONS))
+    if not _DEVICE.match(str(cfg.device)):
+        fail_choice("device", cfg.device, ("auto", "cpu", "cuda", "cuda:N"))
+    if cfg.checkpoint_format == "official":
+        if not isinstance(data, DictConfig) or not data.get("name"):
+            raise ConfigError("checkpoint_format=official needs the model and data chosen explicitly, e.g. "
+                              "model.depth=50 model.att_type=CBAM data=imagenet data.root=/path/to/imagenet.")
+        validate_model(cfg)
+        validate_data(cfg, training=False)
+
+
+def plain(value: Any) -> Any:
+    """A resolved plain-Python copy of a config node (or the value itself)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value

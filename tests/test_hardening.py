@@ -1,0 +1,189 @@
+"""Faults a new user met: shared run folders, changed-config resumes, evaluation elsewhere, held-out splits."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from attn_resnet.app import ConfigError, train
+from attn_resnet.runfiles import RunFolderBusyError, RunLock
+
+from helpers import FAST, REPO, compose_train, run_script, write_cifar10, write_imagefolder
+
+
+def read_results(run_dir):
+    return json.loads((run_dir / "results.json").read_text())
+
+
+# ------------------------------------------------------------------ run folders
+def test_runs_started_together_with_the_same_overrides_get_their_own_folders(tmp_path):
+    args = FAST + [f"hydra.run.dir={tmp_path}/" + "${name}/${now:%Y-%m-%d_%H-%M-%S}_${unique:}"]
+    processes = [subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+    folders = sorted((tmp_path / "synthetic_resnet18_none").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        results = read_results(folder)
+        assert results["status"] == "completed" and results["run_dir"] == str(folder)
+        assert (folder / "train.log").read_text().count("Done: final") == 1
+
+
+def test_a_folder_owned_by_a_live_run_is_refused_untouched(tmp_path):
+    run = tmp_path / "run"
+    train(compose_train(FAST), run)
+    before = {p.name: p.read_bytes() for p in (run, run / "checkpoints") for p in p.iterdir() if p.is_file()}
+    with RunLock(run):  # another live process training in this folder
+        with pytest.raises(RunFolderBusyError) as error:
+            train(compose_train(FAST + ["trainer.epochs=2", "trainer.resume_allow_changes=true"]), run)
+    assert str(run) in str(error.value) and "another" in str(error.value).lower()
+    after = {p.name: p.read_bytes() for p in (run, run / "checkpoints") for p in p.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with RunLock(run):
+        result = run_script("train.py", FAST + [f"hydra.run.dir={run}"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "another" in (result.stderr + result.stdout).lower()
+    assert not (run / ".hydra").exists() and not (run / "results.json").exists()
+
+
+def test_stale_temp_files_of_an_interrupted_write_are_removed(tmp_path):
+    run = tmp_path / "run"
+    train(compose_train(FAST), run)
+    stale = [run / "checkpoints" / ".last.pt.k2j4x9.tmp", run / ".results.json.a1b2.tmp"]
+    for path in stale:
+        path.write_bytes(b"x" * 1000)
+    keep = run / "checkpoints" / "notes.txt"
+    keep.write_text("mine")
+    train(compose_train(FAST + ["trainer.epochs=2", "trainer.resume_allow_changes=true"]), run)
+    assert not any(path.exists() for path in stale) and keep.read_text() == "mine"
+
+
+def test_a_file_in_the_way_of_the_run_folder_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    result = run_script("train.py", FAST + [f"hydra.run.dir={blocker / 'run'}"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert str(blocker) in output and "file" in output
+    assert blocker.read_text() == "a file"
+
+
+def test_checkpoints_not_a_folder_is_a_clear_error_and_results_say_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("not a folder")
+    result = run_script("train.py", FAST + [f"hydra.run.dir={run}"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert str(run / "checkpoints") in output
+    assert read_results(run)["status"] == "failed"
+
+
+# ---------------------------------------------------------- changed-config resume
+@pytest.mark.parametrize("change,key", [
+    ("trainer.epochs=3", "trainer.epochs"),
+    ("data.batch_size=4", "data.batch_size"),
+    ("trainer.accumulate=2", "trainer.accumulate"),
+    ("sched=step", "sched.name"),
+    ("data.train_size=40", "data.train_size"),
+])
+def test_resume_with_a_changed_trajectory_is_refused_naming_the_keys(tmp_path, change, key):
+    train(compose_train(FAST + ["trainer.epochs=2", "trainer.limit_train_batches=3"]), tmp_path)
+    results = (tmp_path / "results.json").read_bytes()
+    last = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError) as error:
+        train(compose_train(FAST + ["trainer.epochs=2", "trainer.limit_train_batches=3", change]), tmp_path)
+    assert key in str(error.value) and "resume_allow_changes" in str(error.value)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == last
+    assert (tmp_path / "results.json").read_bytes() == results
+
+
+def test_operational_changes_resume_and_allowed_changes_are_recorded(tmp_path):
+    train(compose_train(FAST), tmp_path)
+    # where the data lives, logging and checkpoint frequency may change freely
+    train(compose_train(FAST + ["trainer.log_every_steps=5", "trainer.checkpoint_every_steps=2"]), tmp_path)
+    train(compose_train(FAST + ["trainer.epochs=2", "trainer.resume_allow_changes=true"]), tmp_path)
+    results = read_results(tmp_path)
+    assert results["epochs"] == 2
+    assert results["resume_changes"] == {"trainer.epochs": {"checkpoint": 1, "now": 2}}
+
+
+# ----------------------------------------------------------------- evaluation
+def test_evaluate_on_data_moved_elsewhere_with_only_data_root(tmp_path):
+    root = write_cifar10(tmp_path / "data")
+    overrides = ["data=cifar10", f"data.root={root}", "data.batch_size=10", "data.num_workers=0",
+                 "trainer.epochs=1", "trainer.progress=false"]
+    train(compose_train(overrides), tmp_path / "run")
+    final = read_results(tmp_path / "run")["final"]
+    moved = tmp_path / "elsewhere"
+    (moved / "cifar-10-batches-py").mkdir(parents=True)
+    for name in ("test_batch", "batches.meta"):  # the train batches are not needed to evaluate
+        shutil.copy(root / "cifar-10-batches-py" / name, moved / "cifar-10-batches-py" / name)
+    shutil.rmtree(root)
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    result = run_script("evaluate.py", [f"checkpoint={checkpoint}", f"data.root={moved}",
+                                        f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluation["acc1"] == pytest.approx(final["acc1"]) and evaluation["images"] == 40
+    assert evaluation["data"]["root"] == str(moved)
+    assert "slow for real training" not in result.stdout + result.stderr
+    # other data.* keys override the checkpoint's data settings
+    result = run_script("evaluate.py", [f"checkpoint={checkpoint}", f"data.root={moved}", "data.val_subset=20",
+                                        f"hydra.run.dir={tmp_path / 'eval2'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "eval2" / "eval.json").read_text())["images"] == 20
+    # an unknown data key is named, not ignored
+    result = run_script("evaluate.py", [f"checkpoint={checkpoint}", "+data.rooot=/x",
+                                        f"hydra.run.dir={tmp_path / 'eval3'}"])
+    assert result.returncode == 1 and "data.rooot" in result.stderr + result.stdout
+
+
+def test_evaluate_an_imagefolder_model_on_a_tree_with_only_val(tmp_path):
+    root = write_imagefolder(tmp_path / "images")
+    train(compose_train(["data=imagefolder", f"data.root={root}", "data.image_size=32", "data.batch_size=6",
+                         "data.num_workers=0", "trainer.epochs=1", "trainer.progress=false"]), tmp_path / "run")
+    shutil.rmtree(root / "train")
+    result = run_script("evaluate.py", [f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'last.pt'}",
+                                        f"data.root={root}", f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluation["images"] == 9 and evaluation["acc5"] is None  # 3 classes: top-5 is undefined
+
+
+# ------------------------------------------------------------ held-out split
+def test_val_split_picks_best_on_held_out_images_and_reports_test(tmp_path):
+    train(compose_train(FAST + ["data.val_split=16", "trainer.epochs=2"]), tmp_path)
+    results = read_results(tmp_path)
+    assert results["data"]["train_size"] == 32 and results["data"]["val_split_size"] == 16
+    history = results["history"]
+    assert all({"val_acc1", "test_acc1", "test_acc5"} <= set(record) for record in history)
+    assert results["final"]["acc1"] == pytest.approx(history[-1]["test_acc1"])
+    assert results["final_val"]["acc1"] == pytest.approx(history[-1]["val_acc1"])
+    best = max(range(2), key=lambda i: (history[i]["val_acc1"], -i))
+    assert results["best"]["epoch"] == best + 1
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert {"test/acc1", "test/loss", "val/acc1"} <= set(events.Tags()["scalars"])
+
+
+def test_the_number_of_loader_workers_is_logged(tmp_path):
+    root = write_cifar10(tmp_path / "data")
+    result = run_script("train.py", ["data=cifar10", f"data.root={root}", "data.batch_size=10",
+                                     "trainer.epochs=1", "trainer.limit_train_batches=2",
+                                     "trainer.limit_val_batches=1", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "data.num_workers=auto ->" in log
+    assert "suggested max number of worker" not in result.stderr
