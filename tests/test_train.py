@@ -261,8 +261,8 @@ def test_evaluate_refuses_foreign_checkpoint(tmp_path):
 
 
 def test_digits_learns_to_95_percent_on_the_cpu(tmp_path):
-    # The real embedded data set at 16x16 (4x cheaper than the quick start's 32x32).
-    cfg = compose_train(["experiment=digits", "data.image_size=16", "trainer.epochs=4", "trainer.progress=false",
+    # The quick start's recipe on the real embedded data set, one epoch shorter.
+    cfg = compose_train(["experiment=digits", "trainer.epochs=4", "trainer.progress=false",
                          "trainer.deterministic=true"])
     train(cfg, tmp_path)
     results = read_results(tmp_path)
@@ -272,10 +272,10 @@ def test_digits_learns_to_95_percent_on_the_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_start_command_reaches_95_percent(tmp_path):
+def test_quick_start_command_reaches_97_percent(tmp_path):
     result = run_script("train.py", ["experiment=digits", f"hydra.run.dir={tmp_path}"], timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert read_results(tmp_path)["final"]["acc1"] >= 95.0
+    assert read_results(tmp_path)["final"]["acc1"] >= 97.0
     assert "final val top-1" in (tmp_path / "train.log").read_text()
 
 
