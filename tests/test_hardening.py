@@ -187,3 +187,40 @@ def test_the_number_of_loader_workers_is_logged(tmp_path):
     log = (tmp_path / "run" / "train.log").read_text()
     assert "data.num_workers=auto ->" in log
     assert "suggested max number of worker" not in result.stderr
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import errno
+
+    from attn_resnet.runfiles import RunFolderError
+
+    train(compose_train(FAST), tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    good = last.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunFolderError) as error:
+        train(compose_train(FAST + ["trainer.epochs=2", "trainer.resume_allow_changes=true"]), tmp_path)
+    message = str(error.value)
+    assert str(last) in message and "full" in message and "Traceback" not in message
+    assert last.read_bytes() == good and not list((tmp_path / "checkpoints").glob(".*.tmp"))
+    assert read_results(tmp_path)["status"] == "completed"
+    assert json.loads((tmp_path / "results.last_attempt.json").read_text())["status"] == "failed"
+
+
+def test_a_read_only_run_folder_is_refused_before_training(tmp_path, monkeypatch):
+    import errno
+
+    import attn_resnet.runfiles as runfiles
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(runfiles.tempfile, "mkstemp", read_only)
+    with pytest.raises(runfiles.RunFolderError) as error:
+        train(compose_train(FAST), tmp_path / "run")
+    assert str(tmp_path / "run") in str(error.value) and "not writable" in str(error.value)
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -54,15 +54,23 @@ class TrainerSettings:
 
 
 def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
-    """"auto" picks CUDA when present and otherwise the CPU, with a one-line warning naming ``purpose``."""
+    """"auto" picks CUDA when present and otherwise the CPU.
+
+    Training on the CPU gets a one-line warning; evaluation (``purpose="evaluation"``), for
+    which the CPU is a reasonable choice, only an info line.
+    """
+    key = "trainer.device" if purpose == "training" else "device"
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        log.warning("CUDA is not available: running on the CPU, which is slow for real %s.", purpose)
+        if purpose == "training":
+            log.warning("CUDA is not available: running on the CPU, which is slow for real training.")
+        else:
+            log.info("CUDA is not available: %s runs on the CPU.", purpose)
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=auto or cpu.")
+        raise ValueError(f"{key}={name!r} but CUDA is not available here; use {key}=auto or cpu.")
     return device
 
 
