@@ -17,7 +17,7 @@ from .models import ResidualNet
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers")
+LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader")
 DATA_META_KEYS = ("name", "network_type")
 MODEL_OPTION_KEYS = ("reduction", "kernel_size", "combine", "stride_in_1x1", "zero_init_residual", "init")
 

@@ -18,6 +18,7 @@ PRECISIONS = ("32", "bf16", "fp16")
 INITS = ("reference", "torchvision")
 BAM_COMBINES = ("product", "sum")
 CHECKPOINT_FORMATS = ("ours", "official")
+LOADERS = ("auto", "device", "workers")
 
 
 def canonical_attention(value) -> str | None:

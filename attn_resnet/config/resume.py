@@ -17,7 +17,7 @@ from .choices import canonical_attention
 OPERATIONAL_KEYS = frozenset({
     "name", "seeds",
     "data.root", "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers",
-    "data.val_batch_size", "data.val_subset",
+    "data.val_batch_size", "data.val_subset", "data.loader",
     "trainer.device", "trainer.compile", "trainer.channels_last", "trainer.deterministic",
     "trainer.progress", "trainer.progress_interval", "trainer.log_every_steps", "trainer.tensorboard",
     "trainer.checkpoint_every_steps", "trainer.resume", "trainer.resume_allow_changes",

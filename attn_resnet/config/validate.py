@@ -25,7 +25,7 @@ _OPTION_FROM = {"model": lambda cfg: "resnet", "data": lambda cfg: cfg.data.get(
                 "trainer": lambda cfg: "default"}
 # evaluate.py may override these data keys of the data settings stored in a checkpoint.
 EVALUATE_DATA_KEYS = ("name", "network_type", "root", "download", "val_subset", "batch_size", "val_batch_size",
-                      "num_workers", "pin_memory", "persistent_workers", "image_size")
+                      "num_workers", "pin_memory", "persistent_workers", "image_size", "loader")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -188,6 +188,8 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
     _number(cfg, "data.batch_size", integer=True)
     _number(cfg, "data.val_batch_size", integer=True, allow_none=True)
     _num_workers(cfg)
+    if "loader" in data and data.get("loader") not in C.LOADERS:
+        fail_choice("data.loader", data.get("loader"), C.LOADERS)
     for key in ("train_subset", "val_subset", "val_split"):
         if key in data:
             _number(cfg, f"data.{key}", integer=True, allow_none=True)
