@@ -7,6 +7,7 @@ imported only once a run has passed the checks of ``config.preflight``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -15,6 +16,11 @@ from .config.preflight import group_choices
 from .config.validate import conf_dir_of
 
 log = logging.getLogger("attn_resnet")
+
+# cuBLAS reads this once, when CUDA initialises: set it before any job of this process can
+# initialise CUDA, so that trainer.deterministic=true is deterministic for every job of a
+# sweep, not only the first. It costs a few MiB of workspace and nothing when unused.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
