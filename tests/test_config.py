@@ -1,6 +1,7 @@
 """Configs: every group option takes effect, bad or unknown keys fail fast (before torch), names and folders."""
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -109,10 +110,14 @@ def test_unknown_keys_fail_naming_the_key_and_the_nearest_valid_ones(override, k
     assert f"Unknown config key {key!r}" in message and nearest in message
 
 
-def test_config_checks_import_no_torch():
-    code = ("import sys, attn_resnet.cli, attn_resnet.config.preflight, attn_resnet.config.validate; "
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+def test_config_checks_import_no_torch_and_set_the_cublas_workspace_first():
+    # CUBLAS_WORKSPACE_CONFIG must be in the environment before anything can initialise CUDA,
+    # for every job of a sweep: the entry points set it on import, before torch is imported.
+    code = ("import os, sys, attn_resnet.cli, attn_resnet.config.preflight, attn_resnet.config.validate; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]; "
+            "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'")
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=env)
 
 
 @pytest.mark.parametrize("args,needles", [
