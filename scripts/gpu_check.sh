@@ -9,7 +9,11 @@
 # Environment:
 #   CIFAR10_ROOT   a folder holding cifar-10-batches-py/ (skips building it), or
 #   GPU_CHECK_DATA a folder holding cifar10-jpg.tar.gz and make_cifar10.py (a JPEG copy of
-#                  CIFAR-10 and the script that writes the official Python layout from it)
+#                  CIFAR-10 and the script that writes the official Python layout from the
+#                  archive beside it)
+# Keep the output folder out of the way of small result transfers: run folders hold
+# checkpoints. summary.txt, machine.txt, gpu_tests.txt and benchmarks_gpu.{md,json} are the
+# files to keep.
 #   WHEELS         a folder of wheels (hydra-core, omegaconf, antlr4) to use when Hydra is
 #                  not installed (default: .whl)
 # Every stage writes its log into the output folder; the script exits non-zero if any
@@ -54,9 +58,7 @@ root="${CIFAR10_ROOT:-}"
 if [ -z "$root" ] && [ -n "${GPU_CHECK_DATA:-}" ] && [ -f "$GPU_CHECK_DATA/cifar10-jpg.tar.gz" ]; then
     root=/tmp/attn_resnet_cifar10
     if [ ! -d "$root/cifar-10-batches-py" ]; then
-        mkdir -p /tmp/attn_resnet_cifar10_src "$root"
-        tar -xzf "$GPU_CHECK_DATA/cifar10-jpg.tar.gz" -C /tmp/attn_resnet_cifar10_src
-        (cd /tmp/attn_resnet_cifar10_src && python3 "$OLDPWD/$GPU_CHECK_DATA/make_cifar10.py" "$root" --format python) \
+        python3 "$GPU_CHECK_DATA/make_cifar10.py" "$root" --format python \
             > "$OUT_DIR/cifar10_build.txt" 2>&1 || failed+=("cifar10 build")
     fi
 fi
