@@ -113,7 +113,7 @@ def _train(config: dict, run_dir: Path) -> dict:
     resume_path, checkpoint = _resume_checkpoint(trainer_cfg, run_dir)
     resume_changes = _check_trajectory(checkpoint, config, resume_path) if checkpoint is not None else {}
 
-    loaders = make_loaders(data_cfg, seed, device)
+    loaders = make_loaders(data_cfg, seed, device, channels_last=bool(trainer_cfg["channels_last"]))
     info = loaders.info
     if len(loaders.train) == 0:
         raise ConfigError(
@@ -130,7 +130,7 @@ def _train(config: dict, run_dir: Path) -> dict:
     if optim_cfg.get("reference_batch_size"):
         lr = lr * batch_size / float(optim_cfg["reference_batch_size"])
     optim_options = {k: v for k, v in optim_cfg.items() if k not in ("name", "lr", "reference_batch_size")}
-    optimizer = build_optimizer(model, optim_cfg["name"], lr, **optim_options)
+    optimizer = build_optimizer(model, optim_cfg["name"], lr, device=device, **optim_options)
     settings_keys = {f.name for f in fields(TrainerSettings)}
     settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items() if k in settings_keys})
     settings.precision = precision
@@ -174,8 +174,10 @@ def _train(config: dict, run_dir: Path) -> dict:
         "global_step": summary["global_step"],
         "train_seconds": summary["train_seconds"],
         "images_per_sec": summary["images_per_sec"],
+        "compile_seconds": summary["compile_seconds"],
         "device": device_name(device),
         "precision": precision,
+        "eval_precision": settings.eval_precision,
         "history": summary["history"],
     }
     if summary.get("final_val") is not None:
@@ -214,7 +216,8 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     device = resolve_device(str(cfg.device), purpose="evaluation")
     checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" else None
     data_cfg = _evaluation_data(cfg, checkpoint)
-    val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device)
+    val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
+                                        channels_last=bool(cfg.channels_last))
     if checkpoint is not None:
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec)

@@ -6,13 +6,14 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from .config.choices import NETWORK_TYPES, canonical_attention
-from .data import build_eval_dataset, build_loader, build_splits, resolve_num_workers
+from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
+                   resolve_num_workers)
 from .models import ResidualNet
 
 log = logging.getLogger(__name__)
@@ -65,31 +66,51 @@ class Loaders:
     info: Any
 
 
-def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device) -> dict:
-    workers, note = resolve_num_workers(data.get("num_workers", 0))
-    log.info("%s", note)
-    return dict(num_workers=workers, pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
-                persistent_workers=bool(data.get("persistent_workers")), seed=seed)
+def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device, dataset, name: str,
+                    channels_last: bool = False, dtype: torch.dtype = torch.float32) -> tuple[Callable, dict]:
+    """``(builder, options)`` for the loaders of ``dataset``'s splits, as ``data.loader`` chooses; logs the choice.
+
+    ``builder(split, batch_size=..., train=..., **options)`` makes one loader; either kind yields
+    ``(images, targets)`` already on ``device``, normalized, as ``dtype`` and, with
+    ``channels_last``, in that memory format.
+    """
+    kind, note = resolve_loader(data.get("loader", "auto"), dataset, device, name)
+    common = dict(seed=seed, device=device, channels_last=channels_last, dtype=dtype)
+    if kind == "device":  # no worker processes: data.num_workers does not apply
+        log.info("%s", note)
+        return DeviceImageLoader, common
+    workers, workers_note = resolve_num_workers(data.get("num_workers", 0))
+    log.info("%s; %s", note, workers_note)
+    return build_prefetched_loader, dict(
+        common, num_workers=workers, pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
+        persistent_workers=bool(data.get("persistent_workers")))
 
 
-def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device) -> Loaders:
-    """Train, validation and (with ``val_split``) test loaders for a plain data config dict."""
+def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
+                 dtype: torch.dtype = torch.float32) -> Loaders:
+    """Train, validation and (with ``val_split``) test loaders for a plain data config dict.
+
+    Their batches are on ``device``, normalized, as ``dtype``, channels_last on request; see
+    ``_loader_options`` for the choice between the device loader and DataLoader workers.
+    """
     splits = build_splits(data["name"], **dataset_options(data))
-    common = _loader_options(data, seed, device)
+    build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype)
     val_batch = int(data.get("val_batch_size") or data["batch_size"])
-    train = build_loader(splits.train, batch_size=int(data["batch_size"]), train=True, **common)
-    test = build_loader(splits.test, batch_size=val_batch, train=False, **common)
+    train = build(splits.train, batch_size=int(data["batch_size"]), train=True, **options)
+    test = build(splits.test, batch_size=val_batch, train=False, **options)
     if splits.val is None:
         return Loaders(train, test, None, splits.info)
-    val = build_loader(splits.val, batch_size=val_batch, train=False, **common)
+    val = build(splits.val, batch_size=val_batch, train=False, **options)
     return Loaders(train, val, test, splits.info)
 
 
-def make_eval_loader(data: Mapping[str, Any], seed: int, device: torch.device):
+def make_eval_loader(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
+                     dtype: torch.dtype = torch.float32):
     """The val/test split alone (the train split is never read or scanned) and its DataInfo."""
     dataset, info = build_eval_dataset(data["name"], **dataset_options(data))
     val_batch = int(data.get("val_batch_size") or data.get("batch_size") or 256)
-    return build_loader(dataset, batch_size=val_batch, train=False, **_loader_options(data, seed, device)), info
+    build, options = _loader_options(data, seed, device, dataset, str(data["name"]), channels_last, dtype)
+    return build(dataset, batch_size=val_batch, train=False, **options), info
 
 
 def configure_determinism(seed: int, deterministic: bool) -> None:

@@ -32,6 +32,12 @@ def test_choice_lists_equal_the_registries_they_describe():
     assert C.OPTIMIZERS == OPTIMIZER_CHOICES and C.SCHEDULES == SCHEDULE_CHOICES
     assert C.PRECISIONS == PRECISION_CHOICES and C.INITS == INIT_CHOICES and C.BAM_COMBINES == COMBINE_CHOICES
     assert set(MODEL_OPTION_KEYS) | {"depth", "att_type"} == group_keys(CONF, "model", "resnet")
+    from attn_resnet.data.device import LOADER_CHOICES
+    from attn_resnet.engine.compilation import COMPILE_MODES
+    from attn_resnet.engine.trainer import EVAL_PRECISION_CHOICES
+
+    assert C.LOADERS == tuple(LOADER_CHOICES) and C.COMPILE_MODES == COMPILE_MODES
+    assert C.EVAL_PRECISIONS == tuple(EVAL_PRECISION_CHOICES)
 
 
 @pytest.mark.parametrize("data,optim,sched,trainer", list(itertools.product(
@@ -82,6 +88,9 @@ def test_model_choices_validate(depth, att):
         ("data.val_split=1.5", "data.val_split=1.5", "integer"),
         ("trainer.epochs=2.5", "trainer.epochs=2.5", "integer"),
         ("trainer.device=gpu", "trainer.device='gpu'", "cuda:N"),
+        ("trainer.compile_mode=fastest", "trainer.compile_mode='fastest'", "reduce-overhead"),
+        ("trainer.eval_precision=16", "trainer.eval_precision=16", "same"),
+        ("data.loader=gpu", "data.loader='gpu'", "workers"),
         ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5", "[0, 1)"),
         ("trainer.resume=/no/such/file.pt", "trainer.resume", "no such file"),
     ],

@@ -30,3 +30,5 @@ def canonical_attention(value) -> str | None:
             if name.lower() == value.lower():
                 return name
     return None
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")

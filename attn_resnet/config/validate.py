@@ -215,6 +215,10 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         fail_choice("trainer.precision", trainer.precision, ("auto", *C.PRECISIONS))
     if not _DEVICE.match(str(trainer.device)):
         fail_choice("trainer.device", trainer.device, ("auto", "cpu", "cuda", "cuda:N"))
+    if str(trainer.get("compile_mode", "default")) not in C.COMPILE_MODES:
+        fail_choice("trainer.compile_mode", trainer.get("compile_mode"), C.COMPILE_MODES)
+    if str(trainer.get("eval_precision", "32")) not in C.EVAL_PRECISIONS:
+        fail_choice("trainer.eval_precision", trainer.get("eval_precision"), C.EVAL_PRECISIONS)
     for key in ("trainer.epochs", "trainer.accumulate"):
         _number(cfg, key, integer=True)
     for key in ("trainer.checkpoint_every_steps", "trainer.limit_train_batches", "trainer.limit_val_batches",
@@ -227,7 +231,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
     if not 0 <= trainer.label_smoothing < 1:
         raise ConfigError(f"Invalid config value trainer.label_smoothing={trainer.label_smoothing}: "
                           f"it must be in [0, 1).")
-    for key in ("channels_last", "compile", "deterministic", "progress", "tensorboard"):
+    for key in ("channels_last", "compile", "deterministic", "progress", "tensorboard", "cudnn_benchmark"):
         _boolean(cfg, f"trainer.{key}")
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():

@@ -7,8 +7,13 @@ split alone; ``build_loader(dataset, ...)`` makes a resumable DataLoader and
 turns ``data.num_workers`` ("auto" or an int) into a count this machine can run.
 
 Every dataset item is ``dataset[index]`` or ``dataset[(index, aug_seed)]`` ->
-``(float32 image (3, H, W), int label)``; with an ``aug_seed`` the train-time augmentation
-is drawn from a generator seeded with it, so batches do not depend on workers or resumes.
+``(float32 image (3, H, W), int label)``; with an ``aug_seed`` the train-time crop and flip
+are read from its bits (``crop_flip_params``), so batches do not depend on workers or resumes.
+
+The training loop gets its batches already on its device, normalized there: from
+``DeviceImageLoader`` (the whole uint8 split on the device, augmented in batches) or from
+``build_prefetched_loader`` (a DataLoader of uint8 items in a ``DevicePrefetcher``);
+``resolve_loader`` picks one for the option ``data.loader``. Both give the same batches.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any, Callable
 from torch.utils.data import Dataset
 
 from .cifar import build_cifar, build_cifar_eval
-from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits
+from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits, crop_flip_params, normalize_uint8
+from .device import LOADER_CHOICES, DeviceImageLoader, DevicePrefetcher, build_prefetched_loader, resolve_loader
 from .digits import build_digits, build_digits_eval
 from .imagefolder import build_imagefolder, build_imagefolder_eval
 from .loader import available_cores, build_loader, iterate_batches, resolve_num_workers, seed_worker, worker_error
@@ -99,20 +105,27 @@ __all__ = [
     "DATASET_BUILDERS",
     "DATASET_CHOICES",
     "EVAL_BUILDERS",
+    "LOADER_CHOICES",
     "SUBSET_SEED",
     "VAL_SPLIT_SEED",
     "DataError",
     "DataInfo",
+    "DeviceImageLoader",
+    "DevicePrefetcher",
     "ResumableBatchSampler",
     "Splits",
     "available_cores",
     "build_datasets",
     "build_eval_dataset",
     "build_loader",
+    "build_prefetched_loader",
     "build_splits",
+    "crop_flip_params",
     "dataset_options",
     "iterate_batches",
     "mix_seed",
+    "normalize_uint8",
+    "resolve_loader",
     "resolve_num_workers",
     "seed_worker",
     "worker_error",

@@ -1,8 +1,9 @@
-"""Shared pieces of the datasets: errors, ``DataInfo``, ``Splits``, item keys, uint8 augmentation,
-subsets and the held-out validation split."""
+"""Shared pieces of the datasets: errors, ``DataInfo``, ``Splits``, item keys, uint8 augmentation
+and normalization (one definition for every loader), subsets and the held-out validation split."""
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass
 from numbers import Integral
@@ -64,23 +65,67 @@ def split_key(key) -> tuple[int, int | None]:
     return operator.index(key), None
 
 
-def seeded_generator(aug_seed: int | None) -> torch.Generator | None:
-    """A fresh generator for ``aug_seed``; None (the global RNG) when there is no seed."""
-    return None if aug_seed is None else torch.Generator().manual_seed(aug_seed)
+# The pad-crop offsets and the mirror coin of a sample are read from disjoint bit fields of its
+# aug_seed (a splitmix64 hash, see sampler.py) instead of from a generator seeded with it: plain
+# integer arithmetic that a whole batch of seeds can do at once, on any device. With 20 bits per
+# offset the modulo bias (a relative (2 * pad + 1) / 2**20) stays below 1e-5 for CIFAR's pad 4.
+AUG_FIELD_BITS = 20
+_FIELD_MASK = (1 << AUG_FIELD_BITS) - 1
+_FLIP_SHIFT = 2 * AUG_FIELD_BITS
 
 
-def random_crop_flip(
-    image: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Random same-size crop of ``image`` (C, H, W) zero-padded by ``pad``, then a coin-flip mirror."""
+def crop_flip_params(aug_seeds, pad: int, flip: bool):
+    """``(dy, dx, do_flip)`` that ``aug_seeds`` select for a pad-crop (offsets 0..2*pad into the
+    image zero-padded by ``pad``) and an optional mirror.
+
+    ``aug_seeds`` is one non-negative int or an int64 tensor of them (a batch, on any device);
+    the results have the same form. Both forms run the same integer arithmetic, so an image
+    augmented alone and one augmented in a batch get exactly the same crop and flip.
+    """
+    span = 2 * pad + 1
+    dy = (aug_seeds & _FIELD_MASK) % span
+    dx = ((aug_seeds >> AUG_FIELD_BITS) & _FIELD_MASK) % span
+    do_flip = ((aug_seeds >> _FLIP_SHIFT) & int(bool(flip))) == 1
+    return dy, dx, do_flip
+
+
+def draw_aug_seed() -> int:
+    """A 63-bit aug_seed from the global RNG, for items asked for without one."""
+    return int(torch.randint(0, 2**63 - 1, ()).item())
+
+
+def random_crop_flip(image: torch.Tensor, pad: int, flip: bool, aug_seed: int | None = None) -> torch.Tensor:
+    """Same-size crop of ``image`` (C, H, W) zero-padded by ``pad``, then maybe mirrored, as
+    ``crop_flip_params(aug_seed, pad, flip)`` says (a seed from the global RNG when None)."""
+    dy, dx, do_flip = crop_flip_params(draw_aug_seed() if aug_seed is None else aug_seed, pad, flip)
     if pad > 0:
-        # Draw order (offsets, then coin) is part of the contract: one aug_seed, one result.
-        dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
         height, width = image.shape[-2:]
         image = F.pad(image, (pad, pad, pad, pad))[..., dy : dy + height, dx : dx + width]
-    if flip and torch.rand((), generator=generator).item() < 0.5:
+    if do_flip:
         image = image.flip(-1)
     return image
+
+
+def normalization_constants(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(255 * mean, 255 * std)`` as float32 (C, 1, 1) tensors on ``device``, for ``normalize_uint8``."""
+    shift = torch.tensor([255 * float(v) for v in mean], dtype=torch.float32, device=device).view(-1, 1, 1)
+    scale = torch.tensor([255 * float(v) for v in std], dtype=torch.float32, device=device).view(-1, 1, 1)
+    return shift, scale
+
+
+def normalize_uint8(
+    images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 images (..., C, H, W) -> ``(images - shift) / scale`` computed in float32, returned as ``dtype``.
+
+    ``shift, scale = normalization_constants(mean, std)``. Every loader normalizes through here,
+    one image or a batch, on the CPU or on a GPU: two correctly rounded float32 operations per
+    pixel, so all of them give the same bits. The memory format (channels_last) is kept.
+    """
+    out = torch.sub(images, shift).div_(scale)  # uint8 - float32 is float32: no separate conversion pass
+    return out if dtype == torch.float32 else out.to(dtype)
 
 
 def check_positive_int(option: str, value, allow_none: bool = False) -> int | None:
@@ -119,10 +164,14 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int = 0) -> 
 class UInt8ImageDataset(Dataset):
     """Labelled images given as uint8 (3, H, W) tensors; train-time pad-crop/flip; normalized floats out.
 
-    Subclasses provide ``image(index)``. ``dataset[index]`` augments (train only) with the
-    global RNG; ``dataset[(index, aug_seed)]`` draws the augmentation from a generator
-    seeded with ``aug_seed`` and leaves the global RNG alone.
+    Subclasses provide ``image(index)``. ``dataset[index]`` augments (train only) with a seed
+    drawn from the global RNG; ``dataset[(index, aug_seed)]`` takes the crop and flip from
+    ``crop_flip_params(aug_seed, ...)`` and leaves the global RNG alone. ``uint8_items()`` is
+    the same dataset with the augmented uint8 images as items, for loaders that normalize
+    whole batches on the device (``normalize_uint8``, the arithmetic used here as well).
     """
+
+    normalized = True  # False: items are the augmented uint8 images (see uint8_items)
 
     def __init__(
         self,
@@ -142,8 +191,7 @@ class UInt8ImageDataset(Dataset):
         self.train = train
         self.pad = pad if train else 0
         self.flip = flip and train
-        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        self._std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        self._shift, self._scale = normalization_constants(self.mean, self.std)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -151,16 +199,26 @@ class UInt8ImageDataset(Dataset):
     def image(self, index: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def all_images(self) -> torch.Tensor:
+        """Every image, not augmented, as one uint8 tensor (N, 3, H, W)."""
+        return torch.stack([self.image(index) for index in range(len(self))])
+
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (3, H, W) -> float32 standardized with this dataset's mean/std."""
-        return image.to(torch.float32).div_(255).sub_(self._mean).div_(self._std)
+        return normalize_uint8(image, self._shift, self._scale)
+
+    def uint8_items(self) -> UInt8ImageDataset:
+        """A shallow copy whose items are ``(augmented uint8 image, label)``: same images, same draws."""
+        view = copy.copy(self)
+        view.normalized = False
+        return view
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
         index, aug_seed = split_key(key)
         image = self.image(index)
         if self.train:
-            image = random_crop_flip(image, self.pad, self.flip, seeded_generator(aug_seed))
-        return self.normalize(image), self.targets[index]
+            image = random_crop_flip(image, self.pad, self.flip, aug_seed)
+        return (self.normalize(image) if self.normalized else image), self.targets[index]
 
 
 class TensorImageDataset(UInt8ImageDataset):
@@ -177,6 +235,9 @@ class TensorImageDataset(UInt8ImageDataset):
 
     def image(self, index: int) -> torch.Tensor:
         return self.images[index]
+
+    def all_images(self) -> torch.Tensor:
+        return self.images
 
     def subset(self, indices: torch.Tensor, train: bool | None = None) -> TensorImageDataset:
         """A new dataset of the given rows; same augmentation, or none with ``train=False``."""

@@ -1,6 +1,8 @@
-"""Top-k accuracy and running averages."""
+"""Top-k accuracy, and the training meters that stay on the device."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -45,23 +47,93 @@ class TopKAccuracy:
                 for k, correct in zip(self.topk, self.correct)}
 
 
-class RunningMean:
-    """Sum and count kept as device tensors, so updating never forces a host sync."""
+@dataclass(frozen=True)
+class MeterReading:
+    """The host copy of ``TrainingMeters`` at one moment; ``extra`` holds what was read along with it."""
 
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value, count: int = 1) -> None:
-        self.total = self.total + value
-        self.count += count
+    loss_sum: float
+    correct: float
+    images: int
+    bad_batch: int | None      # batch (0-based in the epoch) whose loss broke the non-finite limit, if any
+    bad_loss: float            # that batch's loss
+    extra: tuple[float, ...] = ()
 
     @property
-    def mean(self) -> float:
-        return float(self.total) / max(self.count, 1)
+    def loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
 
-    def state_dict(self) -> dict:
-        return {"total": float(self.total), "count": self.count}
+    @property
+    def acc1(self) -> float:
+        return 100.0 * self.correct / max(self.images, 1)
+
+
+class TrainingMeters:
+    """Loss, top-1 hits and a non-finite-loss watch over one training epoch, all kept on the device.
+
+    ``update`` is a handful of in-place tensor ops, so a training step never waits for the host;
+    ``read`` copies everything to the host in one transfer, at log points and checkpoints. A batch
+    with a NaN/inf loss is left out of the sums. ``tolerance`` is how many consecutive non-finite
+    losses are allowed (those steps the fp16 grad scaler skips; 0 otherwise): the first batch past it
+    is recorded with its loss, so the error can name it exactly although it is read later.
+    """
+
+    def __init__(self, device: torch.device, tolerance: int = 0) -> None:
+        self.device = device
+        self.tolerance = int(tolerance)
+        self.reset()
+
+    def reset(self) -> None:
+        def scalar(value, dtype):
+            return torch.full((), value, dtype=dtype, device=self.device)
+
+        self.loss_sum = scalar(0.0, torch.float64)
+        self.correct = scalar(0.0, torch.float64)
+        self.images = scalar(0.0, torch.float64)
+        self.streak = scalar(0, torch.int64)          # consecutive non-finite losses so far
+        self.bad_batch = scalar(-1, torch.int64)
+        self.bad_loss = scalar(0.0, torch.float32)
+        self._reading: MeterReading | None = None
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, batch: int) -> None:
+        """Add one batch (``batch``: its 0-based index in the epoch); no host sync."""
+        count = targets.shape[0]
+        loss = loss.float()
+        finite = torch.isfinite(loss)
+        self.loss_sum.add_(torch.where(finite, loss, 0.0), alpha=count)
+        self.correct.add_(torch.where(finite, topk_correct(logits, targets, (1,))[0], 0))
+        self.images.add_(finite, alpha=count)
+        self.streak.add_(1).mul_(~finite)
+        broke_limit = (self.streak > self.tolerance) & (self.bad_batch < 0)
+        self.bad_batch.copy_(torch.where(broke_limit, batch, self.bad_batch))
+        self.bad_loss.copy_(torch.where(broke_limit, loss, self.bad_loss))
+        self._reading = None
+
+    def read(self, extra: torch.Tensor | None = None) -> MeterReading:
+        """Everything in one device-to-host copy, with ``extra`` (a 0-d or 1-d tensor) read along.
+
+        Without ``extra`` a reading is cached until the next ``update``, so progress reports and
+        checks at the same batch share one copy.
+        """
+        if extra is None and self._reading is not None:
+            return self._reading
+        values = [self.loss_sum, self.correct, self.images, self.bad_batch.double(), self.bad_loss.double()]
+        if extra is not None:
+            values.append(extra.detach().double().reshape(-1).to(self.device))
+        host = torch.cat([value.reshape(-1) for value in values]).tolist()
+        reading = MeterReading(host[0], host[1], round(host[2]), None if host[3] < 0 else round(host[3]),
+                               host[4], tuple(host[5:]))
+        if extra is None:
+            self._reading = reading
+        return reading
+
+    @staticmethod
+    def state_from(reading: MeterReading) -> dict:
+        """A checkpoint's ``epoch_meters`` (running sums of loss and of 100 * hits, over ``count`` images)."""
+        return {"loss": {"total": reading.loss_sum, "count": reading.images},
+                "acc1": {"total": 100.0 * reading.correct, "count": reading.images}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.total, self.count = state["total"], state["count"]
+        self.reset()
+        self.loss_sum.fill_(float(state["loss"]["total"]))
+        self.correct.fill_(float(state["acc1"]["total"]) / 100.0)
+        self.images.fill_(float(state["loss"]["count"]))

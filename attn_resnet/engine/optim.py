@@ -33,13 +33,31 @@ def build_optimizer(
     betas: Sequence[float] = (0.9, 0.999),
     eps: float = 1e-8,
     exempt_bn_and_bias: bool = False,
+    device: torch.device | str | None = None,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``model``'s parameters, with the update kernel that suits ``device``.
+
+    ``device`` is where the parameters will train (that of the model's parameters by default; pass
+    it when the model moves there later). ``fused=None`` picks one fused kernel per step on CUDA and
+    multi-tensor (foreach) ops elsewhere; True insists on the fused kernel, False on foreach. A fused
+    optimizer also takes the fp16 grad scaler's inf check without a host sync.
+    """
     groups = parameter_groups(model, weight_decay, exempt_bn_and_bias)
+    kernel = {"fused": True} if _use_fused(model, device, fused) else {"foreach": True}
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kernel)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kernel)
     raise ValueError(f"Unknown optimizer {name!r}. Valid choices: {', '.join(OPTIMIZER_CHOICES)}.")
+
+
+def _use_fused(model: nn.Module, device: torch.device | str | None, fused: bool | None) -> bool:
+    if fused is not None:
+        return bool(fused)
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.device(device).type == "cuda"
 
 
 def lr_factor_schedule(

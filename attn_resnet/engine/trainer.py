@@ -1,15 +1,21 @@
-"""The training loop: mixed precision, accumulation, clipping, checkpoints, resume, logging."""
+"""The training loop: mixed precision, accumulation, clipping, compile, checkpoints, resume, logging.
+
+The loop holds the step; checkpoint state and its checks live in ``checkpointing``, throughput
+accounting in ``throughput``, progress reports in ``progress`` and torch.compile in ``compilation``.
+A training step never waits for the host: loss, accuracy and the non-finite watch stay on the
+device and are read at log points, checkpoints and the end of the epoch.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-import time
 import warnings
 import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,30 +23,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
 from ..data.loader import iterate_batches
-from ..models.official import CheckpointError
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic, set_rng_state
-from .metrics import RunningMean, TopKAccuracy, topk_correct
+from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
+from .compilation import check_compile_mode, compile_pass, compiling_calls
+from .metrics import MeterReading, TopKAccuracy, TrainingMeters
 from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
+from .throughput import Throughput
 
 log = logging.getLogger(__name__)
 
+__all__ = ["EVAL_PRECISION_CHOICES", "NonFiniteLossError", "PRECISION_CHOICES", "Trainer", "TrainerSettings",
+           "evaluate_model", "resolve_device"]
+
 PRECISION_CHOICES = ("32", "bf16", "fp16")
+EVAL_PRECISION_CHOICES = ("32", "bf16", "fp16", "same")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped without overwriting good checkpoints."""
 
 
 @dataclass
 class TrainerSettings:
+    """Options of the loop (the ``trainer`` config group, less the ones the entry point handles).
+
+    ``compile_mode``: a torch.compile mode (``compilation.COMPILE_MODES``). ``cudnn_benchmark``:
+    let cuDNN time its kernels for each new shape (CUDA only; off while deterministic algorithms are
+    on). ``eval_precision``: the precision of validation and test passes, "32" by default so that
+    the numbers that go into tables do not depend on the training precision; "same" follows
+    ``precision``. ``log_every_steps``: batches between reads of the training meters, which also
+    check for a non-finite loss (0: only at checkpoints and the end of an epoch).
+    """
+
     epochs: int = 1
     precision: str = "32"
+    eval_precision: str = "32"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
+    cudnn_benchmark: bool = True
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     accumulate: int = 1
@@ -96,31 +115,53 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
 _NOTED_UNDEFINED_TOP5: weakref.WeakSet = weakref.WeakSet()
 
 
+def _full_batch_size(loader, first: int) -> int:
+    """The loader's batch size, or the size of its first batch when it does not say."""
+    sampler = getattr(loader, "batch_sampler", None)
+    return int(getattr(sampler, "batch_size", None) or getattr(loader, "batch_size", None) or first)
+
+
+def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` with zero images appended up to ``size`` rows."""
+    missing = size - images.shape[0]
+    return images if missing <= 0 else torch.cat([images, images.new_zeros((missing, *images.shape[1:]))])
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader, device: torch.device, precision: str = "32",
                    channels_last: bool = False, limit_batches: int = 0, progress: ProgressReporter | None = None,
-                   desc: str = "val") -> dict[str, float | None]:
+                   desc: str = "val", forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   pad_last_batch: bool = False) -> dict[str, float | None]:
     """Mean loss and top-1 / top-5 accuracy (%) of ``model`` over ``loader`` (its first ``limit_batches``).
 
     Returns ``{"loss": float, "acc1": float, "acc5": float | None, "images": int}``; ``acc5``
     is None for a model with fewer than 5 classes, where top-5 accuracy means nothing.
-    ``progress`` (none by default) reports the pass under the name ``desc``.
+    ``progress`` (none by default) reports the pass under the name ``desc``. ``forward`` maps
+    images to logits (``model`` itself by default; a compiled callable, say). With
+    ``pad_last_batch`` a smaller batch is padded with zero images to the loader's batch size, so
+    a compiled ``forward`` sees one shape, and the padded rows are dropped before any metric.
     """
     was_training = model.training
     model.eval()
+    forward = forward if forward is not None else model
     total = min(len(loader), limit_batches) if limit_batches else len(loader)
     loss_sum = torch.zeros((), device=device)
     accuracy = TopKAccuracy((1, 5))
+    full = None
     with (progress or ProgressReporter(enabled=False)).phase(desc, total) as report:
         for index, (images, targets) in enumerate(iterate_batches(loader)):
             if index >= total:
                 break
+            count = targets.shape[0]
+            if pad_last_batch:
+                full = full or _full_batch_size(loader, count)
+                images = pad_batch(images, full)
             images, targets = to_device(images, targets, device, channels_last)
             with autocast_context(device, precision):
-                logits = model(images)
+                logits = forward(images)[:count]
             loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
             accuracy.update(logits, targets)
-            report.update(targets.shape[0])
+            report.update(count)
     model.train(was_training)
     acc1, acc5 = accuracy.compute().values()
     if acc5 is None and model not in _NOTED_UNDEFINED_TOP5:
@@ -134,6 +175,18 @@ def _metrics_text(name: str, metrics: dict) -> str:
     """E.g. "val loss 0.6931 acc1 50.00 acc5 n/a"."""
     acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2f}"
     return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
+
+
+def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                  label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and mean cross-entropy of one training batch: the part of the step that is compiled."""
+    logits = model(images)
+    return logits, F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def eval_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits of one evaluation batch (compiled apart from ``train_forward``)."""
+    return model(images)
 
 
 class Trainer:
@@ -162,21 +215,33 @@ class Trainer:
         test_loader=None,
         progress: ProgressReporter | None = None,
     ) -> None:
+        if settings.eval_precision not in EVAL_PRECISION_CHOICES:
+            raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
+                             f"Valid choices: {', '.join(EVAL_PRECISION_CHOICES)}.")
+        check_compile_mode(settings.compile_mode)
         self.settings = settings
         self.device = device
         self.model = model.to(device)
         if settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if settings.compile else self.model
+        self.step_model = self.model  # the module a step runs; a distributed wrapper takes this place
         self.optimizer = optimizer
         self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
+        self.eval_precision = settings.precision if settings.eval_precision == "same" else settings.eval_precision
+        self._configure_cudnn()
+        self.throughput = Throughput(device)
+        self._train_forward, self._eval_forward = train_forward, eval_forward
+        if settings.compile:
+            calls = compiling_calls(settings.compile_mode, device)
+            self.throughput.compiling_steps = calls
+            self._train_forward = compile_pass(train_forward, settings.compile_mode)
+            self._eval_forward = self.throughput.time_first_calls(compile_pass(eval_forward, settings.compile_mode),
+                                                                  calls)
         self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
         self.progress = progress or ProgressReporter(settings.progress, settings.progress_interval,
                                                      settings.log_every_steps)
         self.run_dir = Path(run_dir)
-        self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.config = config or {}
-        self.model_spec = model_spec or {}
+        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec)
         self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard)
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -184,14 +249,20 @@ class Trainer:
         self.best_acc1 = -1.0
         self.best_epoch = -1
         self.history: list[dict] = []
-        self.train_seconds = 0.0
-        self.train_images = 0
-        self.epoch_meters = {"loss": RunningMean(), "acc1": RunningMean()}
-        self.last_good: str | None = None
+        # The fp16 grad scaler skips steps with inf/NaN gradients; up to max_nonfinite_skips in a row are allowed.
+        self.meters = TrainingMeters(device, settings.max_nonfinite_skips if self.scaler is not None else 0)
+        self._training_epoch, self._epoch_first_step = 0, 0  # the epoch being trained and its first step
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
-        self._epoch_seconds, self._epoch_images = 0.0, 0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optimizer_steps_per_epoch()))
+
+    def _configure_cudnn(self) -> None:
+        if self.device.type != "cuda":
+            return
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if self.settings.cudnn_benchmark and deterministic:
+            log.info("trainer.cudnn_benchmark is off while deterministic algorithms are on.")
+        torch.backends.cudnn.benchmark = self.settings.cudnn_benchmark and not deterministic
 
     # ----------------------------------------------------------------- helpers
     def train_batches_per_epoch(self) -> int:
@@ -205,89 +276,26 @@ class Trainer:
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "package_version": __version__,
-            "torch_version": str(torch.__version__),
-            "model": self.model.state_dict(),
-            "model_spec": self.model_spec,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "global_step": self.global_step,
-            "best_acc1": self.best_acc1,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-            "train_seconds": self.train_seconds,
-            "train_images": self.train_images,
-            "epoch_meters": {name: meter.state_dict() for name, meter in self.epoch_meters.items()},
-            "rng": rng_state(),
-            "config": self.config,
-        }
+        return self.checkpoints.state(self, self._read_meters())
 
     def save(self, name: str) -> Path:
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise NonFiniteLossError(
-                f"Refusing to write {name}: parameter {bad[0]!r} holds NaN/inf values "
-                f"(step {self.global_step}). The last good checkpoint ({self.last_good or 'none yet'}) is kept."
-            )
-        path = self.checkpoint_dir / name
-        save_atomic(self.state_dict(), path)
-        if name == "last.pt":
-            self.last_good = f"{path} (epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.global_step})"
-        return path
+        """Write checkpoints/``name``; refused (NonFiniteLossError) if the loss or any weight went non-finite.
+
+        One device-to-host copy reads the meters and the finiteness of every weight together.
+        """
+        return self.checkpoints.save(self, name, self._read_meters(all_finite(self.model)))
 
     def load_state_dict(self, checkpoint: dict, source: str = "checkpoint") -> None:
-        spec = checkpoint.get("model_spec", {})
-        if self.model_spec and spec and spec != self.model_spec:
-            differing = sorted(k for k in set(spec) | set(self.model_spec) if spec.get(k) != self.model_spec.get(k))
-            raise CheckpointError(
-                f"Cannot resume from {source}: it holds a different model "
-                f"({', '.join(f'{k}={spec.get(k)!r}' for k in differing)}) than this run's "
-                f"({', '.join(f'{k}={self.model_spec.get(k)!r}' for k in differing)}). Resume with the "
-                f"run's original overrides, point trainer.resume at the right file, or set "
-                f"trainer.resume=never (with a new run folder) to start afresh."
-            )
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.scaler is not None and checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        for key in ("epoch", "batch_in_epoch", "global_step", "best_acc1", "best_epoch", "history",
-                    "train_seconds", "train_images"):
-            setattr(self, key, checkpoint[key])
-        for name, meter in self.epoch_meters.items():
-            meter.load_state_dict(checkpoint["epoch_meters"][name])
-        set_rng_state(checkpoint["rng"])
-        self.last_good = f"{source} (epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.global_step})"
-        log.info("Resumed from %s at epoch %d, batch %d, step %d.", source, self.epoch, self.batch_in_epoch,
-                 self.global_step)
+        self.checkpoints.load(self, checkpoint, source)
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, loader=None, desc: str = "val") -> dict[str, float | None]:
-        return evaluate_model(self.forward_model, loader if loader is not None else self.val_loader, self.device,
-                              self.settings.precision, self.settings.channels_last, self.settings.limit_val_batches,
-                              self.progress, desc)
+        settings = self.settings
+        return evaluate_model(self.model, loader if loader is not None else self.val_loader, self.device,
+                              self.eval_precision, settings.channels_last, settings.limit_val_batches, self.progress,
+                              desc, forward=partial(self._eval_forward, self.model), pad_last_batch=settings.compile)
 
     # ---------------------------------------------------------------- training
-    def _check_loss(self, loss: torch.Tensor, epoch: int, batch: int, skipped: int) -> bool:
-        """True when the loss is finite; False for an fp16 step the scaler may skip; raise otherwise."""
-        if torch.isfinite(loss):
-            return True
-        if self.scaler is not None and skipped < self.settings.max_nonfinite_skips:
-            return False
-        raise NonFiniteLossError(
-            f"The training loss became {loss.item()} at epoch {epoch + 1}, batch {batch + 1} "
-            f"(optimizer step {self.global_step}). Training stopped so no NaN weights are saved; "
-            f"the last good checkpoint is {self.last_good or 'none (no checkpoint was written yet)'}. "
-            f"Try a lower optim.lr, gradient clipping (trainer.grad_clip=1.0), a longer warmup "
-            f"(sched.warmup_epochs), or trainer.precision=bf16/32 instead of fp16."
-        )
-
     def train_epoch(self, epoch: int) -> dict[str, float]:
         settings = self.settings
         self.model.train()
@@ -295,44 +303,47 @@ class Trainer:
         sampler.set_epoch(epoch)
         sampler.set_start_batch(self.batch_in_epoch)
         if self.batch_in_epoch == 0:
-            self.epoch_meters = {"loss": RunningMean(), "acc1": RunningMean()}
+            self.meters.reset()
         total_batches = self.train_batches_per_epoch()
-        start_time, images_this_run, skipped = time.perf_counter(), 0, 0
+        self._training_epoch = epoch
+        self._epoch_first_step = self.global_step - self.batch_in_epoch // settings.accumulate
         progress = self.progress.phase(f"train epoch {epoch + 1}/{settings.epochs}", total_batches,
                                        self.batch_in_epoch, self._running_stats)
         self.optimizer.zero_grad(set_to_none=True)
         batch = self.batch_in_epoch
+        self.throughput.start()
         with progress:
             for images, targets in iterate_batches(self.train_loader):
                 if batch >= total_batches:
                     break
-                images, targets = to_device(images, targets, self.device, settings.channels_last)
-                with autocast_context(self.device, settings.precision):
-                    logits = self.forward_model(images)
-                    loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
-                finite = self._check_loss(loss.detach(), epoch, batch, skipped)
-                skipped = 0 if finite else skipped + 1
-                scaled = loss / self._accumulation_group_size(batch, total_batches)
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-                batch += 1
-                if batch % settings.accumulate == 0 or batch == total_batches:
-                    self._optimizer_step()
                 count = targets.shape[0]
-                images_this_run += count
-                if finite:
-                    self.epoch_meters["loss"].update(loss.detach().float() * count, count)
-                    self.epoch_meters["acc1"].update(topk_correct(logits.detach(), targets, (1,))[0] * 100.0, count)
-                progress.update(count)
+                with self.throughput.step(count):
+                    self._train_step(images, targets, batch, total_batches)
+                batch += 1
                 self.batch_in_epoch = batch
+                if settings.log_every_steps and batch % settings.log_every_steps == 0:
+                    self._read_meters()  # a log point: the one host read, which also checks the loss
+                progress.update(count)
                 if (settings.checkpoint_every_steps and batch % settings.accumulate == 0
                         and self.global_step % settings.checkpoint_every_steps == 0 and batch < total_batches):
-                    self._account_time(start_time, images_this_run)
-                    start_time, images_this_run = time.perf_counter(), 0
+                    self.throughput.stop()
                     self.save("last.pt")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self._account_time(start_time, images_this_run)
-        return {"loss": self.epoch_meters["loss"].mean, "acc1": self.epoch_meters["acc1"].mean}
+                    self.throughput.start()
+        self.throughput.stop()
+        reading = self._read_meters()
+        return {"loss": reading.loss, "acc1": reading.acc1}
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor, batch: int, total_batches: int) -> None:
+        """Forward and backward of batch ``batch``, and the optimizer step that ends its group; no host sync."""
+        settings = self.settings
+        images, targets = to_device(images, targets, self.device, settings.channels_last)
+        with autocast_context(self.device, settings.precision):
+            logits, loss = self._train_forward(self.step_model, images, targets, settings.label_smoothing)
+        self.meters.update(loss.detach(), logits.detach(), targets, batch)
+        scaled = loss / self._accumulation_group_size(batch, total_batches)
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if (batch + 1) % settings.accumulate == 0 or batch + 1 == total_batches:
+            self._optimizer_step()
 
     def _accumulation_group_size(self, batch: int, total_batches: int) -> int:
         """Micro-batches in the accumulation group of ``batch`` (0-based in the epoch); the last may be short.
@@ -343,18 +354,6 @@ class Trainer:
         accumulate = self.settings.accumulate
         group_start = batch // accumulate * accumulate
         return min(accumulate, total_batches - group_start)
-
-    def _running_stats(self) -> dict[str, str]:
-        """The running epoch loss, accuracy and lr for progress reports (reads device values: call rarely)."""
-        return {"loss": f"{self.epoch_meters['loss'].mean:.3f}", "acc": f"{self.epoch_meters['acc1'].mean:.1f}",
-                "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
-
-    def _account_time(self, start_time: float, images: int) -> None:
-        seconds = time.perf_counter() - start_time
-        self.train_seconds += seconds
-        self.train_images += images
-        self._epoch_seconds += seconds
-        self._epoch_images += images
 
     def _optimizer_step(self) -> None:
         settings = self.settings
@@ -374,12 +373,31 @@ class Trainer:
             self.scheduler.step()
         self.global_step += 1
 
+    def _read_meters(self, extra: torch.Tensor | None = None) -> MeterReading:
+        """Copy the training meters (and ``extra``) to the host; stop if a loss went non-finite since the last read."""
+        reading = self.meters.read(extra)
+        if reading.bad_batch is not None:
+            raise self._nonfinite_loss_error(reading)
+        return reading
+
+    def _nonfinite_loss_error(self, reading: MeterReading) -> NonFiniteLossError:
+        batch = reading.bad_batch
+        return nonfinite_loss_error(
+            reading.bad_loss, self._training_epoch, batch, self._epoch_first_step + batch // self.settings.accumulate,
+            self.batch_in_epoch, self.global_step, self.meters.tolerance, self.checkpoints.last_good)
+
+    def _running_stats(self) -> dict[str, str]:
+        """The running epoch loss, accuracy and lr for progress reports (reads the device: called only when due)."""
+        reading = self._read_meters()
+        return {"loss": f"{reading.loss:.3f}", "acc": f"{reading.acc1:.1f}",
+                "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
+
     def fit(self) -> dict[str, Any]:
         """Train to ``settings.epochs`` (continuing from the loaded state) and validate each epoch."""
         settings = self.settings
         while self.epoch < settings.epochs:
             epoch = self.epoch
-            self._epoch_seconds, self._epoch_images = 0.0, 0
+            self.throughput.new_epoch()
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch(epoch)
             evaluated = {"val": self.evaluate(self.val_loader, "val")}
@@ -397,28 +415,28 @@ class Trainer:
 
     def _record_epoch(self, epoch: int, lr: float, train: dict, evaluated: dict[str, dict]) -> None:
         """Append the epoch to the history, write its TensorBoard scalars and log its line."""
-        images_per_sec = self._epoch_images / max(self._epoch_seconds, 1e-9)
+        images_per_sec, seconds = self.throughput.epoch_images_per_sec, self.throughput.epoch_seconds
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc1": train["acc1"]}
         scalars = {"train/loss": train["loss"], "train/acc1": train["acc1"]}
         for split, metrics in evaluated.items():
             for key in ("loss", "acc1", "acc5"):
                 record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
-        record.update(lr=lr, images_per_sec=images_per_sec, epoch_seconds=self._epoch_seconds)
-        scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec,
-                        "perf/epoch_seconds": self._epoch_seconds})
+        record.update(lr=lr, images_per_sec=images_per_sec, epoch_seconds=seconds)
+        scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec, "perf/epoch_seconds": seconds})
         self.history.append(record)
         # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
         self.tb.scalars({tag: value for tag, value in scalars.items() if value is not None}, epoch)
         log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %s | lr %.4g | %.0f img/s, %.1f s", epoch,
                  self.settings.epochs, train["loss"], train["acc1"],
                  " | ".join(_metrics_text(split, metrics) for split, metrics in evaluated.items()), lr,
-                 images_per_sec, self._epoch_seconds)
+                 images_per_sec, seconds)
 
     def summary(self) -> dict[str, Any]:
         """Run totals; ``final`` is the last epoch on the test set when there is one, else on val.
 
         With a test set, ``final_val`` holds the last epoch's held-out metrics; ``best`` is always
-        the best held-out (val) epoch, the one saved as best.pt.
+        the best held-out (val) epoch, the one saved as best.pt. ``images_per_sec`` leaves out the
+        steps that compiled, whose time is ``compile_seconds`` (evaluation's compile included).
         """
         last = self.history[-1] if self.history else {}
 
@@ -431,8 +449,9 @@ class Trainer:
             "global_step": self.global_step,
             "final": final("test" if has_test else "val"),
             "best": {"acc1": self.best_acc1 if self.best_epoch > 0 else None, "epoch": self.best_epoch},
-            "train_seconds": self.train_seconds,
-            "images_per_sec": self.train_images / max(self.train_seconds, 1e-9),
+            "train_seconds": self.throughput.seconds,
+            "images_per_sec": self.throughput.images_per_sec,
+            "compile_seconds": self.throughput.compile_seconds,
             "history": self.history,
         }
         if has_test:

@@ -1,0 +1,254 @@
+"""Loaders that hand the loop batches already on its device, normalized there.
+
+``DeviceImageLoader`` keeps a whole in-memory uint8 split on the device and crops, flips and
+normalizes each batch there with a few batched tensor ops: no worker processes, and only the
+batch's indices and seeds cross from the host. ``DevicePrefetcher`` wraps a DataLoader of
+uint8 items (``build_prefetched_loader``): the batches travel as uint8 and are normalized on
+the device, the next one copied on a side stream while the current one trains. Both take
+their batches from a ``ResumableBatchSampler`` and the crops from ``crop_flip_params``, and
+normalize with ``normalize_uint8``: for the same seed they give the same batches, bit for
+bit. ``resolve_loader`` turns the option ``data.loader`` into one of the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .common import (
+    DataError,
+    TensorImageDataset,
+    UInt8ImageDataset,
+    crop_flip_params,
+    normalization_constants,
+    normalize_uint8,
+)
+from .loader import build_loader, iterate_batches
+from .sampler import ResumableBatchSampler
+
+LOADER_CHOICES = ("auto", "device", "workers")
+
+
+class DeviceImageLoader:
+    """Batches ``(images, targets)`` of a uint8 image dataset held whole on ``device``.
+
+    The dataset's images (``all_images()``, zero-padded once when it augments) and labels are
+    copied to ``device`` at construction. Each batch's indices and aug_seeds come from
+    ``batch_sampler``, a ``ResumableBatchSampler`` built as ``build_loader`` builds it (same
+    ``set_epoch``, ``set_start_batch``, sharding and ``drop_last``, default ``train``); a train
+    dataset's crops and flips are ``crop_flip_params`` of the seeds, gathered for the whole
+    batch with one indexing op. Images come out normalized as ``dtype`` (float32 by default),
+    in the channels_last memory format on request; targets as int64, both on ``device``.
+    """
+
+    def __init__(
+        self,
+        dataset: UInt8ImageDataset,
+        batch_size: int = 128,
+        train: bool = True,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        *,
+        drop_last: bool | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
+        if not isinstance(dataset, UInt8ImageDataset):
+            raise DataError(f"DeviceImageLoader needs a uint8 image dataset, got {type(dataset).__name__}.")
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.dtype = dtype
+        self.batch_sampler = ResumableBatchSampler(
+            len(dataset),
+            batch_size,
+            shuffle=train,
+            seed=seed,
+            drop_last=train if drop_last is None else drop_last,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+        self.augment = dataset.train and (dataset.pad > 0 or dataset.flip)
+        self.pad, self.flip = dataset.pad, dataset.flip
+        images = dataset.all_images().to(self.device)
+        self.height, self.width = images.shape[-2:]
+        # Padding the split once turns every pad-crop into a plain gather from this tensor.
+        self.images = F.pad(images, (self.pad,) * 4) if self.augment and self.pad else images
+        self.labels = dataset.labels.to(self.device)
+        self.shift, self.scale = normalization_constants(dataset.mean, dataset.std, self.device)
+        self._rows = torch.arange(self.height, device=self.device)
+        self._cols = torch.arange(self.width, device=self.device)
+        self._channels = torch.arange(images.shape[1], device=self.device)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for keys in self.batch_sampler:
+            yield self.batch(keys)
+
+    def batch(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of the sampler's ``(index, aug_seed)`` keys."""
+        keys = torch.tensor(keys, dtype=torch.int64)
+        if self.device.type == "cuda":
+            keys = keys.pin_memory()  # a truly asynchronous copy: the host does not wait for the GPU
+        index, seeds = keys.to(self.device, non_blocking=True).unbind(1)
+        images = self._crops(index, seeds) if self.augment else self.images[index]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return normalize_uint8(images, self.shift, self.scale, self.dtype), self.labels[index]
+
+    def _crops(self, index: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W): each image's crop of the padded split, mirrored where its seed says."""
+        dy, dx, flip = crop_flip_params(seeds, self.pad, self.flip)
+        rows = dy[:, None] + self._rows  # (B, H)
+        cols = dx[:, None] + torch.where(flip[:, None], self._cols.flip(0), self._cols)  # (B, W)
+        if self.channels_last:  # gather in (B, H, W, C) order: the permuted view is channels_last
+            return self.images[index[:, None, None, None], self._channels, rows[:, :, None, None],
+                               cols[:, None, :, None]].permute(0, 3, 1, 2)
+        return self.images[index[:, None, None, None], self._channels[:, None, None], rows[:, None, :, None],
+                           cols[:, None, None, :]]
+
+
+class DevicePrefetcher:
+    """A DataLoader's batches moved to ``device``; uint8 images normalized there with ``normalize_uint8``.
+
+    Float images (already normalized, e.g. by torchvision transforms) are only moved and cast to
+    ``dtype``. On CUDA the next batch is copied (from pinned memory when the loader pins it) and
+    normalized on a side stream while the loop works on the current one. ``batch_sampler`` and
+    ``len()`` are the wrapped loader's, and a worker's error arrives as ``iterate_batches``
+    reports it.
+    """
+
+    def __init__(
+        self,
+        loader,
+        device: torch.device | str,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.loader = loader
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.dtype = dtype
+        self.normalization = None if mean is None else normalization_constants(mean, std, self.device)
+
+    @property
+    def batch_sampler(self):
+        return self.loader.batch_sampler
+
+    @property
+    def dataset(self):
+        return self.loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def prepare(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch on the device, normalized, in the requested memory format and dtype."""
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.channels_last:  # before normalizing: the uint8 copy is the cheaper one
+            images = images.contiguous(memory_format=torch.channels_last)
+        if images.dtype == torch.uint8:
+            if self.normalization is None:
+                raise DataError("DevicePrefetcher got uint8 images but no mean and std to normalize them with.")
+            return normalize_uint8(images, *self.normalization, self.dtype), targets
+        return images.to(self.dtype), targets
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = iterate_batches(self.loader)
+        if self.device.type != "cuda":
+            for images, targets in batches:
+                yield self.prepare(images, targets)
+            return
+        stream = torch.cuda.Stream(self.device)
+        # The side stream reads tensors made on the current stream (the normalization constants).
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        ready = None
+        for images, targets in batches:
+            with torch.cuda.stream(stream):
+                upcoming = self.prepare(images, targets)
+            if ready is not None:
+                yield ready
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(stream)
+            for tensor in upcoming:
+                # Made on the side stream, used on the current one: the allocator must not hand
+                # their memory to the side stream again before the current stream is done with it.
+                tensor.record_stream(current)
+            ready = upcoming
+        if ready is not None:
+            yield ready
+
+
+def build_prefetched_loader(
+    dataset: Dataset,
+    batch_size: int = 128,
+    train: bool = True,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    *,
+    num_workers: int = 2,
+    pin_memory: bool = False,
+    persistent_workers: bool = True,
+    drop_last: bool | None = None,
+    num_replicas: int = 1,
+    rank: int = 0,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> DevicePrefetcher:
+    """``build_loader`` over the uint8 items of ``dataset`` (its own items when it has no uint8
+    form, as image folders), wrapped in a ``DevicePrefetcher`` that normalizes on ``device``."""
+    is_uint8 = isinstance(dataset, UInt8ImageDataset)
+    loader = build_loader(
+        dataset.uint8_items() if is_uint8 else dataset,
+        batch_size,
+        train,
+        seed,
+        num_workers,
+        pin_memory,
+        persistent_workers,
+        drop_last,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    mean, std = (dataset.mean, dataset.std) if is_uint8 else (None, None)
+    return DevicePrefetcher(loader, device, mean, std, channels_last, dtype)
+
+
+def resolve_loader(
+    requested: str, dataset: Dataset, device: torch.device, name: str = "this dataset"
+) -> tuple[str, str]:
+    """``("device" | "workers", sentence for the log)`` for the option ``data.loader``.
+
+    "auto": the device loader on CUDA for a dataset held in memory as one uint8 tensor
+    (CIFAR-10/100, digits), else DataLoader workers. "device" works for every uint8 image
+    dataset (synthetic images are generated once, up front) and is a DataError for the others.
+    """
+    key = str(requested).strip().lower()
+    if key not in LOADER_CHOICES:
+        raise DataError(f"data.loader must be one of {', '.join(LOADER_CHOICES)}, got {requested!r}.")
+    if key == "device" and not isinstance(dataset, UInt8ImageDataset):
+        raise DataError(
+            f"data.loader=device keeps a whole split on the device as one uint8 tensor and augments it "
+            f"there, which only in-memory image sets allow (cifar10, cifar100, digits, synthetic); "
+            f"{name} decodes and transforms its image files one at a time on the CPU. Use "
+            f"data.loader=workers (or auto) for it."
+        )
+    if key == "auto":
+        key = "device" if device.type == "cuda" and isinstance(dataset, TensorImageDataset) else "workers"
+        chosen = f"data.loader=auto -> {key}"
+    else:
+        chosen = f"data.loader={key}"
+    if key == "device":
+        return key, f"{chosen}: {name} held whole on {device}, augmented and normalized there"
+    normalized = "uint8 batches normalized" if isinstance(dataset, UInt8ImageDataset) else "batches moved"
+    return key, f"{chosen}: DataLoader, {normalized} on {device}"

@@ -1,0 +1,154 @@
+"""What a training checkpoint holds, and the checks around writing and reading one.
+
+A checkpoint is never written from non-finite weights: before each write the trainer reads its
+loss watch together with one fused finiteness reduction over all parameters and buffers, in a
+single device-to-host copy, and ``Checkpointer.save`` refuses if either went bad.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..models.official import CheckpointError
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic, set_rng_state
+from .metrics import MeterReading, TrainingMeters
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+# Loop counters saved and restored as they are.
+COUNTERS = ("epoch", "batch_in_epoch", "global_step", "best_acc1", "best_epoch", "history")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the weights became NaN or infinite; training stopped without overwriting good checkpoints."""
+
+
+def nonfinite_loss_error(loss: float, epoch: int, batch: int, step: int, found_batch: int, found_step: int,
+                         tolerated: int, last_good: str | None) -> NonFiniteLossError:
+    """The error for a non-finite ``loss`` at ``batch`` (0-based, as ``epoch``; ``step`` optimizer steps done
+    before it), found by the read after ``found_batch`` batches and ``found_step`` steps. ``tolerated``: the
+    consecutive non-finite losses allowed (fp16), 0 otherwise.
+    """
+    what = (f"stayed NaN/inf for more than trainer.max_nonfinite_skips={tolerated} steps in a row (the grad "
+            f"scaler skipped those) and was {loss}" if tolerated else f"became {loss}")
+    batches = f"batches {batch + 1}-{found_batch}" if found_batch > batch + 1 else f"batch {batch + 1}"
+    return NonFiniteLossError(
+        f"The training loss {what} at epoch {epoch + 1}, batch {batch + 1} (optimizer step {step}). Losses are "
+        f"checked on the device and read at log points and checkpoints; the read after batch {found_batch} "
+        f"(step {found_step}) found it, so it happened between optimizer step {step} and {found_step} "
+        f"(epoch {epoch + 1}, {batches}) and the weights of those steps are discarded: training stopped without "
+        f"writing a checkpoint from them. The last good checkpoint is "
+        f"{last_good or 'none (no checkpoint was written yet)'}. Try a lower optim.lr, gradient clipping "
+        f"(trainer.grad_clip=1.0), a longer warmup (sched.warmup_epochs), or trainer.precision=bf16/32 instead "
+        f"of fp16."
+    )
+
+
+def _checked_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters and floating-point buffers (BatchNorm running statistics go bad as well)."""
+    tensors = [p.detach() for p in model.parameters()]
+    return tensors + [b for b in model.buffers() if b.is_floating_point()]
+
+
+def all_finite(model: nn.Module) -> torch.Tensor:
+    """A 0-d bool tensor, on the model's device: True when every parameter and float buffer is finite.
+
+    One multi-tensor norm over all of them, stacked and reduced into one value: no host sync here,
+    and one element to read. An L2 norm can overflow for huge finite values; ``nonfinite_names``
+    settles such a (rare) False exactly.
+    """
+    tensors = _checked_tensors(model)
+    if not tensors:
+        return torch.ones((), dtype=torch.bool)
+    norms = torch._foreach_norm(tensors)
+    return torch.stack([norm.float() for norm in norms]).isfinite().all()
+
+
+def nonfinite_names(model: nn.Module) -> list[str]:
+    """Names of the parameters and float buffers holding NaN/inf (one sync per tensor: call on failure only)."""
+    named = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
+    return [name for name, tensor in named if not bool(torch.isfinite(tensor).all())]
+
+
+class Checkpointer:
+    """Writes a trainer's state to ``directory`` and reads it back; remembers the last good checkpoint.
+
+    The trainer is passed in (as Lightning passes it to its callbacks) so that the loop keeps
+    only the loop; a distributed run will write from one process only, here.
+    """
+
+    def __init__(self, directory: str | Path, config: dict | None = None, model_spec: dict | None = None) -> None:
+        self.directory = Path(directory)
+        self.config = config or {}
+        self.model_spec = model_spec or {}
+        self.last_good: str | None = None
+
+    def state(self, trainer: Trainer, meters: MeterReading) -> dict[str, Any]:
+        """The whole training state: weights, optimizer, schedule, scaler, counters, meters and RNGs."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "package_version": __version__,
+            "torch_version": str(torch.__version__),
+            "model": trainer.model.state_dict(),
+            "model_spec": self.model_spec,
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+            **{key: getattr(trainer, key) for key in COUNTERS},
+            **trainer.throughput.state_dict(),
+            "epoch_meters": TrainingMeters.state_from(meters),
+            "rng": rng_state(),
+            "config": self.config,
+        }
+
+    def save(self, trainer: Trainer, name: str, meters: MeterReading) -> Path:
+        """Write ``name`` atomically; ``meters`` was read with ``all_finite(trainer.model)`` as its extra."""
+        if not meters.extra[0]:
+            bad = nonfinite_names(trainer.model)
+            if bad:
+                raise NonFiniteLossError(
+                    f"Refusing to write {name}: {bad[0]!r} holds NaN/inf values (step {trainer.global_step}). "
+                    f"The last good checkpoint ({self.last_good or 'none yet'}) is kept."
+                )
+        path = self.directory / name
+        save_atomic(self.state(trainer, meters), path)
+        if name == "last.pt":
+            self.last_good = (f"{path} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, "
+                              f"step {trainer.global_step})")
+        return path
+
+    def load(self, trainer: Trainer, checkpoint: dict, source: str = "checkpoint") -> None:
+        """Restore ``trainer`` from ``checkpoint``; refuse one written for another model."""
+        spec = checkpoint.get("model_spec", {})
+        if self.model_spec and spec and spec != self.model_spec:
+            differing = sorted(k for k in set(spec) | set(self.model_spec) if spec.get(k) != self.model_spec.get(k))
+            raise CheckpointError(
+                f"Cannot resume from {source}: it holds a different model "
+                f"({', '.join(f'{k}={spec.get(k)!r}' for k in differing)}) than this run's "
+                f"({', '.join(f'{k}={self.model_spec.get(k)!r}' for k in differing)}). Resume with the "
+                f"run's original overrides, point trainer.resume at the right file, or set "
+                f"trainer.resume=never (with a new run folder) to start afresh."
+            )
+        trainer.model.load_state_dict(checkpoint["model"])
+        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+        trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+        if trainer.scaler is not None and checkpoint.get("scaler"):
+            trainer.scaler.load_state_dict(checkpoint["scaler"])
+        for key in COUNTERS:
+            setattr(trainer, key, checkpoint[key])
+        trainer.throughput.load_state_dict(checkpoint)
+        trainer.meters.load_state_dict(checkpoint["epoch_meters"])
+        set_rng_state(checkpoint["rng"])
+        self.last_good = f"{source} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, step {trainer.global_step})"
+        log.info("Resumed from %s at epoch %d, batch %d, step %d.", source, trainer.epoch, trainer.batch_in_epoch,
+                 trainer.global_step)
