@@ -121,3 +121,17 @@ def test_headline_checks_each_target_against_its_measurement(report):
     # Quick mode times ResNet-18 only: the ResNet-50 targets are reported as not measured.
     assert all(row["met"] is None for row in data["headline"] if "50" in row["check"])
     assert "## Targets" in text and "not measured" in text
+
+
+def test_render_rewrites_the_markdown_of_a_report_with_added_notes(report, tmp_path):
+    data, _ = report
+    source = tmp_path / "report.json"
+    source.write_text(json.dumps(data))
+    result = run_script("scripts/benchmark.py", ["--render", str(source), "--note", "measured on a quiet machine",
+                                                 "--output-md", str(tmp_path / "out.md"),
+                                                 "--output-json", str(tmp_path / "out.json")], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rendered = json.loads((tmp_path / "out.json").read_text())
+    assert rendered["notes"] == data["notes"] + ["measured on a quiet machine"]
+    assert rendered["models"] == data["models"]
+    assert "- note: measured on a quiet machine" in (tmp_path / "out.md").read_text()

@@ -1,6 +1,9 @@
 """Bottleneck Attention Module.
 
 Park, Woo, Lee and Kweon, "BAM: Bottleneck Attention Module", BMVC 2018.
+
+Written for speed without changing the formula (tests/test_fast_blocks.py holds the plain
+formula and checks outputs and gradients against it).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .se import reduced_channels
+from .se import global_avg_pool, reduced_channels
 
 COMBINE_CHOICES = ("product", "sum")
 
@@ -25,7 +28,7 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.relu(self.bn(self.fc1(x.mean(dim=(2, 3))))))[:, :, None, None]
+        return self.fc2(self.relu(self.bn(self.fc1(global_avg_pool(x)))))[:, :, None, None]
 
 
 class SpatialGate(nn.Module):
@@ -78,4 +81,6 @@ class BAM(nn.Module):
             )
         channel, spatial = self.channel_gate(x), self.spatial_gate(x)
         logits = channel * spatial if self.combine == "product" else channel + spatial
-        return x * (1 + torch.sigmoid(logits))
+        # In-place sigmoid on the fresh full-size logits: neither a product's nor a sum's
+        # backward reads its output, so this saves one full-size tensor.
+        return x * (1 + logits.sigmoid_())

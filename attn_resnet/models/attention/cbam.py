@@ -1,14 +1,30 @@
 """Convolutional Block Attention Module.
 
 Woo, Park, Lee and Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018.
+
+Written for speed without changing the formula (tests/test_fast_blocks.py holds the plain
+formula and checks outputs and gradients against it): the two pooled descriptors go
+through the shared MLP in one call, and the max pools keep the index of the maximum, as
+the reference's ``max_pool2d`` and ``torch.max`` do, so that their backward is a scatter
+rather than the several full-size passes of ``amax``'s backward.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .se import reduced_channels
+from .se import global_avg_pool, mean_by_sum, reduced_channels
+
+
+def global_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """Max of (N, C, H, W) over H and W, shaped (N, C); the gradient goes to one maximum.
+
+    ``max_pool2d`` over the whole map, as in the reference; unlike ``adaptive_max_pool2d``
+    its CUDA backward is deterministic, and it keeps channels_last inputs as they are.
+    """
+    return F.max_pool2d(x, kernel_size=x.shape[-2:]).flatten(1)
 
 
 class ChannelGate(nn.Module):
@@ -24,8 +40,11 @@ class ChannelGate(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.mlp(x.mean(dim=(2, 3))) + self.mlp(x.amax(dim=(2, 3)))
-        return x * torch.sigmoid(logits)[:, :, None, None]
+        batch = x.shape[0]
+        # mlp(avg) + mlp(max) with one MLP call: the descriptors stacked along the batch dim.
+        logits = self.mlp(torch.cat([global_avg_pool(x), global_max_pool(x)]))
+        scale = (logits[:batch] + logits[batch:]).sigmoid_()
+        return x * scale[:, :, None, None]
 
 
 class SpatialGate(nn.Module):
@@ -44,8 +63,9 @@ class SpatialGate(nn.Module):
         nn.init.zeros_(self.bn.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.bn(self.conv(pooled)))
+        pooled = torch.cat([x.max(dim=1, keepdim=True).values, mean_by_sum(x, (1,), keepdim=True)], dim=1)
+        # In-place sigmoid: BatchNorm's backward reads its input, not its output.
+        return x * self.bn(self.conv(pooled)).sigmoid_()
 
 
 class CBAM(nn.Module):

@@ -21,6 +21,27 @@ def reduced_channels(channels: int, reduction: int) -> int:
     return channels // reduction
 
 
+def mean_by_sum(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool = False) -> torch.Tensor:
+    """``x.mean(dim, keepdim)`` written as a sum times 1/count.
+
+    The same value, but the backward of a sum is a broadcast view of the small gradient,
+    where the backward of ``mean`` writes a full-size divided copy that autograd then adds
+    to the input's other gradients. A float16 sum is taken in float32, as ``mean`` does,
+    so that a large map cannot overflow float16's range.
+    """
+    count = 1
+    for axis in dim:
+        count *= x.shape[axis]
+    if x.dtype == torch.float16:
+        return (x.sum(dim=dim, keepdim=keepdim, dtype=torch.float32) * (1.0 / count)).to(x.dtype)
+    return x.sum(dim=dim, keepdim=keepdim) * (1.0 / count)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """Mean of (N, C, H, W) over H and W, shaped (N, C)."""
+    return mean_by_sum(x, (2, 3))
+
+
 class SE(nn.Module):
     """Squeeze-and-Excitation: global average pool -> MLP -> sigmoid channel scale (Hu et al. 2018)."""
 
@@ -34,6 +55,6 @@ class SE(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squeezed = x.mean(dim=(2, 3))
-        scale = torch.sigmoid(self.fc2(self.relu(self.fc1(squeezed))))
+        # In-place sigmoid: the Linear's backward does not read its output.
+        scale = self.fc2(self.relu(self.fc1(global_avg_pool(x)))).sigmoid_()
         return x * scale[:, :, None, None]

@@ -1,0 +1,908 @@
+#!/usr/bin/env python
+"""Speed benchmark: our attention ResNets beside torchvision/timm peers, the data path and the trainer.
+
+    python scripts/benchmark.py                   # CPU suite -> docs/benchmarks.md and docs/benchmarks.json
+    python scripts/benchmark.py --suite gpu       # CUDA: 224x224, batch 256, bf16 autocast, channels_last, compiled
+    python scripts/benchmark.py --quick --output-md out/bench.md --output-json out/bench.json   # smoke test
+
+Every comparison runs in this one process: warm-up first, then the contenders take turns
+(the order rotates each repeat) and each reports the median of its repeats. What is timed:
+
+- models: a train step (forward, cross-entropy, backward, SGD step) of our ``ResidualNet``
+  ("ImageNet" network type) and of its peer on the same input, dtype, batch and memory format:
+  torchvision ``resnetD`` for no attention, timm ``seresnetD`` for SE, timm ``resnetD`` with
+  ``block_args=dict(attn_layer="cbam")`` for CBAM; BAM has no peer. Peak memory of one step
+  (CUDA: ``max_memory_allocated``; CPU: peak RSS growth, measured in a child process per model).
+  Attention overhead: our step time with the block over our plain net's.
+- data: images/s of the device-resident loader (``attn_resnet.data.DeviceImageLoader``) vs the
+  torchvision per-image pipeline (DataLoader workers, PIL, RandomCrop + flip + ToTensor +
+  Normalize) over the same in-memory uint8 CIFAR-sized images, batches on the device.
+- trainer: ``Trainer.train_epoch`` vs a bare for-loop of the same steps (same loader, model
+  and optimizer): the framework's overhead.
+
+Ratios come first in the tables, absolute numbers beside them. The numbers say what this
+machine did while the script ran: on a shared machine, run it when the machine is quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere, without installing the package
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from attn_resnet.models import ResidualNet  # noqa: E402
+
+SCHEMA_VERSION = 1
+ATT_TYPES = ("none", "SE", "CBAM", "BAM")
+NETWORK_TYPE = "ImageNet"  # the peers have the ImageNet stem (7x7/2 conv + max-pool)
+NUM_CLASSES = 1000
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+# Sizes per suite. "trainer" names the model of the trainer-vs-bare-loop section: on the CPU a
+# cheap one (ImageNet stem on 32x32), so that the per-step overhead is not lost in a slow step.
+SUITES: dict[str, dict[str, Any]] = {
+    "cpu": dict(image_size=64, batch_size=16, depths=(18, 50), precision="32", channels_last=False,
+                compile=False, repeats=7, warmup=2, iters=2,
+                data=dict(batch_size=512, batches=12, repeats=5),
+                trainer=dict(network_type="ImageNet", depth=18, batch_size=32, batches=12,
+                             repeats=5)),
+    "gpu": dict(image_size=224, batch_size=256, depths=(18, 34, 50, 101), precision="bf16", channels_last=True,
+                compile=True, repeats=5, warmup=3, iters=3,
+                data=dict(batch_size=512, batches=98, repeats=5),
+                trainer=dict(network_type="CIFAR10", depth=18, batch_size=512, batches=48,
+                             repeats=5)),
+}
+QUICK = dict(image_size=32, batch_size=4, depths=(18,), repeats=2, warmup=1, iters=1,
+             data=dict(batch_size=512, batches=2, repeats=2),
+             trainer=dict(network_type="ImageNet", depth=18, batch_size=8, batches=3, repeats=2))
+
+# Targets the project set itself; each is checked where its measurement exists.
+TARGETS = {
+    "cpu": {"overhead": {"CBAM": 1.20, "BAM": 1.12}},
+    "gpu": {"overhead": {"CBAM": 1.15, "SE": 1.10}},
+    "common": {"ours_vs_peer": 1.00, "loader_speedup": 10.0, "trainer_vs_bare": 0.97, "depth": 50},
+}
+
+PEER_NOTES = [
+    "Our models are `ResidualNet(\"ImageNet\", depth, 1000, att_type)`: 7x7/2 stem + max-pool, stride on the "
+    "3x3 conv of the Bottleneck, adaptive average pool + fc, the same trunk as torchvision's `resnetD` and "
+    "timm's `resnetD`.",
+    "timm's SE module is 1x1 convs with the hidden width rounded up to a multiple of 8 (e.g. 8 instead of our "
+    "4 for 64 channels); ours is Linear(C, C//16) + bias as in the SE paper and the CBAM authors' code, so "
+    "the parameter counts differ slightly (see the params columns).",
+    "timm's CBAM has no biases in its channel MLP and runs the MLP once per descriptor; its spatial gate pools "
+    "[mean, max] (ours [max, mean], as the authors' code) and uses BatchNorm momentum 0.1 (ours 0.01). "
+    "The compute is otherwise the same.",
+    "BAM has no torchvision or timm implementation: its peer cells read \"—\".",
+]
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass
+class Settings:
+    suite: str
+    device: str
+    image_size: int
+    batch_size: int
+    depths: tuple[int, ...]
+    precision: str
+    channels_last: bool
+    compile: bool
+    repeats: int
+    warmup: int
+    iters: int
+    data: dict
+    trainer: dict
+    threads: int
+    quick: bool
+    cpu_memory: bool
+    timm: bool
+    workers: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+    @property
+    def dtype_text(self) -> str:
+        return {"32": "float32", "bf16": "bfloat16 autocast (float32 weights)",
+                "fp16": "float16 autocast (float32 weights)"}[self.precision]
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def timed_turns(contenders: dict[str, Callable[[], int]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per unit of each contender, one value per repeat; the contenders take turns.
+
+    Each callable runs its work and returns how many units (steps, images) it did. The order
+    rotates every repeat, so no contender always follows the same neighbour.
+    """
+    names = list(contenders)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            started = time.perf_counter()
+            units = contenders[name]()
+            synchronize(device)
+            seconds[name].append((time.perf_counter() - started) / units)
+    return seconds
+
+
+# -------------------------------------------------------------------------------------------- models
+def timm_module():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def build_ours(depth: int, att_type: str) -> nn.Module:
+    return ResidualNet(NETWORK_TYPE, depth, NUM_CLASSES, att_type)
+
+
+def build_peer(depth: int, att_type: str, use_timm: bool) -> tuple[nn.Module | None, str, str | None]:
+    """``(model or None, its name, why it is missing)`` for the peer of our (depth, att_type)."""
+    if att_type == "none":
+        import torchvision
+
+        return getattr(torchvision.models, f"resnet{depth}")(num_classes=NUM_CLASSES), f"torchvision resnet{depth}", None
+    if att_type == "BAM":
+        return None, "—", "no torchvision/timm implementation of BAM"
+    name = f"timm seresnet{depth}" if att_type == "SE" else f"timm resnet{depth} + attn_layer='cbam'"
+    timm = timm_module() if use_timm else None
+    if timm is None:
+        why = "timm is not installed (pip install -e '.[bench]')" if use_timm else "timm peers switched off (--no-timm)"
+        return None, name, why
+    if att_type == "SE":
+        return timm.create_model(f"seresnet{depth}", num_classes=NUM_CLASSES), name, None
+    return timm.create_model(f"resnet{depth}", num_classes=NUM_CLASSES, block_args=dict(attn_layer="cbam")), name, None
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_train_step(forward: Callable, model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                    targets: torch.Tensor, device: torch.device, precision: str) -> Callable[[], None]:
+    def step() -> None:
+        with autocast(device, precision):
+            loss = F.cross_entropy(forward(images), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+
+def model_inputs(settings: Settings, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    size = settings.image_size
+    images = torch.randn(settings.batch_size, 3, size, size, generator=generator)
+    targets = torch.randint(0, NUM_CLASSES, (settings.batch_size,), generator=generator)
+    images, targets = images.to(settings.torch_device), targets.to(settings.torch_device)
+    if settings.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
+def static_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the weights and the optimizer state (momentum) that a train step keeps."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    for state in optimizer.state.values():
+        total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    return total
+
+
+def cuda_step_peak_mb(step: Callable[[], None], model: nn.Module, optimizer, device: torch.device) -> float:
+    """Peak memory of one train step of this model alone: its transient peak plus its weights and momentum."""
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    synchronize(device)
+    transient = torch.cuda.max_memory_allocated(device) - before
+    return (transient + static_bytes(model, optimizer)) / 2**20
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def probe_cpu_memory(spec: dict) -> dict:
+    """Run in a child process: peak RSS growth (MiB) over the first two train steps of one model."""
+    torch.set_num_threads(spec["threads"])
+    settings = Settings(**{**spec["settings"], "depths": tuple(spec["settings"]["depths"])})
+    torch.manual_seed(0)
+    if spec["impl"] == "ours":
+        model = build_ours(spec["depth"], spec["att_type"])
+    else:
+        model = build_peer(spec["depth"], spec["att_type"], use_timm=True)[0]
+    model = model.train()
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model)
+    images, targets = model_inputs(settings)
+    step = make_train_step(model, model, optimizer, images, targets, settings.torch_device, settings.precision)
+    gc.collect()
+    baseline = _rss_bytes()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets VmHWM (peak RSS) to the current RSS
+    step()
+    step()
+    return {"peak_rss_growth_mb": (_peak_rss_bytes() - baseline) / 2**20}
+
+
+def cpu_step_peak_mb(impl: str, depth: int, att_type: str, settings: Settings) -> tuple[float | None, str | None]:
+    """Peak RSS growth of two train steps, measured in a child process (so other models do not count)."""
+    spec = {"impl": impl, "depth": depth, "att_type": att_type, "threads": settings.threads,
+            "settings": {k: v for k, v in vars(settings).items()}}
+    try:
+        result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-probe", json.dumps(spec)],
+                                capture_output=True, text=True, timeout=600, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return None, "the memory probe timed out"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"memory probe failed: {last}"
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_growth_mb"], None
+
+
+@dataclass
+class Contender:
+    key: str
+    impl: str  # "ours" | "peer"
+    att_type: str
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    params: int
+
+
+def benchmark_models(settings: Settings, log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
+    """Train-step timings of every model and peer, per depth and mode; the peers that are missing and why."""
+    device = settings.torch_device
+    modes = ["eager", "compiled"] if settings.compile else ["eager"]
+    records, missing = [], []
+    images, targets = model_inputs(settings)
+    for depth in settings.depths:
+        contenders: list[Contender] = []
+        for att_type in ATT_TYPES:
+            torch.manual_seed(0)
+            candidates = [("ours", build_ours(depth, att_type), f"ResidualNet {NETWORK_TYPE}-{depth} {att_type}")]
+            peer, peer_name, why = build_peer(depth, att_type, settings.timm)
+            if peer is None:
+                missing.append({"depth": depth, "att_type": att_type, "peer": peer_name, "reason": why})
+            else:
+                candidates.append(("peer", peer, peer_name))
+            for impl, model, name in candidates:
+                model = model.to(device).train()
+                if settings.channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                contenders.append(Contender(f"{impl}/{att_type}", impl, att_type, name, model, make_optimizer(model),
+                                            parameter_count(model)))
+        for mode in modes:
+            steps, compile_seconds = {}, {}
+            for contender in contenders:
+                forward = torch.compile(contender.model) if mode == "compiled" else contender.model
+                steps[contender.key] = make_train_step(forward, contender.model, contender.optimizer, images, targets,
+                                                       device, settings.precision)
+            for contender in contenders:  # warm-up (and compilation) before anything is timed
+                synchronize(device)
+                started = time.perf_counter()
+                for _ in range(settings.warmup):
+                    steps[contender.key]()
+                synchronize(device)
+                compile_seconds[contender.key] = time.perf_counter() - started
+            memory: dict[str, tuple[float | None, str]] = {}
+            for contender in contenders:
+                if device.type == "cuda":
+                    peak = cuda_step_peak_mb(steps[contender.key], contender.model, contender.optimizer, device)
+                    memory[contender.key] = (peak, "cuda max_memory_allocated over one step + weights + momentum")
+                elif settings.cpu_memory and mode == "eager":
+                    peak, why = cpu_step_peak_mb(contender.impl, depth, contender.att_type, settings)
+                    memory[contender.key] = (peak, why or "peak RSS growth over two steps in a child process")
+                else:
+                    memory[contender.key] = (None, "n/a (CPU RSS probe off)" if not settings.cpu_memory
+                                             else "n/a (measured in eager mode only)")
+            log(f"depth {depth} {mode}: timing {len(steps)} models x {settings.repeats} repeats x {settings.iters} steps")
+
+            def runner(step: Callable[[], None]) -> Callable[[], int]:
+                def run() -> int:
+                    for _ in range(settings.iters):
+                        step()
+                    return settings.iters
+
+                return run
+
+            seconds = timed_turns({key: runner(step) for key, step in steps.items()}, settings.repeats, device)
+            for contender in contenders:
+                per_step = seconds[contender.key]
+                step_seconds = median(per_step)
+                records.append({
+                    "depth": depth, "att_type": contender.att_type, "impl": contender.impl, "name": contender.name,
+                    "mode": mode, "params": contender.params, "step_seconds": per_step,
+                    "median_step_seconds": step_seconds,
+                    "images_per_second": settings.batch_size / step_seconds,
+                    "warmup_seconds": compile_seconds[contender.key],
+                    "peak_memory_mb": memory[contender.key][0], "memory_method": memory[contender.key][1],
+                })
+            del steps
+        del contenders
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return records, missing
+
+
+def model_ratios(records: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
+    """``(ours vs peer, attention overhead)`` rows, each with both times and their ratio."""
+    by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in records}
+    versus, overhead = [], []
+    modes = sorted({r["mode"] for r in records}, key=["eager", "compiled"].index)
+    for mode in modes:
+        for depth in settings.depths:
+            plain = by_key.get((depth, "none", "ours", mode))
+            for att_type in ATT_TYPES:
+                ours = by_key.get((depth, att_type, "ours", mode))
+                peer = by_key.get((depth, att_type, "peer", mode))
+                if ours is not None and peer is not None:
+                    versus.append({"depth": depth, "att_type": att_type, "mode": mode, "peer": peer["name"],
+                                   "ours_seconds": ours["median_step_seconds"],
+                                   "peer_seconds": peer["median_step_seconds"],
+                                   "ratio": ours["median_step_seconds"] / peer["median_step_seconds"]})
+                if att_type != "none" and ours is not None and plain is not None:
+                    overhead.append({"depth": depth, "att_type": att_type, "mode": mode,
+                                     "with_seconds": ours["median_step_seconds"],
+                                     "plain_seconds": plain["median_step_seconds"],
+                                     "ratio": ours["median_step_seconds"] / plain["median_step_seconds"]})
+    return versus, overhead
+
+
+# ---------------------------------------------------------------------------------------------- data
+class PerImageCifar(torch.utils.data.Dataset):
+    """What ``torchvision.datasets.CIFAR10`` does per item: a uint8 HWC row -> PIL image -> transform."""
+
+    def __init__(self, data, targets: list[int], transform) -> None:
+        self.data, self.targets, self.transform = data, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
+
+
+def cifar_like(count: int, seed: int = 0):
+    """``TensorImageDataset`` of ``count`` random uint8 32x32 images (training augmentation on) + its HWC array."""
+    from attn_resnet.data.common import TensorImageDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    dataset = TensorImageDataset(images, labels, [str(i) for i in range(10)], CIFAR_MEAN, CIFAR_STD, True, pad=4,
+                                 flip=True)
+    return dataset, images.permute(0, 2, 3, 1).contiguous().numpy(), labels.tolist()
+
+
+def device_loader_class():
+    """The device-resident loader of ``attn_resnet.data``, or None while the package has none.
+
+    Protocol: ``Loader(dataset, batch_size=..., train=True, seed=0, device=...)`` over a
+    ``TensorImageDataset``, iterating ``(images, targets)`` already normalized on ``device``,
+    with ``batch_sampler.set_epoch(epoch)``.
+    """
+    import attn_resnet.data as data
+
+    return getattr(data, "DeviceImageLoader", None)
+
+
+def make_device_loader(loader_class, dataset, batch_size: int, device: torch.device, channels_last: bool):
+    options = {"channels_last": True} if channels_last else {}
+    return loader_class(dataset, batch_size=batch_size, train=True, seed=0, device=device, **options)
+
+
+def benchmark_data(settings: Settings, log: Callable[[str], None]) -> dict:
+    """Images/s of the device loader vs the torchvision per-image pipeline, batches delivered on the device."""
+    import torchvision.transforms as T
+
+    cfg = settings.data
+    device = settings.torch_device
+    batch_size, batches = cfg["batch_size"], cfg["batches"]
+    result: dict[str, Any] = {"batch_size": batch_size, "images_per_pass": batch_size * batches,
+                              "image_size": 32, "workers": settings.workers, "repeats": cfg["repeats"]}
+    loader_class = device_loader_class()
+    if loader_class is None:
+        result["skipped"] = ("attn_resnet.data has no DeviceImageLoader yet: this section runs once the device "
+                             "loader exists")
+        return result
+    dataset, hwc, labels = cifar_like(batch_size * batches)
+    device_loader = make_device_loader(loader_class, dataset, batch_size, device, settings.channels_last)
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    per_image = torch.utils.data.DataLoader(
+        PerImageCifar(hwc, labels, transform), batch_size=batch_size, shuffle=True, drop_last=True,
+        num_workers=settings.workers, pin_memory=device.type == "cuda", persistent_workers=settings.workers > 0)
+    epoch = [0]
+
+    def device_pass() -> int:
+        epoch[0] += 1
+        device_loader.batch_sampler.set_epoch(epoch[0])
+        count = 0
+        for images, targets in device_loader:
+            count += targets.shape[0]
+        return count
+
+    def per_image_pass() -> int:
+        count = 0
+        for images, targets in per_image:
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if settings.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            count += targets.shape[0]
+        return count
+
+    log(f"data: device loader vs per-image pipeline ({settings.workers} workers), {cfg['repeats']} repeats")
+    device_pass(), per_image_pass()  # warm-up; starts the workers
+    seconds = timed_turns({"device_loader": device_pass, "per_image": per_image_pass}, cfg["repeats"], device)
+    result["device_loader"] = {"name": f"attn_resnet.data.{loader_class.__name__}", "seconds_per_image":
+                               seconds["device_loader"], "images_per_second": 1 / median(seconds["device_loader"])}
+    result["per_image"] = {"name": "DataLoader + PIL + RandomCrop/Flip/ToTensor/Normalize",
+                           "seconds_per_image": seconds["per_image"],
+                           "images_per_second": 1 / median(seconds["per_image"])}
+    result["ratio"] = result["device_loader"]["images_per_second"] / result["per_image"]["images_per_second"]
+    return result
+
+
+# ------------------------------------------------------------------------------------------- trainer
+def benchmark_trainer(settings: Settings, log: Callable[[str], None]) -> dict:
+    """Images/s of ``Trainer.train_epoch`` vs a bare loop of the same steps on the same loader, model, optimizer."""
+    from attn_resnet.data.loader import build_loader
+    from attn_resnet.engine.trainer import Trainer, TrainerSettings
+
+    cfg = settings.trainer
+    device = settings.torch_device
+    dataset, _, _ = cifar_like(cfg["batch_size"] * cfg["batches"], seed=1)
+    loader_class = device_loader_class()
+    if loader_class is not None:
+        loader = make_device_loader(loader_class, dataset, cfg["batch_size"], device, settings.channels_last)
+        loader_name = f"attn_resnet.data.{loader_class.__name__}"
+    else:
+        loader = build_loader(dataset, cfg["batch_size"], train=True, seed=0, num_workers=0)
+        loader_name = "attn_resnet.data.build_loader (no workers)"
+    torch.manual_seed(0)
+    model = ResidualNet(cfg["network_type"], cfg["depth"], 10, "none")
+    optimizer = make_optimizer(model)
+    trainer_settings = TrainerSettings(epochs=1, precision=settings.precision, channels_last=settings.channels_last,
+                                       progress=False)
+    with tempfile.TemporaryDirectory(prefix="attn-resnet-benchmark-") as run_dir:
+        trainer = Trainer(model, optimizer, lambda steps: (lambda step: 1.0), loader, None, trainer_settings,
+                          run_dir, device, tensorboard=False)
+        return _trainer_vs_bare(trainer, loader, loader_name, len(dataset), settings, log)
+
+
+def _trainer_vs_bare(trainer, loader, loader_name: str, images: int, settings: Settings,
+                     log: Callable[[str], None]) -> dict:
+    cfg = settings.trainer
+    device = settings.torch_device
+    model, optimizer = trainer.model, trainer.optimizer
+    epoch = [0]
+
+    def trainer_epoch() -> int:
+        epoch[0] += 1
+        trainer.batch_in_epoch = 0
+        trainer.train_epoch(epoch[0])
+        return images
+
+    def bare_epoch() -> int:
+        epoch[0] += 1
+        model.train()
+        loader.batch_sampler.set_epoch(epoch[0])
+        count = 0
+        for images, targets in loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if settings.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, settings.precision):
+                loss = F.cross_entropy(model(images), targets)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            count += targets.shape[0]
+        return count
+
+    log(f"trainer: Trainer.train_epoch vs bare loop, {cfg['repeats']} repeats")
+    trainer_epoch(), bare_epoch()  # warm-up
+    seconds = timed_turns({"trainer": trainer_epoch, "bare_loop": bare_epoch}, cfg["repeats"], device)
+    result = {
+        "model": f"ResidualNet({cfg['network_type']!r}, {cfg['depth']}, 10, 'none')",
+        "loader": loader_name, "batch_size": cfg["batch_size"], "batches_per_epoch": cfg["batches"],
+        "image_size": 32, "repeats": cfg["repeats"], "compiled": False,
+        "trainer": {"seconds_per_image": seconds["trainer"], "images_per_second": 1 / median(seconds["trainer"])},
+        "bare_loop": {"seconds_per_image": seconds["bare_loop"],
+                      "images_per_second": 1 / median(seconds["bare_loop"])},
+    }
+    result["ratio"] = result["trainer"]["images_per_second"] / result["bare_loop"]["images_per_second"]
+    return result
+
+
+# ------------------------------------------------------------------------------------------- machine
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
+            "cpu_cores": cores, "torch_threads": torch.get_num_threads(),
+            "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return info
+
+
+def versions() -> dict:
+    import torchvision
+
+    timm = timm_module()
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__ if timm is not None else None,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
+
+
+# -------------------------------------------------------------------------------------------- report
+def headline(report: dict) -> list[dict]:
+    """Each target: what was measured against it, and whether it was met (None: not measured)."""
+    settings = report["settings"]
+    suite_targets = TARGETS[settings["suite"]]
+    common = TARGETS["common"]
+    depth = common["depth"]
+    rows = []
+
+    def add(check: str, value: float | None, target: float, at_most: bool, detail: str) -> None:
+        met = None if value is None else (value <= target if at_most else value >= target)
+        rows.append({"check": check, "value": value, "target": target,
+                     "comparison": "<=" if at_most else ">=", "met": met, "detail": detail})
+
+    eager = "eager"
+    overhead = {(r["depth"], r["att_type"], r["mode"]): r["ratio"] for r in report["ratios"]["attention_overhead"]}
+    for att_type, target in suite_targets["overhead"].items():
+        add(f"{att_type} overhead over our plain ResNet-{depth} ({eager})", overhead.get((depth, att_type, eager)),
+            target, True, "step time with the block / without")
+    versus = {(r["depth"], r["att_type"], r["mode"]): r for r in report["ratios"]["ours_vs_peer"]}
+    for att_type, label in (("none", "R"), ("SE", "SE-R"), ("CBAM", "CBAM-R")):
+        row = versus.get((depth, att_type, eager))
+        add(f"our {label}{depth} / {row['peer'] if row else 'peer'} ({eager})", row["ratio"] if row else None,
+            common["ours_vs_peer"], True, "train step time ratio")
+    data = report["data"]
+    add(f"device loader / per-image pipeline (batch {settings['data']['batch_size']})", data.get("ratio"),
+        common["loader_speedup"], False, "images/s ratio")
+    add("Trainer epoch / bare loop", report["trainer"].get("ratio"), common["trainer_vs_bare"], False,
+        "images/s ratio")
+    return rows
+
+
+def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def thousands(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def command_line(arguments: list[str]) -> str:
+    """The command that measured, with each --note text shortened to "..." (the notes are listed below it)."""
+    shown = ["python", "scripts/benchmark.py"]
+    for index, argument in enumerate(arguments):
+        shown.append("..." if index and arguments[index - 1] == "--note" else argument)
+    return shlex.join(shown).replace("'...'", "...")
+
+
+def load(average: list[float] | None) -> str:
+    return "n/a" if not average else f"{average[0]:.2f}"
+
+
+def markdown(report: dict) -> str:
+    s, m, v = report["settings"], report["machine"], report["versions"]
+    device_text = m.get("gpu") or m["cpu"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command_line(report['arguments'])}` on {report['date']}.",
+        "Every comparison ran in one process, warm-up first, the contenders taking turns; each number is "
+        "the median of the repeats. Ratios first, absolute numbers beside them.",
+        "",
+        f"- machine: {m['platform']}; {device_text}"
+        + (f" ({m['gpu_memory_gb']} GiB)" if m.get("gpu") else "")
+        + f"; {m['cpu_cores']} CPU cores, {m['torch_threads']} torch threads; 1-minute load average "
+        f"{load(m.get('load_average_start'))} at the start, {load(m.get('load_average_end'))} at the end",
+        f"- versions: torch {v['torch']}, torchvision {v['torchvision']}, timm {v['timm'] or 'not installed'}"
+        + (f", CUDA {v['cuda']}, cuDNN {v['cudnn']}" if s["device"].startswith("cuda") else ""),
+        f"- suite {s['suite']}{' (quick)' if s['quick'] else ''} on {s['device']}: {s['dtype']}, batch {s['batch_size']}, "
+        f"{s['image_size']}x{s['image_size']} images, {s['memory_format']}, repeats {s['repeats']} "
+        f"(x {s['iters']} steps each, after {s['warmup']} warm-up steps), torch.compile "
+        f"{'on' if s['compile'] else 'off'}",
+    ]
+    for note in report["notes"]:
+        lines.append(f"- note: {note}")
+    lines += ["", "## Targets", "", "| check | measured | target | met |", "|---|---|---|---|"]
+    for row in report["headline"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
+        lines.append(f"| {row['check']} | {fmt(row['value'])}x | {row['comparison']} {row['target']:.2f}x | {met} |")
+
+    records = report["models"]
+    by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in records}
+    lines += ["", "## Our models vs their peers (train step)", "",
+              "ratio = our step time / the peer's (below 1: ours is faster).", "",
+              "| depth | attention | mode | ratio | ours ms | peer ms | ours img/s | peer img/s | ours params | "
+              "peer params | ours peak MiB | peer peak MiB | peer |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    missing = {(gap["depth"], gap["att_type"]): gap for gap in report["missing_peers"]}
+    for ours in (r for r in records if r["impl"] == "ours"):
+        peer = by_key.get((ours["depth"], ours["att_type"], "peer", ours["mode"]))
+        if peer is None:
+            gap = missing.get((ours["depth"], ours["att_type"]), {"reason": "no peer"})
+            peer = {"median_step_seconds": None, "images_per_second": None, "params": None, "peak_memory_mb": None,
+                    "name": gap["reason"]}
+        step_ratio = ratio(ours["median_step_seconds"], peer["median_step_seconds"])
+        lines.append(
+            f"| {ours['depth']} | {ours['att_type']} | {ours['mode']} | {fmt(step_ratio, 3)} | "
+            f"{ms(ours['median_step_seconds'])} | {ms(peer['median_step_seconds'])} | "
+            f"{fmt(ours['images_per_second'], 1)} | {fmt(peer['images_per_second'], 1)} | {thousands(ours['params'])} | "
+            f"{thousands(peer['params'])} | {fmt(ours['peak_memory_mb'], 0)} | {fmt(peer['peak_memory_mb'], 0)} | "
+            f"{peer['name']} |")
+    memory_methods = sorted({r["memory_method"] for r in records})
+    lines += ["", "Peak memory: " + "; ".join(memory_methods) + "."]
+
+    lines += ["", "## Attention overhead (our models)", "",
+              "ratio = our step time with the block / our plain ResNet of the same depth.", "",
+              "| depth | attention | mode | ratio | with ms | plain ms |", "|---|---|---|---|---|---|"]
+    for row in report["ratios"]["attention_overhead"]:
+        lines.append(f"| {row['depth']} | {row['att_type']} | {row['mode']} | {row['ratio']:.3f} | "
+                     f"{row['with_seconds'] * 1e3:.1f} | {row['plain_seconds'] * 1e3:.1f} |")
+
+    data = report["data"]
+    lines += ["", "## Data path", ""]
+    if "skipped" in data:
+        lines.append(f"Skipped: {data['skipped']}.")
+    else:
+        lines += [
+            f"Batches of {data['batch_size']} CIFAR-sized uint8 images ({data['images_per_pass']} per pass, random crop "
+            f"with padding 4 + flip + normalize), delivered on {s['device']}; per-image pipeline with "
+            f"{data['workers']} DataLoader workers.", "",
+            "| ratio | device loader img/s | per-image pipeline img/s |", "|---|---|---|",
+            f"| {data['ratio']:.1f}x | {data['device_loader']['images_per_second']:,.0f} | "
+            f"{data['per_image']['images_per_second']:,.0f} |"]
+
+    trainer = report["trainer"]
+    lines += ["", "## Trainer vs bare loop", ""]
+    if "skipped" in trainer:
+        lines.append(f"Skipped: {trainer['skipped']}.")
+    else:
+        lines += [
+            f"{trainer['model']} on {trainer['image_size']}x{trainer['image_size']} images, batch "
+            f"{trainer['batch_size']}, {trainer['batches_per_epoch']} batches per epoch from {trainer['loader']}, eager. "
+            "ratio = Trainer images/s / bare loop images/s (1.00: no framework overhead).", "",
+            "| ratio | Trainer img/s | bare loop img/s |", "|---|---|---|",
+            f"| {trainer['ratio']:.3f} | {trainer['trainer']['images_per_second']:,.1f} | "
+            f"{trainer['bare_loop']['images_per_second']:,.1f} |"]
+
+    lines += ["", "## How the peers differ", ""] + [f"- {note}" for note in PEER_NOTES]
+    for gap in report["missing_peers"]:
+        if gap["att_type"] != "BAM":
+            lines.append(f"- ResNet-{gap['depth']} {gap['att_type']}: no peer, {gap['reason']}.")
+    lines += ["", "## How to run", "", "```bash", "pip install -e '.[bench]'   # timm, for the SE and CBAM peers",
+              "python scripts/benchmark.py                 # CPU suite: rewrites docs/benchmarks.md and .json",
+              "python scripts/benchmark.py --suite gpu --output-md docs/benchmarks_gpu.md \\",
+              "    --output-json docs/benchmarks_gpu.json    # CUDA: 224x224, batch 256, bf16, channels_last, compiled",
+              "python scripts/benchmark.py --help           # sizes, depths, repeats, --no-compile, --sections", "```"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- main
+def write_report(report: dict, output_md: Path, output_json: Path) -> None:
+    for path, text in ((output_json, json.dumps(report, indent=1) + "\n"), (output_md, markdown(report))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="default: cuda when available, else cpu")
+    parser.add_argument("--suite", choices=tuple(SUITES), default=None, help="default: the device's suite")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (median reported)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model first")
+    parser.add_argument("--iters", type=int, default=None, help="train steps per timed repeat")
+    parser.add_argument("--depths", type=lambda text: tuple(int(v) for v in text.split(",")), default=None,
+                        help="comma-separated, e.g. 18,50")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time torch.compile'd models (default: on in the gpu suite, off in the cpu suite)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--precision", choices=("32", "bf16", "fp16"), default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of the per-image pipeline (default: the available cores, at most 8)")
+    parser.add_argument("--cpu-memory", action=argparse.BooleanOptionalAction, default=None,
+                        help="on the CPU, measure each model's peak RSS growth in a child process (default: on, "
+                             "off with --quick)")
+    parser.add_argument("--no-timm", action="store_true", help="leave out the timm peers even when timm is installed")
+    parser.add_argument("--sections", default="models,data,trainer", help="any of models,data,trainer")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report (e.g. how busy the "
+                                                                    "machine was)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    parser.add_argument("--output-md", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--output-json", type=Path, default=REPO / "docs" / "benchmarks.json")
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: rewrite the Markdown of this JSON report (adding any --note lines "
+                             "to both)")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but CUDA is not available here; use --device cpu.")
+    suite = args.suite or ("gpu" if device == "cuda" else "cpu")
+    base = {**SUITES[suite], **(QUICK if args.quick else {})}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else (min(cores, 2) if args.quick else min(cores, 8))
+
+    def pick(name: str):
+        value = getattr(args, name)
+        return base[name] if value is None else value
+
+    return Settings(
+        suite=suite, device=device, image_size=pick("image_size"), batch_size=pick("batch_size"),
+        depths=tuple(pick("depths")), precision=pick("precision"), channels_last=pick("channels_last"),
+        compile=pick("compile"), repeats=pick("repeats"), warmup=pick("warmup"), iters=pick("iters"),
+        data=dict(base["data"]), trainer=dict(base["trainer"]), threads=torch.get_num_threads(), quick=args.quick,
+        cpu_memory=(not args.quick) if args.cpu_memory is None else args.cpu_memory, timm=not args.no_timm,
+        workers=workers, notes=list(args.note))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.memory_probe:
+        print(json.dumps(probe_cpu_memory(json.loads(args.memory_probe))))
+        return 0
+    if args.render:
+        report = json.loads(args.render.read_text())
+        report["notes"] += args.note
+        write_report(report, args.output_md, args.output_json)
+        return 0
+    settings = resolve_settings(args)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f} s] {message}", flush=True)
+
+    device = settings.torch_device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sections = set(args.sections.split(","))
+    report: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "arguments": list(sys.argv[1:] if argv is None else argv),
+        "machine": machine_info(device),
+        "versions": versions(),
+        "notes": list(settings.notes),
+    }
+    log(f"suite {settings.suite} on {settings.device} ({report['machine'].get('gpu') or report['machine']['cpu']}), "
+        f"torch {torch.__version__}, {settings.dtype_text}, batch {settings.batch_size}, "
+        f"{settings.image_size}x{settings.image_size}, {settings.memory_format}")
+    records, missing = benchmark_models(settings, log) if "models" in sections else ([], [])
+    versus, overhead = model_ratios(records, settings)
+    report["models"] = records
+    report["missing_peers"] = missing
+    report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead}
+    report["data"] = benchmark_data(settings, log) if "data" in sections else {"skipped": "not asked for (--sections)"}
+    report["trainer"] = (benchmark_trainer(settings, log) if "trainer" in sections
+                         else {"skipped": "not asked for (--sections)"})
+    report["ratios"]["data_loader"] = report["data"].get("ratio")
+    report["ratios"]["trainer_vs_bare"] = report["trainer"].get("ratio")
+    if not settings.timm or timm_module() is None:
+        report["notes"].append("timm peers (SE, CBAM) left out: "
+                               + ("--no-timm" if not settings.timm else "timm is not installed (pip install -e '.[bench]')"))
+    if settings.quick:
+        report["notes"].append("--quick: tiny sizes for a smoke test; these numbers measure nothing")
+    report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["settings"] = {
+        "suite": settings.suite, "device": settings.device, "quick": settings.quick, "dtype": settings.dtype_text,
+        "precision": settings.precision, "batch_size": settings.batch_size, "image_size": settings.image_size,
+        "memory_format": settings.memory_format, "depths": list(settings.depths), "att_types": list(ATT_TYPES),
+        "network_type": NETWORK_TYPE, "num_classes": NUM_CLASSES, "compile": settings.compile,
+        "repeats": settings.repeats, "warmup": settings.warmup, "iters": settings.iters,
+        "threads": settings.threads, "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)",
+        "data": settings.data, "trainer": settings.trainer, "workers": settings.workers,
+    }
+    report["headline"] = headline(report)
+    write_report(report, args.output_md, args.output_json)
+    for row in report["headline"]:
+        met = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
+        log(f"{row['check']}: {fmt(row['value'])}x (target {row['comparison']} {row['target']:.2f}x, {met})")
+    log(f"wrote {args.output_md} and {args.output_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
