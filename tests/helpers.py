@@ -83,3 +83,16 @@ def write_imagefolder(root: Path, classes: int = 3, per_class: int = 6, size: in
                 image = np.clip(image.astype(int) + rng.integers(-5, 6, size=image.shape), 0, 255).astype(np.uint8)
                 Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index}.png")
     return root
+
+
+def tiny_dataset(size: int, classes: int = 4, seed: int = 0, train: bool = True):
+    """Random 8x8 uint8 images in memory (labels cycle through the classes)."""
+    import torch
+
+    from attn_resnet.data.common import TensorImageDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (size, 3, 8, 8), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(size) % classes
+    return TensorImageDataset(images, labels, [f"class_{k}" for k in range(classes)], (0.5,) * 3, (0.25,) * 3,
+                              train)

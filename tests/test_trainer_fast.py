@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from attn_resnet.data import build_loader
-from attn_resnet.data.common import TensorImageDataset
 from attn_resnet.data.sampler import ResumableBatchSampler
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.compilation import compiling_calls
 from attn_resnet.engine.optim import build_optimizer
 from attn_resnet.engine.trainer import NonFiniteLossError, Trainer, TrainerSettings, evaluate_model
+
+from helpers import tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 4
@@ -47,12 +48,6 @@ def tiny_model(classes: int = 4, width: int = 6, dropout: float = 0.0) -> nn.Seq
     return nn.Sequential(*layers, MeanPool(), nn.Linear(width, classes))
 
 
-def tiny_dataset(size: int, classes: int = 4, seed: int = 0, train: bool = True) -> TensorImageDataset:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (size, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(size) % classes
-    return TensorImageDataset(images, labels, [f"class_{k}" for k in range(classes)], (0.5,) * 3, (0.25,) * 3,
-                              train)
 
 
 class PreloadedLoader:

@@ -14,21 +14,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from attn_resnet.data import build_loader
-from attn_resnet.data.common import TensorImageDataset
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.progress import ProgressReporter, format_duration
 from attn_resnet.engine.trainer import Trainer, TrainerSettings, evaluate_model
+
+from helpers import tiny_dataset
 
 CPU = torch.device("cpu")
 BATCH = 4
 
 
-def tiny_dataset(size: int, classes: int = 4, seed: int = 0, train: bool = True) -> TensorImageDataset:
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (size, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    labels = torch.arange(size) % classes
-    return TensorImageDataset(images, labels, [f"class_{k}" for k in range(classes)], (0.5,) * 3, (0.25,) * 3,
-                              train)
 
 
 def tiny_model(classes: int = 4) -> nn.Sequential:

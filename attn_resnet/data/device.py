@@ -26,8 +26,7 @@ from .common import (
     normalization_constants,
     normalize_uint8,
 )
-from .loader import build_loader, iterate_batches
-from .sampler import ResumableBatchSampler
+from .loader import build_loader, epoch_sampler, iterate_batches
 
 LOADER_CHOICES = ("auto", "device", "workers")
 
@@ -64,15 +63,7 @@ class DeviceImageLoader:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.dtype = dtype
-        self.batch_sampler = ResumableBatchSampler(
-            len(dataset),
-            batch_size,
-            shuffle=train,
-            seed=seed,
-            drop_last=train if drop_last is None else drop_last,
-            num_replicas=num_replicas,
-            rank=rank,
-        )
+        self.batch_sampler = epoch_sampler(len(dataset), batch_size, train, seed, drop_last, num_replicas, rank)
         self.augment = dataset.train and (dataset.pad > 0 or dataset.flip)
         self.pad, self.flip = dataset.pad, dataset.flip
         images = dataset.all_images().to(self.device)

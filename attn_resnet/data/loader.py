@@ -67,6 +67,14 @@ def resolve_num_workers(requested: Any, local_processes: int = 1) -> tuple[int, 
     return requested, f"data.num_workers={requested} ({available})"
 
 
+def epoch_sampler(num_samples: int, batch_size: int, train: bool, seed: int, drop_last: bool | None = None,
+                  num_replicas: int = 1, rank: int = 0) -> ResumableBatchSampler:
+    """The batch sampler every loader uses: shuffled and dropping the last partial batch when ``train``."""
+    return ResumableBatchSampler(num_samples, batch_size, shuffle=train, seed=seed,
+                                 drop_last=train if drop_last is None else drop_last,
+                                 num_replicas=num_replicas, rank=rank)
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int = 128,
@@ -88,15 +96,7 @@ def build_loader(
     for any ``num_workers``, since every augmentation is seeded by its sample's key.
     Iterate it with ``iterate_batches`` so that errors in workers read cleanly.
     """
-    sampler = ResumableBatchSampler(
-        len(dataset),
-        batch_size,
-        shuffle=train,
-        seed=seed,
-        drop_last=train if drop_last is None else drop_last,
-        num_replicas=num_replicas,
-        rank=rank,
-    )
+    sampler = epoch_sampler(len(dataset), batch_size, train, seed, drop_last, num_replicas, rank)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
