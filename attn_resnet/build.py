@@ -114,17 +114,19 @@ def make_eval_loader(data: Mapping[str, Any], seed: int, device: torch.device, c
 
 
 def configure_determinism(seed: int, deterministic: bool) -> None:
-    """Seed every RNG; set (or, for a later job of a sweep, unset) deterministic kernels."""
+    """Seed every RNG; set (or, for a later job of a sweep, unset) deterministic kernels.
+
+    cuDNN's autotuner (``cudnn.benchmark``) is the trainer's to set, from
+    ``trainer.cudnn_benchmark`` and whether deterministic algorithms are on.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # library use; the entry points set it earlier
         torch.backends.cudnn.deterministic = True
         # warn_only: a few CUDA kernels (e.g. adaptive pooling backward) have no deterministic version.
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
-        torch.backends.cudnn.benchmark = True
