@@ -119,6 +119,7 @@ class Settings:
     cpu_memory: bool
     timm: bool
     workers: int
+    att_types: tuple[str, ...] = ATT_TYPES
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -318,15 +319,21 @@ class Contender:
     params: int
 
 
-def benchmark_models(settings: Settings, log: Callable[[str], None]) -> tuple[list[dict], list[dict]]:
-    """Train-step timings of every model and peer, per depth and mode; the peers that are missing and why."""
+def benchmark_models(settings: Settings, log: Callable[[str], None],
+                     on_progress: Callable[[list[dict], list[dict]], None] | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+    """Train-step timings of every model and peer, per depth and mode; the peers that are missing and why.
+
+    ``on_progress(records, missing)`` is called after each depth and mode, so that a report of what is
+    measured so far can be written before a long compile that might not finish in time.
+    """
     device = settings.torch_device
     modes = ["eager", "compiled"] if settings.compile else ["eager"]
     records, missing = [], []
     images, targets = model_inputs(settings)
     for depth in settings.depths:
         contenders: list[Contender] = []
-        for att_type in ATT_TYPES:
+        for att_type in settings.att_types:
             torch.manual_seed(0)
             candidates = [("ours", build_ours(depth, att_type), f"ResidualNet {NETWORK_TYPE}-{depth} {att_type}")]
             peer, peer_name, why = build_peer(depth, att_type, settings.timm)
@@ -387,6 +394,8 @@ def benchmark_models(settings: Settings, log: Callable[[str], None]) -> tuple[li
                     "peak_memory_mb": memory[contender.key][0], "memory_method": memory[contender.key][1],
                 })
             del steps
+            if on_progress is not None:
+                on_progress(records, missing)
         del contenders
         gc.collect()
         if device.type == "cuda":
@@ -789,6 +798,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=None, help="train steps per timed repeat")
     parser.add_argument("--depths", type=lambda text: tuple(int(v) for v in text.split(",")), default=None,
                         help="comma-separated, e.g. 18,50")
+    parser.add_argument("--att-types", type=lambda text: tuple(text.split(",")), default=ATT_TYPES,
+                        help="comma-separated subset of " + ",".join(ATT_TYPES) + " (default: all)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -836,7 +847,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         compile=pick("compile"), repeats=pick("repeats"), warmup=pick("warmup"), iters=pick("iters"),
         data=dict(base["data"]), trainer=dict(base["trainer"]), threads=torch.get_num_threads(), quick=args.quick,
         cpu_memory=(not args.quick) if args.cpu_memory is None else args.cpu_memory, timm=not args.no_timm,
-        workers=workers, notes=list(args.note))
+        workers=workers, att_types=tuple(args.att_types), notes=list(args.note))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -849,6 +860,10 @@ def main(argv: list[str] | None = None) -> int:
         report["notes"] += args.note
         write_report(report, args.output_md, args.output_json)
         return 0
+    unknown = [name for name in args.att_types if name not in ATT_TYPES]
+    if unknown or "none" not in args.att_types:
+        raise SystemExit(f"--att-types {','.join(args.att_types)}: choose from {','.join(ATT_TYPES)} and include "
+                         "none (the attention overhead is measured against it).")
     settings = resolve_settings(args)
     started = time.perf_counter()
 
@@ -870,33 +885,44 @@ def main(argv: list[str] | None = None) -> int:
     log(f"suite {settings.suite} on {settings.device} ({report['machine'].get('gpu') or report['machine']['cpu']}), "
         f"torch {torch.__version__}, {settings.dtype_text}, batch {settings.batch_size}, "
         f"{settings.image_size}x{settings.image_size}, {settings.memory_format}")
-    records, missing = benchmark_models(settings, log) if "models" in sections else ([], [])
-    versus, overhead = model_ratios(records, settings)
-    report["models"] = records
-    report["missing_peers"] = missing
-    report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead}
-    report["data"] = benchmark_data(settings, log) if "data" in sections else {"skipped": "not asked for (--sections)"}
-    report["trainer"] = (benchmark_trainer(settings, log) if "trainer" in sections
-                         else {"skipped": "not asked for (--sections)"})
-    report["ratios"]["data_loader"] = report["data"].get("ratio")
-    report["ratios"]["trainer_vs_bare"] = report["trainer"].get("ratio")
+    not_yet = {"skipped": "not measured: the run stopped before this section"}
+    report["data"], report["trainer"] = dict(not_yet), dict(not_yet)
     if not settings.timm or timm_module() is None:
         report["notes"].append("timm peers (SE, CBAM) left out: "
                                + ("--no-timm" if not settings.timm else "timm is not installed (pip install -e '.[bench]')"))
     if settings.quick:
         report["notes"].append("--quick: tiny sizes for a smoke test; these numbers measure nothing")
-    report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["settings"] = {
         "suite": settings.suite, "device": settings.device, "quick": settings.quick, "dtype": settings.dtype_text,
         "precision": settings.precision, "batch_size": settings.batch_size, "image_size": settings.image_size,
-        "memory_format": settings.memory_format, "depths": list(settings.depths), "att_types": list(ATT_TYPES),
+        "memory_format": settings.memory_format, "depths": list(settings.depths), "att_types": list(settings.att_types),
         "network_type": NETWORK_TYPE, "num_classes": NUM_CLASSES, "compile": settings.compile,
         "repeats": settings.repeats, "warmup": settings.warmup, "iters": settings.iters,
         "threads": settings.threads, "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)",
         "data": settings.data, "trainer": settings.trainer, "workers": settings.workers,
     }
-    report["headline"] = headline(report)
-    write_report(report, args.output_md, args.output_json)
+
+    def save(records: list[dict], missing: list[dict]) -> None:
+        """Write the report of everything measured so far (a timed-out run still leaves its numbers)."""
+        versus, overhead = model_ratios(records, settings)
+        report["models"] = records
+        report["missing_peers"] = missing
+        report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead,
+                            "data_loader": report["data"].get("ratio"),
+                            "trainer_vs_bare": report["trainer"].get("ratio")}
+        report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        report["headline"] = headline(report)
+        write_report(report, args.output_md, args.output_json)
+
+    records, missing = benchmark_models(settings, log, save) if "models" in sections else ([], [])
+    skipped = {"skipped": "not asked for (--sections)"}
+    if "data" in sections:
+        report["data"] = benchmark_data(settings, log)
+        save(records, missing)
+    else:
+        report["data"] = skipped
+    report["trainer"] = benchmark_trainer(settings, log) if "trainer" in sections else dict(skipped)
+    save(records, missing)
     for row in report["headline"]:
         met = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
         log(f"{row['check']}: {fmt(row['value'])}x (target {row['comparison']} {row['target']:.2f}x, {met})")

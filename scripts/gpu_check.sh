@@ -1,36 +1,46 @@
 #!/usr/bin/env bash
-# The project's GPU check, in one go (budget: about 8 minutes on one H100):
+# The project's GPU check, in one go (budget: GPU_CHECK_BUDGET seconds, default 480, on one H100/H200):
 #   1. the `gpu`-marked tests (bf16/fp16 vs fp32, GradScaler, compile, channels_last,
 #      the device loader on CUDA, CUDA RNG checkpoint/resume, deterministic equality);
-#   2. the benchmark's GPU suite (docs/benchmarks.md format, into the output folder);
-#   3. experiment=cifar10_fast for none and CBAM on the real CIFAR-10.
+#   2. experiment=cifar10_fast for none and CBAM on the real CIFAR-10;
+#   3. the benchmark's GPU suite in eager mode (ResNet-50, every block and peer, the data path,
+#      the trainer vs a bare loop);
+#   4. the benchmark's compiled models (ResNet-50, none and CBAM with their peers) with the time
+#      that is left.
+# The CIFAR-10 copy is built on the CPU while the tests run.
 #
 # Usage: scripts/gpu_check.sh [OUTPUT_DIR]      (default: $OUT, else ./gpu_check_out)
 # Environment:
-#   CIFAR10_ROOT   a folder holding cifar-10-batches-py/ (skips building it), or
-#   GPU_CHECK_DATA a folder holding cifar10-jpg.tar.gz and make_cifar10.py (a JPEG copy of
-#                  CIFAR-10 and the script that writes the official Python layout from the
-#                  archive beside it)
-# Keep the output folder out of the way of small result transfers: run folders hold
-# checkpoints. summary.txt, machine.txt, gpu_tests.txt and benchmarks_gpu.{md,json} are the
-# files to keep.
-#   WHEELS         a folder of wheels (hydra-core, omegaconf, antlr4) to use when Hydra is
-#                  not installed (default: .whl)
-# Every stage writes its log into the output folder; the script exits non-zero if any
-# stage failed, after running all of them.
+#   CIFAR10_ROOT     a folder holding cifar-10-batches-py/ (skips building it), or
+#   GPU_CHECK_DATA   a folder holding cifar10-jpg.tar.gz and make_cifar10.py (a JPEG copy of
+#                    CIFAR-10 and the script that writes the official Python layout from the
+#                    archive beside it)
+#   WHEELS           a folder of wheels (hydra-core, omegaconf, antlr4) to use when Hydra is
+#                    not installed (default: .whl)
+#   GPU_CHECK_BUDGET seconds for the whole check (default 480); the last stage gets what is left
+# Outputs in OUTPUT_DIR: summary.txt, machine.txt, gpu_tests.txt, benchmarks_gpu.{md,json},
+# benchmarks_gpu_compiled.{md,json} and logs.tar.gz (every log, the runs' results.json, configs
+# and TensorBoard files; no checkpoints). Run folders (with checkpoints) are under OUTPUT_DIR/runs.
+# Every stage writes its log; the script exits non-zero if any stage failed, after running all.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-gpu_check_out}}"
-mkdir -p "$OUT_DIR"
+mkdir -p "$OUT_DIR/logs" "$OUT_DIR/runs"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+LOGS="$OUT_DIR/logs"
 WHEELS="${WHEELS:-.whl}"
+BUDGET="${GPU_CHECK_BUDGET:-480}"
+export PYTHONUNBUFFERED=1
 failed=()
 stamp() { date +%s; }
 started=$(stamp)
+elapsed() { echo $(( $(stamp) - started )); }
+note() { echo "[$(elapsed) s] $*" | tee -a "$LOGS/stages.txt"; }
 
 if ! python3 -c "import hydra, omegaconf" 2>/dev/null; then
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         python3 -m pip install -q --no-index --no-deps --target /tmp/attn_resnet_site "$WHEELS"/*.whl
-        export PYTHONPATH="/tmp/attn_resnet_site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+        export PYTHONPATH="/tmp/attn_resnet_site${PYTHONPATH:+:$PYTHONPATH}"
     else
         echo "Hydra is not installed and no wheels were found in $WHEELS" | tee "$OUT_DIR/summary.txt"
         exit 2
@@ -39,51 +49,84 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 {
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-    python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda)"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+    python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
     python3 -c "import timm; print('timm', timm.__version__)" 2>/dev/null || echo "timm: not installed"
+    echo "cpu cores: $(nproc)"
 } > "$OUT_DIR/machine.txt" 2>&1
+cat "$OUT_DIR/machine.txt"
 
-# 1. GPU tests
-timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests \
-    > "$OUT_DIR/gpu_tests.txt" 2>&1 || failed+=("gpu tests")
-
-# 2. Benchmark, GPU suite
-# ResNet-50 only (compiling every depth would not fit the budget): run the other depths with
-# --depths 18,34,101 when time allows.
-timeout 180 python3 scripts/benchmark.py --suite gpu --device cuda --depths 50 --repeats 5 \
-    --output-md "$OUT_DIR/benchmarks_gpu.md" --output-json "$OUT_DIR/benchmarks_gpu.json" \
-    > "$OUT_DIR/benchmark_log.txt" 2>&1 || failed+=("benchmark")
-
-# 3. cifar10_fast on the real CIFAR-10, none and CBAM
+# The CIFAR-10 copy, built on the CPU in the background while the GPU tests run.
 root="${CIFAR10_ROOT:-}"
+build_pid=""
 if [ -z "$root" ] && [ -n "${GPU_CHECK_DATA:-}" ] && [ -f "$GPU_CHECK_DATA/cifar10-jpg.tar.gz" ]; then
     root=/tmp/attn_resnet_cifar10
     if [ ! -d "$root/cifar-10-batches-py" ]; then
-        python3 "$GPU_CHECK_DATA/make_cifar10.py" "$root" --format python \
-            > "$OUT_DIR/cifar10_build.txt" 2>&1 || failed+=("cifar10 build")
+        python3 "$GPU_CHECK_DATA/make_cifar10.py" "$root" --format python > "$LOGS/cifar10_build.txt" 2>&1 &
+        build_pid=$!
     fi
 fi
+
+# 1. GPU tests
+note "gpu tests"
+timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rfEs tests \
+    > "$OUT_DIR/gpu_tests.txt" 2>&1 || failed+=("gpu tests")
+tail -n 3 "$OUT_DIR/gpu_tests.txt"
+
+# 2. cifar10_fast on the real CIFAR-10, none and CBAM
+if [ -n "$build_pid" ]; then wait "$build_pid" || failed+=("cifar10 build"); fi
 if [ -n "$root" ] && [ -d "$root/cifar-10-batches-py" ]; then
     for att in none CBAM; do
-        timeout 100 python3 train.py experiment=cifar10_fast model.att_type=$att data.root="$root" \
-            trainer.progress=false hydra.run.dir="$OUT_DIR/cifar10_fast_$att" \
-            > "$OUT_DIR/cifar10_fast_${att}_log.txt" 2>&1 || failed+=("cifar10_fast $att")
+        note "cifar10_fast $att"
+        timeout 130 python3 train.py experiment=cifar10_fast model.att_type=$att data.root="$root" \
+            trainer.progress=false hydra.run.dir="$OUT_DIR/runs/cifar10_fast_$att" \
+            > "$LOGS/cifar10_fast_${att}.txt" 2>&1 || failed+=("cifar10_fast $att")
+        tail -n 2 "$LOGS/cifar10_fast_${att}.txt"
     done
 else
-    echo "cifar10_fast skipped: set CIFAR10_ROOT or GPU_CHECK_DATA" > "$OUT_DIR/cifar10_fast_skipped.txt"
+    echo "cifar10_fast skipped: set CIFAR10_ROOT or GPU_CHECK_DATA" | tee "$LOGS/cifar10_fast_skipped.txt"
     failed+=("cifar10_fast (no data)")
+fi
+
+# 3. Benchmark, GPU suite, eager (every block and peer at ResNet-50, data path, trainer)
+note "benchmark eager"
+timeout 90 python3 scripts/benchmark.py --suite gpu --device cuda --depths 50 --repeats 5 --no-compile \
+    --output-md "$OUT_DIR/benchmarks_gpu.md" --output-json "$OUT_DIR/benchmarks_gpu.json" \
+    > "$LOGS/benchmark_eager.txt" 2>&1 || failed+=("benchmark eager")
+tail -n 8 "$LOGS/benchmark_eager.txt"
+
+# 4. Benchmark, compiled models, with the time left (the report is rewritten after each mode)
+left=$(( BUDGET - $(elapsed) ))
+if [ "$left" -ge 60 ]; then
+    note "benchmark compiled (${left} s left)"
+    timeout "$left" python3 scripts/benchmark.py --suite gpu --device cuda --depths 50 --att-types none,CBAM \
+        --repeats 5 --sections models \
+        --output-md "$OUT_DIR/benchmarks_gpu_compiled.md" --output-json "$OUT_DIR/benchmarks_gpu_compiled.json" \
+        > "$LOGS/benchmark_compiled.txt" 2>&1 || failed+=("benchmark compiled (stopped after ${left} s)")
+    tail -n 6 "$LOGS/benchmark_compiled.txt"
+else
+    echo "benchmark compiled skipped: ${left} s left of ${BUDGET}" | tee "$LOGS/benchmark_compiled.txt"
 fi
 
 {
     cat "$OUT_DIR/machine.txt"
-    echo "seconds: $(( $(stamp) - started ))"
-    tail -n 3 "$OUT_DIR/gpu_tests.txt"
+    echo "seconds: $(elapsed)"
+    cat "$LOGS/stages.txt"
+    grep -E "passed|failed|error" "$OUT_DIR/gpu_tests.txt" | tail -n 5
     for att in none CBAM; do
-        f="$OUT_DIR/cifar10_fast_$att/results.json"
-        [ -f "$f" ] && python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], 'top-1', r.get('final',{}).get('acc1'), 'wall', round(r.get('wall_seconds',0),1), 's', 'img/s', round(r.get('images_per_sec',0)), 'compile', r.get('compile_seconds'))" "$f" "$att"
+        f="$OUT_DIR/runs/cifar10_fast_$att/results.json"
+        [ -f "$f" ] && python3 - "$f" "$att" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+final = r.get("final", {})
+print(sys.argv[2], "test top-1", final.get("acc1"), "| epochs", r.get("epochs_completed", r.get("epochs")),
+      "| wall", round(r.get("wall_seconds", 0), 1), "s | train images/s", round(r.get("images_per_sec", 0)),
+      "| compile", r.get("compile_seconds"), "s")
+EOF
     done
     echo "failed stages: ${failed[*]:-none}"
 } > "$OUT_DIR/summary.txt" 2>&1
+cp "$OUT_DIR/summary.txt" "$OUT_DIR/machine.txt" "$OUT_DIR/gpu_tests.txt" "$LOGS/" 2>/dev/null
+(cd "$OUT_DIR" && tar czf logs.tar.gz --exclude='*.pt' logs runs 2>/dev/null)
 cat "$OUT_DIR/summary.txt"
 [ ${#failed[@]} -eq 0 ]
