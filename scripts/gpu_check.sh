@@ -78,7 +78,7 @@ if [ -n "$build_pid" ]; then wait "$build_pid" || failed+=("cifar10 build"); fi
 if [ -n "$root" ] && [ -d "$root/cifar-10-batches-py" ]; then
     for att in none CBAM; do
         note "cifar10_fast $att"
-        timeout 130 python3 train.py experiment=cifar10_fast model.att_type=$att data.root="$root" \
+        timeout 150 python3 train.py experiment=cifar10_fast model.att_type=$att data.root="$root" \
             trainer.progress=false hydra.run.dir="$OUT_DIR/runs/cifar10_fast_$att" \
             > "$LOGS/cifar10_fast_${att}.txt" 2>&1 || failed+=("cifar10_fast $att")
         tail -n 2 "$LOGS/cifar10_fast_${att}.txt"
@@ -127,6 +127,6 @@ EOF
     echo "failed stages: ${failed[*]:-none}"
 } > "$OUT_DIR/summary.txt" 2>&1
 cp "$OUT_DIR/summary.txt" "$OUT_DIR/machine.txt" "$OUT_DIR/gpu_tests.txt" "$LOGS/" 2>/dev/null
-(cd "$OUT_DIR" && tar czf logs.tar.gz --exclude='*.pt' logs runs 2>/dev/null)
+(cd "$OUT_DIR" && tar czf logs.tar.gz --exclude=checkpoints --exclude='*.pt' --exclude='*.tmp' logs runs 2>/dev/null)
 cat "$OUT_DIR/summary.txt"
 [ ${#failed[@]} -eq 0 ]
