@@ -8,7 +8,7 @@ from torch import nn
 
 from attn_resnet.complexity import count_params, measure
 from attn_resnet.models import ATTENTION_BLOCKS, DEPTHS, ResidualNet, attention_choices, build_attention
-from attn_resnet.models.attention import CBAM, canonical_name
+from attn_resnet.models.attention import CBAM, PLACEMENTS, canonical_name
 
 NETWORK_TYPES = ["ImageNet", "CIFAR10", "CIFAR100"]
 ATT_TYPES = attention_choices()  # "none" + every registered block
@@ -244,11 +244,11 @@ def test_att_type_is_case_insensitive_and_none_means_plain():
 @pytest.mark.parametrize("name", sorted(ATTENTION_BLOCKS))
 def test_every_registered_block_is_shape_preserving_with_docs(name):
     block_class = ATTENTION_BLOCKS[name]
-    assert block_class.placement in ("block", "stage")
+    assert block_class.placement in PLACEMENTS
     assert block_class.__doc__ and block_class.__module__
     module_doc = __import__(block_class.__module__, fromlist=["_"]).__doc__
     assert module_doc and any(str(year) in module_doc for year in range(2015, 2030))  # cites its paper
-    block = build_attention(name, 64, reduction=16, kernel_size=7, combine="product")
+    block = build_attention(name, 64)
     x = torch.randn(2, 64, 9, 7, requires_grad=True)
     y = block(x)
     assert y.shape == x.shape

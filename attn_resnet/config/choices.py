@@ -6,9 +6,11 @@ tests check that these lists equal them.
 
 from __future__ import annotations
 
+from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names, canonical_attention
+
 DEPTHS = (18, 34, 50, 101)
-NO_ATTENTION = "none"
-ATTENTION_TYPES = (NO_ATTENTION, "SE", "CBAM", "BAM")
+ATTENTION_TYPES = attention_names()
+ATT_PLACEMENTS = (DEFAULT_PLACEMENT, *PLACEMENTS)
 # lower-case spelling -> canonical spelling
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits")
@@ -21,14 +23,5 @@ CHECKPOINT_FORMATS = ("ours", "official")
 LOADERS = ("auto", "device", "workers")
 
 
-def canonical_attention(value) -> str | None:
-    """The canonical spelling of an ``att_type`` (case-insensitive; None means "none"), or None if unknown."""
-    if value is None:
-        return NO_ATTENTION
-    if isinstance(value, str):
-        for name in ATTENTION_TYPES:
-            if name.lower() == value.lower():
-                return name
-    return None
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")

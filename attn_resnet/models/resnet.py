@@ -1,9 +1,11 @@
 """ResNet with pluggable attention, following the CBAM/BAM authors' ``ResidualNet``.
 
 Architecture facts (Woo et al. 2018, Park et al. 2018, and the authors' released code):
-attention of placement "block" (SE, CBAM) sits in every residual block on the residual
-branch after its last BN and before the shortcut addition; attention of placement
-"stage" (BAM) sits on the outputs of stages 1-3. The CIFAR stem is a 3x3/1 conv with no
+SE and CBAM sit in every residual block on the residual branch after its last BN and
+before the shortcut addition (placement "residual"); BAM sits on the outputs of stages 1-3
+(placement "stage"). Beyond the papers, any block can also go after each block's addition
+("post_add") or once before the head's pooling ("head"): the network decides where, in one
+place (``attention_slots``); the blocks only fill the slots they are given. The CIFAR stem is a 3x3/1 conv with no
 max-pool. The head pools adaptively, which equals the reference's fixed AvgPool2d(7)
 at 224x224 (ImageNet) and avg_pool2d(4) at 32x32 (CIFAR), and also works elsewhere.
 """
@@ -15,7 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attention import attention_placement, build_attention, canonical_name
+from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, init_block_, name_rule_init_,
+                        resolve_placement, torchvision_rule_init_)
 
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
@@ -40,6 +43,7 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         attention: Callable[[int], nn.Module] | None = None,
         stride_in_1x1: bool = False,
+        post_attention: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -49,6 +53,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.attn = attention(planes) if attention is not None else nn.Identity()
+        self.post_attn = post_attention(planes) if post_attention is not None else nn.Identity()
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -58,7 +63,7 @@ class BasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.attn(self.bn2(self.conv2(out)))
-        return self.relu(out + shortcut)
+        return self.post_attn(self.relu(out + shortcut))
 
 
 class Bottleneck(nn.Module):
@@ -74,6 +79,7 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
         attention: Callable[[int], nn.Module] | None = None,
         stride_in_1x1: bool = False,
+        post_attention: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
@@ -86,6 +92,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.attn = attention(planes * self.expansion) if attention is not None else nn.Identity()
+        self.post_attn = post_attention(planes * self.expansion) if post_attention is not None else nn.Identity()
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -96,7 +103,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.attn(self.bn3(self.conv3(out)))
-        return self.relu(out + shortcut)
+        return self.post_attn(self.relu(out + shortcut))
 
 
 DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -108,7 +115,12 @@ DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 
 
 class ResNet(nn.Module):
-    """ResNet trunk with an ImageNet (7x7/2 + max-pool) or CIFAR (3x3/1) stem and optional attention."""
+    """ResNet trunk with an ImageNet (7x7/2 + max-pool) or CIFAR (3x3/1) stem and optional attention.
+
+    ``att_placement`` ("default" = the block's own) picks the slots the block fills: ``attn`` of
+    every residual block (residual), ``post_attn`` of every residual block (post_add),
+    ``stage_attn`` (stages 1-3) or ``head_attn``. Unused slots are identities.
+    """
 
     def __init__(
         self,
@@ -119,16 +131,19 @@ class ResNet(nn.Module):
         att_type: str | None = None,
         attention_options: dict | None = None,
         stride_in_1x1: bool = False,
+        att_placement: str | None = DEFAULT_PLACEMENT,
     ) -> None:
         super().__init__()
         self.att_type = canonical_name(att_type)
-        placement = attention_placement(self.att_type)
+        self.att_placement = resolve_placement(self.att_type, att_placement)
         options = dict(attention_options or {})
 
         def make_attention(channels: int) -> nn.Module:
             return build_attention(self.att_type, channels, **options)
 
-        block_attention = make_attention if placement == "block" else None
+        build_attention(self.att_type, 64 * block.expansion, **options)  # bad options fail here, before any work
+        slot = {placement: (make_attention if self.att_placement == placement else None)
+                for placement in ("residual", "post_add", "stage", "head")}
         self.imagenet_stem = imagenet_stem
         if imagenet_stem:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -143,26 +158,39 @@ class ResNet(nn.Module):
         stages = []
         for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, layers)):
             stride = 1 if index == 0 else 2
-            stages.append(self._make_layer(block, width, blocks, stride, block_attention, stride_in_1x1))
+            stages.append(self._make_layer(block, width, blocks, stride, slot["residual"], stride_in_1x1,
+                                           slot["post_add"]))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        # Stage attention (BAM) on the outputs of stages 1-3; identities otherwise.
+        # Stage attention (BAM's place) on the outputs of stages 1-3; identities otherwise.
         self.stage_attn = nn.ModuleList(
-            make_attention(width * block.expansion) if placement == "stage" else nn.Identity()
-            for width in STAGE_WIDTHS[:3]
+            slot["stage"](width * block.expansion) if slot["stage"] else nn.Identity() for width in STAGE_WIDTHS[:3]
         )
+        self.head_attn = slot["head"](512 * block.expansion) if slot["head"] else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
-    def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1) -> nn.Sequential:
+    def attention_blocks(self) -> list[tuple[str, nn.Module]]:
+        """``(name, block)`` of every attention block in the network, in registration order."""
+        found = []
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Identity):
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("attn", "post_attn", "head_attn") or (name.startswith("stage_attn.") and name.count(".") == 1):
+                found.append((name, module))
+        return found
+
+    def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1, post_attention) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1)]
+        layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1, post_attention)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1, post_attention)
+                   for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     @property
@@ -190,45 +218,52 @@ class ResNet(nn.Module):
         x = self.stage_attn[0](self.layer1(x))
         x = self.stage_attn[1](self.layer2(x))
         x = self.stage_attn[2](self.layer3(x))
-        return self.layer4(x)
+        return self.head_attn(self.layer4(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
 def _reference_init(model: ResNet) -> None:
-    """The authors' name-based init, applied to our parameter names (which mirror theirs).
+    """The authors' name-based init on the trunk; each attention block initialises itself.
 
-    fc weight: kaiming normal (fan_in). Then over every parameter: a weight whose name
+    fc weight: kaiming normal (fan_in). Then over every trunk parameter: a weight whose name
     contains "conv" -> kaiming normal (fan_out); one whose name contains "bn" -> 1; every
-    bias -> 0. Weights named neither way (downsample conv/BN, attention MLP Linears) keep
-    PyTorch's default init, as in the reference. Finally each module may adjust its own
-    parameters through ``reference_init_()`` (CBAM's spatial-gate BN weight -> 0).
+    bias -> 0; weights named neither way (downsample conv/BN) keep PyTorch's default init, as
+    in the reference. An attention block is never initialised because of its parameters' names:
+    it gets ``init_weights("reference")`` (SE, CBAM and BAM apply the authors' rule to their own
+    names there, which reproduces the reference), called where its first parameter comes, so
+    that the random draws happen in the reference's order.
     """
     nn.init.kaiming_normal_(model.fc.weight)
+    blocks = model.attention_blocks()
+    done: set[str] = set()
+    trunk: list[tuple[str, nn.Parameter]] = []
+
+    def flush() -> None:
+        name_rule_init_(trunk)
+        trunk.clear()
+
     with torch.no_grad():
         for name, param in model.named_parameters():
-            kind = name.rsplit(".", 1)[-1]
-            if kind == "weight":
-                if "conv" in name:
-                    nn.init.kaiming_normal_(param, mode="fan_out")
-                if "bn" in name:
-                    param.fill_(1.0)
-            elif kind == "bias":
-                param.zero_()
-    for module in model.modules():
-        if hasattr(module, "reference_init_"):
-            module.reference_init_()
+            owner = next((block_name for block_name, _ in blocks if name.startswith(block_name + ".")), None)
+            if owner is None:
+                trunk.append((name, param))
+            elif owner not in done:
+                flush()
+                done.add(owner)
+                init_block_(dict(blocks)[owner], "reference")
+        flush()
 
 
 def _torchvision_init(model: ResNet) -> None:
-    """torchvision's ResNet init: every conv kaiming normal (fan_out, relu), every norm 1/0."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+    """torchvision's ResNet init on the trunk (convs kaiming normal fan_out/relu, norms 1/0);
+    each attention block gets ``init_weights("torchvision")``."""
+    inside = {id(module) for _, block in model.attention_blocks() for module in block.modules()}
+    torchvision_rule_init_(module for module in model.modules() if id(module) not in inside)
+    with torch.no_grad():
+        for _, block in model.attention_blocks():
+            init_block_(block, "torchvision")
 
 
 def _choice(value, valid, what: str):
@@ -241,23 +276,23 @@ def ResidualNet(
     num_classes: int | None = None,
     att_type: str | None = None,
     *,
-    reduction: int = 16,
-    kernel_size: int = 7,
-    combine: str = "product",
+    att_placement: str = DEFAULT_PLACEMENT,
     stride_in_1x1: bool = False,
     zero_init_residual: bool = False,
     init: str = "reference",
+    **attention_options,
 ) -> ResNet:
     """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
 
     network_type: "ImageNet" | "CIFAR10" | "CIFAR100" (case-insensitive; selects the stem).
     depth: 18 | 34 | 50 | 101. num_classes: defaults to 1000 / 10 / 100 by network_type.
     att_type: "none" (or None) | any registered block, e.g. "SE", "CBAM", "BAM" (case-insensitive).
-    reduction, kernel_size, combine: attention options (MLP reduction, CBAM spatial kernel,
-    BAM "product" as released or "sum" as in the paper).
+    att_placement: "default" (the block's own) | "residual" | "post_add" | "stage" | "head".
     stride_in_1x1: put the Bottleneck stride on the first 1x1 conv (original ResNet).
     zero_init_residual: zero each block's last BN weight so blocks start as identities.
-    init: "reference" (the authors' name-based init) or "torchvision".
+    init: "reference" (the authors' name-based init) or "torchvision"; attention blocks own theirs.
+    attention_options: the block's own options, e.g. ``reduction=8`` or CBAM's ``kernel_size=3``;
+    one the block does not take is an error naming those it does.
     """
     if not isinstance(network_type, str) or network_type.lower() not in NETWORK_TYPES:
         _choice(network_type, NETWORK_TYPES.values(), "network_type")
@@ -279,8 +314,9 @@ def ResidualNet(
         num_classes,
         imagenet_stem=network_type == "ImageNet",
         att_type=att_type,
-        attention_options={"reduction": reduction, "kernel_size": kernel_size, "combine": combine},
+        attention_options=attention_options,
         stride_in_1x1=stride_in_1x1,
+        att_placement=att_placement,
     )
     model.network_type, model.depth = network_type, depth
     (_reference_init if init == "reference" else _torchvision_init)(model)

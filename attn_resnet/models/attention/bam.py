@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
 from .se import global_avg_pool, reduced_channels
 
 COMBINE_CHOICES = ("product", "sum")
@@ -61,6 +62,9 @@ class BAM(nn.Module):
     """
 
     placement = "stage"
+    placements = ("stage", "head", "post_add")
+    placement_note = ("BAM is a bottleneck module, built for the few places where the network's resolution "
+                      "changes, not for the branch of every residual block.")
 
     def __init__(
         self, channels: int, reduction: int = 16, combine: str = "product", dilation: int = 4
@@ -71,6 +75,14 @@ class BAM(nn.Module):
         self.combine = combine
         self.channel_gate = ChannelGate(channels, reduction)
         self.spatial_gate = SpatialGate(channels, reduction, dilation)
+        self.channel_map = AttentionMap("channel", activation="sigmoid")
+        self.spatial_map = AttentionMap("spatial", activation="sigmoid")
+
+    def init_weights(self, scheme: str) -> None:
+        if scheme == "reference":
+            name_rule_init_(self.named_parameters())
+        elif scheme == "torchvision":
+            torchvision_rule_init_(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.shape[0] == 1:
@@ -79,7 +91,7 @@ class BAM(nn.Module):
                 "single sample in training mode. Use a batch size of at least 2 (and drop_last=True "
                 "in the data loader so the last batch is never 1), or call model.eval() for inference."
             )
-        channel, spatial = self.channel_gate(x), self.spatial_gate(x)
+        channel, spatial = self.channel_map(self.channel_gate(x)), self.spatial_map(self.spatial_gate(x))
         logits = channel * spatial if self.combine == "product" else channel + spatial
         # In-place sigmoid on the fresh full-size logits: neither a product's nor a sum's
         # backward reads its output, so this saves one full-size tensor.

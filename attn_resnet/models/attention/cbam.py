@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
 from .se import global_avg_pool, mean_by_sum, reduced_channels
 
 
@@ -38,12 +39,13 @@ class ChannelGate(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, channels),
         )
+        self.channel_map = AttentionMap("channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         # mlp(avg) + mlp(max) with one MLP call: the descriptors stacked along the batch dim.
         logits = self.mlp(torch.cat([global_avg_pool(x), global_max_pool(x)]))
-        scale = (logits[:batch] + logits[batch:]).sigmoid_()
+        scale = self.channel_map((logits[:batch] + logits[batch:]).sigmoid_())
         return x * scale[:, :, None, None]
 
 
@@ -57,26 +59,31 @@ class SpatialGate(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         # momentum 0.01 as in the authors' BasicConv for this gate.
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
-
-    def reference_init_(self) -> None:
-        # The reference zeroes this BN's weight, so every gate starts at sigmoid(0) = 0.5.
-        nn.init.zeros_(self.bn.weight)
+        self.spatial_map = AttentionMap("spatial")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.max(dim=1, keepdim=True).values, mean_by_sum(x, (1,), keepdim=True)], dim=1)
         # In-place sigmoid: BatchNorm's backward reads its input, not its output.
-        return x * self.bn(self.conv(pooled)).sigmoid_()
+        return x * self.spatial_map(self.bn(self.conv(pooled)).sigmoid_())
 
 
 class CBAM(nn.Module):
     """CBAM: channel gate followed by spatial gate (Woo et al. 2018)."""
 
-    placement = "block"
+    placement = "residual"
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
         self.channel_gate = ChannelGate(channels, reduction)
         self.spatial_gate = SpatialGate(kernel_size)
+
+    def init_weights(self, scheme: str) -> None:
+        if scheme == "reference":
+            name_rule_init_(self.named_parameters())
+            # The reference zeroes the spatial gate's BN weight: every gate starts at sigmoid(0) = 0.5.
+            nn.init.zeros_(self.spatial_gate.bn.weight)
+        elif scheme == "torchvision":
+            torchvision_rule_init_(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial_gate(self.channel_gate(x))

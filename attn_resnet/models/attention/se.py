@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import AttentionMap, name_rule_init_
+
 
 def reduced_channels(channels: int, reduction: int) -> int:
     """Hidden width of a bottleneck MLP; the reference code uses plain integer division."""
@@ -45,7 +47,7 @@ def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
 class SE(nn.Module):
     """Squeeze-and-Excitation: global average pool -> MLP -> sigmoid channel scale (Hu et al. 2018)."""
 
-    placement = "block"
+    placement = "residual"
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -53,8 +55,13 @@ class SE(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
+        self.channel_map = AttentionMap("channel")
+
+    def init_weights(self, scheme: str) -> None:
+        if scheme == "reference":  # the authors' rule: its Linear biases -> 0, weights as constructed
+            name_rule_init_(self.named_parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In-place sigmoid: the Linear's backward does not read its output.
-        scale = self.fc2(self.relu(self.fc1(global_avg_pool(x)))).sigmoid_()
+        scale = self.channel_map(self.fc2(self.relu(self.fc1(global_avg_pool(x)))).sigmoid_())
         return x * scale[:, :, None, None]
