@@ -1,10 +1,12 @@
 """Train an attention ResNet: ``python train.py model.att_type=CBAM`` (see README.md)."""
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from attn_resnet.cli import run_entry_point
+from attn_resnet.cli import block_option_overrides, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -16,4 +18,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = block_option_overrides(sys.argv)  # model.<block option>=... without a "+"
     main()

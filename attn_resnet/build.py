@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 
 LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader")
 DATA_META_KEYS = ("name", "network_type")
-MODEL_OPTION_KEYS = ("reduction", "kernel_size", "combine", "stride_in_1x1", "zero_init_residual", "init")
+# The network's own keys in model.*; every other model.* key is an option of the chosen block.
+MODEL_OPTION_KEYS = ("att_placement", "stride_in_1x1", "zero_init_residual", "init")
+MODEL_KEYS = ("depth", "att_type", *MODEL_OPTION_KEYS)
+# Block options that checkpoints written before blocks declared their own options stored for
+# every block; such a checkpoint is rebuilt with the ones its block takes.
+LEGACY_BLOCK_KEYS = ("reduction", "kernel_size", "combine")
 
 
 def model_spec(model: Mapping[str, Any], network_type: str, num_classes: int) -> dict:
@@ -30,17 +35,34 @@ def model_spec(model: Mapping[str, Any], network_type: str, num_classes: int) ->
         "depth": int(model["depth"]),
         "num_classes": int(num_classes),
         "att_type": canonical_attention(model["att_type"]),
-        **{key: model[key] for key in MODEL_OPTION_KEYS},
+        **{key: model[key] for key in MODEL_OPTION_KEYS if key in model},
+        **{key: value for key, value in model.items() if key not in MODEL_KEYS},
     }
+
+
+def block_options_of(spec: Mapping[str, Any]) -> dict:
+    """The block options in a model spec (or a ``model`` config node)."""
+    return {key: value for key, value in spec.items()
+            if key not in MODEL_KEYS and key not in ("network_type", "num_classes")}
 
 
 def describe_spec(spec: dict) -> str:
     """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)"."""
-    attention = "" if spec["att_type"] == "none" else f" + {spec['att_type']}"
+    attention = ""
+    if spec["att_type"] != "none":
+        options = ", ".join(f"{key}={value}" for key, value in block_options_of(spec).items())
+        placement = spec.get("att_placement", "default")
+        attention = (f" + {spec['att_type']}{f'({options})' if options else ''}"
+                     f"{'' if placement == 'default' else f' at {placement}'}")
     return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
 
 
 def build_model(spec: dict) -> torch.nn.Module:
+    if "att_placement" not in spec:  # a checkpoint from before blocks declared their own options
+        from .models.attention import block_options
+
+        accepted = block_options(spec.get("att_type"))
+        spec = {key: value for key, value in spec.items() if key not in LEGACY_BLOCK_KEYS or key in accepted}
     return ResidualNet(**spec)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
 from .config.preflight import group_choices
-from .config.validate import conf_dir_of
+from .config.validate import conf_dir_of, default_conf_dir, group_keys
 
 log = logging.getLogger("attn_resnet")
 
@@ -21,6 +22,31 @@ log = logging.getLogger("attn_resnet")
 # initialise CUDA, so that trainer.deterministic=true is deterministic for every job of a
 # sweep, not only the first. It costs a few MiB of workspace and nothing when unused.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def block_option_overrides(argv: list[str], conf_dir: Path | None = None) -> list[str]:
+    """``argv`` with each ``model.<option>=value`` that the model's config file does not declare
+    turned into ``++model.<option>=value``.
+
+    A block declares its options itself (its constructor's keyword arguments), so they are not
+    keys of ``conf/model/*.yaml``, and Hydra refuses to set an undeclared key without a '+'.
+    ``++`` adds the key or sets it where an experiment already did; validation then checks
+    it against the chosen block's options before anything runs.
+    """
+    conf_dir = conf_dir or default_conf_dir()
+    declared: set[str] = set()
+    for path in sorted((conf_dir / "model").glob("*.yaml")):
+        declared |= group_keys(conf_dir, "model", path.stem)
+    if not declared:
+        return list(argv)
+    rewritten = []
+    for position, arg in enumerate(argv):
+        key, equals, _ = arg.partition("=")
+        if (position > 0 and equals and key.startswith("model.") and key.count(".") == 1
+                and key.split(".", 1)[1] not in declared):
+            arg = "++" + arg
+        rewritten.append(arg)
+    return rewritten
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .attention_registry import canonical_attention
+
 ATT_ORDER = {"none": 0, "SE": 1, "CBAM": 2, "BAM": 3}
 FORMATS = ("md", "csv", "latex")
 
@@ -58,10 +60,26 @@ class Run:
 def _canonical_att(value: Any) -> str | None:
     if value is None:
         return None
-    for name in ATT_ORDER:
-        if str(value).lower() == name.lower():
-            return name
-    return str(value)
+    return canonical_attention(str(value)) or str(value)
+
+
+PLACEMENT_ORDER = {"residual": 0, "post_add": 1, "stage": 2, "head": 3}
+
+
+def _attention_identity(att_type: Any, placement: Any = None) -> str | None:
+    """The block's name, with ``@placement`` when the run put it somewhere other than the block's own place."""
+    name = _canonical_att(att_type)
+    if name in (None, "none") or placement in (None, "default"):
+        return name
+    from .models.attention import ATTENTION_BLOCKS
+
+    block = ATTENTION_BLOCKS.get(name)
+    return name if block is not None and block.placement == placement else f"{name}@{placement}"
+
+
+def _attention_order(att_type: str | None) -> tuple:
+    name, _, placement = str(att_type).partition("@")
+    return (ATT_ORDER.get(name, 9), name, PLACEMENT_ORDER.get(placement, -1))
 
 
 def run_from_results(path: Path) -> Run:
@@ -73,7 +91,8 @@ def run_from_results(path: Path) -> Run:
     config = results.get("config") or _identity_from_overrides((results.get("job") or {}).get("overrides"))
     model, data = config.get("model") or {}, config.get("data") or {}
     run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
-              _canonical_att(model.get("att_type")), _as_int(config.get("seed")), error=results.get("error"))
+              _attention_identity(model.get("att_type"), model.get("att_placement")), _as_int(config.get("seed")),
+              error=results.get("error"))
     if run.status == "completed":
         # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
         final = results.get("final") or {}
@@ -82,7 +101,7 @@ def run_from_results(path: Path) -> Run:
     return run
 
 
-IDENTITY_KEYS = ("data.name", "model.depth", "model.att_type", "seed")
+IDENTITY_KEYS = ("data.name", "model.depth", "model.att_type", "model.att_placement", "seed")
 
 
 def _identity_from_overrides(overrides: list[str] | None) -> dict:
@@ -178,7 +197,8 @@ def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
         for override in parser.parse_overrides(job):
             _apply_job_override(config, override, groups)
         identity = Run(str(multirun_yaml.parent / f"{number}_*"), "missing", _select(config, "data.name"),
-                       _as_int(_select(config, "model.depth")), _canonical_att(_select(config, "model.att_type")),
+                       _as_int(_select(config, "model.depth")), _attention_identity(_select(config, "model.att_type"),
+                                                                          _select(config, "model.att_placement")),
                        _as_int(_select(config, "seed")),
                        error="no results.json (job never ran or its folder was removed)")
         found.append((number, identity))
@@ -248,7 +268,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        attention = "" if self.att_type in (None, "none") else f" + {self.att_type}"
+        attention = "" if self.att_type in (None, "none") else f" + {self.att_type.replace('@', ' @ ')}"
         return f"ResNet-{'?' if self.depth is None else self.depth}{attention}"
 
     @property
@@ -283,7 +303,7 @@ def build_rows(runs: list[Run], paper: dict | None = None) -> list[Row]:
         for published in paper["rows"]:
             key = (paper["dataset"], published["depth"], published["att_type"])
             rows.setdefault(key, Row(*key)).paper = published
-    return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, ATT_ORDER.get(r.att_type, 9)))
+    return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, _attention_order(r.att_type)))
 
 
 def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -326,7 +346,9 @@ def csv_record(row: Row) -> dict:
     err1, std1 = row.err("err1")
     err5, std5 = row.err("err5")
     paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
-    return {"model": row.label, "data": row.dataset, "depth": row.depth, "att_type": row.att_type,
+    att_type, _, placement = str(row.att_type).partition("@")
+    return {"model": row.label, "data": row.dataset, "depth": row.depth,
+            "att_type": row.att_type if row.att_type is None else att_type, "att_placement": placement or "default",
             "params_m": row.params_m, "gflops": row.gflops, "err1_mean": err1, "err1_std": std1, "err5_mean": err5,
             "err5_std": std5, "seeds_completed": len(row.completed), "runs": len(row.runs), "paper_err1": paper1,
             "delta_err1": _delta(err1, paper1), "paper_err5": paper5, "delta_err5": _delta(err5, paper5)}

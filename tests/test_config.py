@@ -30,7 +30,7 @@ def test_choice_lists_equal_the_registries_they_describe():
     assert C.DEPTHS == tuple(DEPTHS) and C.NETWORK_TYPES == NETWORK_TYPES
     assert list(C.ATTENTION_TYPES) == attention_choices() and C.DATASETS == DATASET_CHOICES
     assert C.OPTIMIZERS == OPTIMIZER_CHOICES and C.SCHEDULES == SCHEDULE_CHOICES
-    assert C.PRECISIONS == PRECISION_CHOICES and C.INITS == INIT_CHOICES and C.BAM_COMBINES == COMBINE_CHOICES
+    assert C.PRECISIONS == PRECISION_CHOICES and C.INITS == INIT_CHOICES
     assert set(MODEL_OPTION_KEYS) | {"depth", "att_type"} == group_keys(CONF, "model", "resnet")
     from attn_resnet.data.device import LOADER_CHOICES
     from attn_resnet.engine.compilation import COMPILE_MODES
@@ -82,7 +82,7 @@ def test_model_choices_validate(depth, att):
         ("trainer.precision=fp8", "trainer.precision='fp8'", "bf16"),
         ("optim.name=lion", "optim.name='lion'", "adamw"),
         ("model.init=xavier", "model.init='xavier'", "torchvision"),
-        ("model.kernel_size=4", "model.kernel_size=4", "odd"),
+        ("model.att_placement=middle", "model.att_placement='middle'", "post_add"),
         ("data.batch_size=0", "data.batch_size=0", "positive"),
         ("data.num_workers=-1", "data.num_workers=-1", "non-negative"),
         ("data.val_split=1.5", "data.val_split=1.5", "integer"),
@@ -99,6 +99,46 @@ def test_bad_values_name_the_key_and_the_choices(override, needle, choice):
     with pytest.raises(ConfigError) as error:
         validate_train_config(compose_train([override]))
     assert needle in str(error.value) and choice in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,needles",
+    [
+        (["model.att_type=CBAM", "++model.kernel_size=4"], ["model.kernel_size=4", "odd"]),
+        (["model.att_type=SE", "++model.kernel_size=3"], ["'model.kernel_size'", "the SE block takes model.reduction"]),
+        (["model.att_type=CBAM", "++model.kernel_sise=3"], ["Did you mean model.kernel_size?"]),
+        (["model.att_type=none", "model.att_placement=head"], ["att_type=none places nothing"]),
+        (["model.att_type=SE", "++model.reduction=0"], ["model.reduction=0", "reduction"]),
+    ],
+)
+def test_block_options_and_placements_are_checked_against_the_block(overrides, needles):
+    with pytest.raises(ConfigError) as error:
+        validate_train_config(compose_train(overrides))
+    assert all(needle in str(error.value) for needle in needles), str(error.value)
+
+
+def test_block_options_reach_the_model_spec():
+    from attn_resnet.build import build_model, model_spec
+
+    cfg = compose_train(["model.att_type=CBAM", "++model.kernel_size=3", "++model.reduction=8",
+                         "model.att_placement=head"])
+    validate_train_config(cfg)
+    spec = model_spec(OmegaConf.to_container(cfg.model), "CIFAR10", 10)
+    assert spec["kernel_size"] == 3 and spec["reduction"] == 8 and spec["att_placement"] == "head"
+    model = build_model(spec)
+    (name, block), = model.attention_blocks()
+    assert name == "head_attn" and block.spatial_gate.conv.kernel_size == (3, 3)
+    assert block.channel_gate.mlp[0].out_features == 512 // 8
+
+
+def test_block_option_overrides_need_no_plus(tmp_path):
+    from attn_resnet.cli import block_option_overrides
+
+    argv = ["train.py", "model.att_type=CBAM", "model.kernel_size=3", "model.depth=50", "++model.reduction=8",
+            "data.batch_size=4", "--multirun", "model.groups=4,8"]
+    assert block_option_overrides(argv) == ["train.py", "model.att_type=CBAM", "++model.kernel_size=3",
+                                            "model.depth=50", "++model.reduction=8", "data.batch_size=4",
+                                            "--multirun", "++model.groups=4,8"]
 
 
 @pytest.mark.parametrize(

@@ -283,8 +283,12 @@ def test_hydra_composed_multirun_yaml_matches_a_real_one(cli_sweep, tmp_path):
         (["+note=a,b", "++seed=1,2", "model.att_type=cbam"],
          [("cifar10", 18, "CBAM", 1), ("cifar10", 18, "CBAM", 2), ("cifar10", 18, "CBAM", 1),
           ("cifar10", 18, "CBAM", 2)]),
-        (["+model.extra=1,2", "~model.reduction", "data=synthetic"],
+        (["+model.extra=1,2", "~model.stride_in_1x1", "data=synthetic"],
          [("synthetic", 18, "none", 0), ("synthetic", 18, "none", 0)]),
+        # blocks x placements: a block at its own place is the block; elsewhere it is block@placement
+        (["model.att_type=CBAM,BAM", "model.att_placement=residual,stage,head"],
+         [("cifar10", 18, "CBAM", 0), ("cifar10", 18, "CBAM@stage", 0), ("cifar10", 18, "CBAM@head", 0),
+          ("cifar10", 18, "BAM@residual", 0), ("cifar10", 18, "BAM", 0), ("cifar10", 18, "BAM@head", 0)]),
         # an experiment's sweeper params, with the command line winning for model.depth
         (["experiment=attention_cifar10", "seeds=2", "model.depth=34"],
          [("cifar10", 34, att, seed) for att in ("none", "SE", "CBAM", "BAM") for seed in (0, 1)]),

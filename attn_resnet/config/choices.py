@@ -18,10 +18,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "multistep", "cosine", "constant")
 PRECISIONS = ("32", "bf16", "fp16")
 INITS = ("reference", "torchvision")
-BAM_COMBINES = ("product", "sum")
 CHECKPOINT_FORMATS = ("ours", "official")
 LOADERS = ("auto", "device", "workers")
-
-
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")

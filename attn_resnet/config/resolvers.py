@@ -1,7 +1,8 @@
 """OmegaConf resolvers used by the config files; ``register()`` is called on import of the entry points.
 
-- ``${att_name:${model.att_type}}``: the canonical spelling (``cbam`` -> ``CBAM``), so run
-  names do not depend on how a user typed the block.
+- ``${att_name:${model.att_type},${model.att_placement}}``: the canonical spelling (``cbam`` ->
+  ``CBAM``), so run names do not depend on how a user typed the block, with the placement
+  when it is not the block's default (``CBAM-head``).
 - ``${unique:}``: four random hex digits, drawn once per composed config (OmegaConf's
   resolver cache; Hydra copies that cache into every job of a sweep, as it does for
   ``${now:}``). It keeps two runs started in the same second with the same overrides
@@ -17,9 +18,10 @@ from omegaconf import OmegaConf
 from .choices import canonical_attention
 
 
-def _att_name(value) -> str:
+def _att_name(value, placement: str = "default") -> str:
     name = canonical_attention(value)
-    return name if name is not None else str(value)  # unknown: leave it for validation to report
+    name = name if name is not None else str(value)  # unknown: leave it for validation to report
+    return name if placement in (None, "default") else f"{name}-{placement}"
 
 
 def _unique() -> str:

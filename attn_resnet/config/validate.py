@@ -117,7 +117,7 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
         if not valid:
             continue  # a config file outside this folder (e.g. a user's own search path)
         for key in node:
-            if key not in valid:
+            if key not in valid and group != "model":  # other model.* keys: the block's options (validate_model)
                 raise _unknown_key_error(f"{group}.{key}", group, valid)
 
 
@@ -153,7 +153,7 @@ def _boolean(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"Invalid config value {key}={value!r}: it must be true or false.")
 
 
-def validate_model(cfg: DictConfig) -> None:
+def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
     model = cfg.model
     if isinstance(model.depth, bool) or model.depth not in C.DEPTHS:
         fail_choice("model.depth", model.depth, C.DEPTHS)
@@ -161,15 +161,43 @@ def validate_model(cfg: DictConfig) -> None:
         fail_choice("model.att_type", model.att_type, C.ATTENTION_TYPES)
     if model.get("init") not in C.INITS:
         fail_choice("model.init", model.get("init"), C.INITS)
-    if model.get("combine") not in C.BAM_COMBINES:
-        fail_choice("model.combine", model.get("combine"), C.BAM_COMBINES)
-    _number(cfg, "model.reduction", integer=True)
-    _number(cfg, "model.kernel_size", integer=True)
-    if model.kernel_size % 2 == 0:
-        raise ConfigError(f"Invalid config value model.kernel_size={model.kernel_size}: CBAM's spatial gate "
-                          f"needs an odd kernel (7 in the paper, or 3) to keep the feature map's size.")
+    placement = model.get("att_placement", C.DEFAULT_PLACEMENT)
+    if placement not in C.ATT_PLACEMENTS:
+        fail_choice("model.att_placement", placement, C.ATT_PLACEMENTS)
     for key in ("stride_in_1x1", "zero_init_residual"):
         _boolean(cfg, f"model.{key}")
+    network_keys = group_keys(conf_dir or default_conf_dir(), "model", "resnet") or {
+        "depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init"}
+    options = {str(key): value for key, value in model.items() if key not in network_keys}
+    if options or placement != C.DEFAULT_PLACEMENT:
+        check_block(str(model.att_type), placement, options, sorted(network_keys))
+
+
+def check_block(att_type: str, placement: str, options: dict, network_keys: list[str]) -> None:
+    """The chosen block takes these options and this placement, and builds with them (imports torch).
+
+    Runs only when the config gives block options or a placement, so a plain config stays
+    torch-free; a bad option is reported with the options the block takes.
+    """
+    from ..models.attention import AttentionConfigError, block_options, build_attention, resolve_placement
+
+    accepted = block_options(att_type)
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        name = C.canonical_attention(att_type)
+        valid = [*network_keys, *accepted]
+        error = _unknown_key_error(f"model.{unknown[0]}", "model", valid)
+        takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v!r})" for k, v in accepted.items())
+                 if accepted else f"att_type={name} takes no block options")
+        raise ConfigError(f"{error} (model.* keys are the network's own or the chosen block's options: {takes}.)")
+    try:
+        resolve_placement(att_type, placement)
+        build_attention(att_type, 256, **{key: plain(value) for key, value in options.items()})  # the block's own checks of the values
+    except AttentionConfigError as error:
+        raise ConfigError(str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"Invalid block option for att_type={att_type} "
+                          f"({', '.join(f'model.{k}={v!r}' for k, v in options.items())}): {error}") from None
 
 
 def _num_workers(cfg: DictConfig) -> None:
@@ -200,7 +228,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
     check_unknown_keys(cfg, "train", group_choices, conf_dir)
     if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
         raise ConfigError(f"Invalid config value seed={cfg.get('seed')!r}: it must be an integer.")
-    validate_model(cfg)
+    validate_model(cfg, conf_dir)
     validate_data(cfg)
     if cfg.optim.name not in C.OPTIMIZERS:
         fail_choice("optim.name", cfg.optim.name, C.OPTIMIZERS)
@@ -268,7 +296,7 @@ def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
         if not isinstance(data, DictConfig) or not data.get("name"):
             raise ConfigError("checkpoint_format=official needs the model and data chosen explicitly, e.g. "
                               "model.depth=50 model.att_type=CBAM data=imagenet data.root=/path/to/imagenet.")
-        validate_model(cfg)
+        validate_model(cfg, conf_dir)
         validate_data(cfg, training=False)
 
 

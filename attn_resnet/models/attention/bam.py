@@ -62,9 +62,6 @@ class BAM(nn.Module):
     """
 
     placement = "stage"
-    placements = ("stage", "head", "post_add")
-    placement_note = ("BAM is a bottleneck module, built for the few places where the network's resolution "
-                      "changes, not for the branch of every residual block.")
 
     def __init__(
         self, channels: int, reduction: int = 16, combine: str = "product", dilation: int = 4
