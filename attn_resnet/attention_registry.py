@@ -15,6 +15,14 @@ BLOCKS: dict[str, str] = {
     "SE": "se:SE",
     "CBAM": "cbam:CBAM",
     "BAM": "bam:BAM",
+    "ECA": "eca:ECA",
+    "SEVar": "se_variants:SEVar",
+    "GC": "gc:GC",
+    "CoordAtt": "coord:CoordAtt",
+    "SK": "sk:SK",
+    "SA": "shuffle:SA",
+    "PSA": "psa:PSA",
+    "Triplet": "triplet:Triplet",
 }
 
 # Where a block can go in the network (model.att_placement); "default" takes the block's own.
