@@ -30,6 +30,7 @@ from .build import (
 from .complexity import measure
 from .config.resume import describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
+from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .engine.checkpoint import load_training_checkpoint
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, lr_factor_schedule
@@ -137,9 +138,16 @@ def _train(config: dict, run_dir: Path) -> dict:
     sched_options = {k: v for k, v in config["sched"].items() if k != "name"}
     schedule = partial(lr_factor_schedule, config["sched"]["name"], settings.epochs, **sched_options)
 
+    hooks = []
+    every = int(trainer_cfg.get("attention_maps_every", 0) or 0)
+    if every and trainer_cfg["tensorboard"] and has_attention_maps(model):
+        hooks.append(AttentionImages(fixed_images(loaders.val, int(trainer_cfg.get("attention_maps_images", 8))),
+                                     every))
+    input_info = {"mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
+                  "class_names": [str(name) for name in info.class_names]}
     trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
                       config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),
-                      test_loader=loaders.test)
+                      test_loader=loaders.test, epoch_hooks=hooks, input_info=input_info)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
     held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""

@@ -254,6 +254,9 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _number(cfg, key, integer=True, allow_zero=True)
     for key in ("trainer.label_smoothing", "trainer.grad_clip"):
         _number(cfg, key, allow_zero=True)
+    if "attention_maps_every" in trainer:
+        _number(cfg, "trainer.attention_maps_every", integer=True, allow_zero=True)
+        _number(cfg, "trainer.attention_maps_images", integer=True)
     if "progress_interval" in trainer:
         _number(cfg, "trainer.progress_interval", allow_zero=True)
     if not 0 <= trainer.label_smoothing < 1:

@@ -86,10 +86,12 @@ class Checkpointer:
     only the loop; a distributed run will write from one process only, here.
     """
 
-    def __init__(self, directory: str | Path, config: dict | None = None, model_spec: dict | None = None) -> None:
+    def __init__(self, directory: str | Path, config: dict | None = None, model_spec: dict | None = None,
+                 input_info: dict | None = None) -> None:
         self.directory = Path(directory)
         self.config = config or {}
         self.model_spec = model_spec or {}
+        self.input_info = input_info or {}  # what the model's input is: mean, std, image_size, class_names
         self.last_good: str | None = None
 
     def state(self, trainer: Trainer, meters: MeterReading) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class Checkpointer:
             "torch_version": str(torch.__version__),
             "model": trainer.model.state_dict(),
             "model_spec": self.model_spec,
+            "input": self.input_info,
             "optimizer": trainer.optimizer.state_dict(),
             "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,

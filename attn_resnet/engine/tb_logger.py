@@ -37,6 +37,15 @@ class TensorBoardLogger:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
+    def images(self, tag: str, images, step: int) -> None:
+        """A batch of (N, 3, H, W) images in [0, 1]."""
+        if self.writer is not None:
+            self.writer.add_images(tag, images.clamp(0, 1), step, dataformats="NCHW")
+
+    def histogram(self, tag: str, values, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_histogram(tag, values, step)
+
     def hparams(self, hparam_dict: Mapping[str, Any], metric_dict: Mapping[str, float], step: int) -> None:
         """Record hyperparameters with their final metrics in this run (HParams tab)."""
         if self.writer is None:

@@ -214,6 +214,8 @@ class Trainer:
         tensorboard: bool = True,
         test_loader=None,
         progress: ProgressReporter | None = None,
+        epoch_hooks: list[Callable[["Trainer", int], None]] | None = None,
+        input_info: dict | None = None,
     ) -> None:
         if settings.eval_precision not in EVAL_PRECISION_CHOICES:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
@@ -241,7 +243,8 @@ class Trainer:
         self.progress = progress or ProgressReporter(settings.progress, settings.progress_interval,
                                                      settings.log_every_steps)
         self.run_dir = Path(run_dir)
-        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec)
+        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec, input_info)
+        self.epoch_hooks = list(epoch_hooks or [])  # e.g. attention images: called after each epoch's record
         self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard)
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -408,6 +411,8 @@ class Trainer:
             if improved:
                 self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
             self._record_epoch(epoch + 1, lr, train, evaluated)
+            for hook in self.epoch_hooks:
+                hook(self, epoch + 1)
             self.save("last.pt")
             if improved:
                 self.save("best.pt")
