@@ -58,3 +58,33 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224
 def measure(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> Complexity:
     """Parameters and MACs of ``model`` for one image of ``input_size``."""
     return Complexity(count_params(model), count_macs(model, input_size), tuple(input_size))
+
+
+def block_overheads(depth: int = 50, network_type: str = "ImageNet", input_size: tuple[int, int, int] = (3, 224, 224),
+                    placements: tuple[str, ...] | None = None) -> list[dict]:
+    """What each registered block adds to a plain ResidualNet, at each placement it takes (meta device).
+
+    One dict per (block, placement): ``att_type``, ``placement``, ``default`` (the block's own
+    place), ``params``/``macs`` of the whole net and ``added_params``/``added_gflops`` over the plain
+    net, with the block's default options.
+    """
+    from .models import ResidualNet
+    from .models.attention import ATTENTION_BLOCKS, block_placements
+
+    def build(att_type: str, placement: str = "default") -> Complexity:
+        with torch.device("meta"):
+            model = ResidualNet(network_type, depth, None, att_type, att_placement=placement)
+        return measure(model, input_size)
+
+    plain = build("none")
+    rows = []
+    for name, block in ATTENTION_BLOCKS.items():
+        for placement in block_placements(name):
+            if placements is not None and placement not in placements:
+                continue
+            measured = build(name, placement)
+            rows.append({"att_type": name, "placement": placement, "default": placement == block.placement,
+                         "params": measured.params, "macs": measured.macs,
+                         "added_params": measured.params - plain.params,
+                         "added_gflops": (measured.macs - plain.macs) / 1e9})
+    return rows

@@ -207,3 +207,21 @@ def test_block_compiles_to_the_eager_numbers(name):
     x = torch.randn(2, 64, 8, 6)
     compiled = torch.compile(block, fullgraph=True)
     torch.testing.assert_close(compiled(x), block(x), rtol=1e-4, atol=1e-4)
+
+
+def test_block_overheads_count_what_the_blocks_add():
+    from attn_resnet.complexity import block_overheads, count_params
+
+    rows = block_overheads(18, "ImageNet", (3, 64, 64))
+    assert {(r["att_type"], r["placement"]) for r in rows} == set(block_and_placements())
+    for row in rows:
+        model = ResidualNet("ImageNet", 18, None, row["att_type"], att_placement=row["placement"])
+        in_blocks = sum(count_params(block) for _, block in model.attention_blocks())
+        assert row["added_params"] == in_blocks and row["added_gflops"] >= 0
+        assert row["default"] == (row["placement"] == ATTENTION_BLOCKS[row["att_type"]].placement)
+    # ResNet-50 at 224: SE and CBAM add 2.53M parameters (CBAM paper, Table 4: 28.09M vs 25.56M), BAM 0.36M
+    # (BAM paper: 25.92M vs 25.56M)
+    big = {(r["att_type"], r["placement"]): r for r in block_overheads(50, placements=("residual", "stage"))}
+    assert big[("SE", "residual")]["added_params"] / 1e6 == pytest.approx(2.53, abs=0.01)
+    assert big[("CBAM", "residual")]["added_params"] / 1e6 == pytest.approx(2.53, abs=0.01)
+    assert big[("BAM", "stage")]["added_params"] / 1e6 == pytest.approx(0.36, abs=0.01)

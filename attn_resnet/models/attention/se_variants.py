@@ -1,8 +1,9 @@
 """Squeeze-and-Excitation with the ablation paper's choices of squeeze, excitation and reduction.
 
-Hu, Shen, Sun, Albanie and Wu, "Squeeze-and-Excitation Networks", TPAMI 2019 (CVPR 2018),
-Section 6: reduction ratio r in {2, 4, 8, 16, 32}, squeeze by average or max pooling,
-excitation by sigmoid, ReLU or tanh. With its defaults the block is ``SE``.
+Hu, Shen, Sun, Albanie and Wu, "Squeeze-and-Excitation Networks", TPAMI 2019 (CVPR 2018).
+
+The ablations of the paper's Section 6: reduction ratio r in {2, 4, 8, 16, 32}, squeeze by
+average or max pooling, excitation by sigmoid, ReLU or tanh. With its defaults the block is ``SE``.
 """
 
 from __future__ import annotations
