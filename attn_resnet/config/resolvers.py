@@ -3,6 +3,8 @@
 - ``${att_name:${model.att_type},${model.att_placement}}``: the canonical spelling (``cbam`` ->
   ``CBAM``), so run names do not depend on how a user typed the block, with the placement
   when it is not the block's default (``CBAM-head``).
+- ``${att_blocks:}``: every registered block, comma-separated, for sweeps over the whole zoo
+  (``model.att_type: ${att_blocks:}`` in a sweeper's params), so a new block joins them.
 - ``${unique:}``: four random hex digits, drawn once per composed config (OmegaConf's
   resolver cache; Hydra copies that cache into every job of a sweep, as it does for
   ``${now:}``). It keeps two runs started in the same second with the same overrides
@@ -15,6 +17,7 @@ import secrets
 
 from omegaconf import OmegaConf
 
+from ..attention_registry import BLOCKS
 from .choices import canonical_attention
 
 
@@ -22,6 +25,10 @@ def _att_name(value, placement: str = "default") -> str:
     name = canonical_attention(value)
     name = name if name is not None else str(value)  # unknown: leave it for validation to report
     return name if placement in (None, "default") else f"{name}-{placement}"
+
+
+def _att_blocks() -> str:
+    return ",".join(BLOCKS)
 
 
 def _unique() -> str:
@@ -32,6 +39,8 @@ def register() -> None:
     """Register the project's resolvers (idempotent)."""
     if not OmegaConf.has_resolver("att_name"):
         OmegaConf.register_new_resolver("att_name", _att_name)
+    if not OmegaConf.has_resolver("att_blocks"):
+        OmegaConf.register_new_resolver("att_blocks", _att_blocks)
     if not OmegaConf.has_resolver("unique"):
         OmegaConf.register_new_resolver("unique", _unique, use_cache=True)
 
