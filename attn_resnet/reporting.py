@@ -470,3 +470,61 @@ def complexity_record(row: ComplexityRow) -> dict:
             "stride_in_1x1": bool(row.paper.get("stride_in_1x1")), "params_m": row.params_m, "gflops": row.gflops,
             "paper_params_m": row.paper.get("params_m"), "paper_gflops": row.paper.get("gflops"),
             "match": row.matches}
+
+
+# ------------------------------------------------------- blocks x placements
+def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
+    """Markdown: one table per (data set, depth), a row per block, a column per placement, top-1 error.
+
+    Each cell is the mean top-1 error (± std over seeds, and the number of seeds); the block's own
+    placement is marked with *, and the lowest error of each block is in bold. The plain network
+    (att_type=none) is the first row, for reference.
+    """
+    from .models.attention import ATTENTION_BLOCKS
+
+    placements = list(PLACEMENT_ORDER)
+    tables: dict[tuple, dict[str, dict[str, Row]]] = {}
+    for row in rows:
+        name, _, placement = str(row.att_type).partition("@")
+        if name != "none" and not placement:
+            block = ATTENTION_BLOCKS.get(name)
+            placement = block.placement if block is not None else "default"
+        tables.setdefault((row.dataset, row.depth), {}).setdefault(name, {})[placement or "none"] = row
+    text = []
+    for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
+        text += [f"**{dataset}, ResNet-{depth}**: top-1 error (%), mean ± std over seeds (seeds); "
+                 "* the block's own placement; bold: the block's best placement.", "",
+                 "| Block | " + " | ".join(placements) + " | best |", "|---|" + "---|" * (len(placements) + 1)]
+        for name in sorted(blocks, key=lambda n: _attention_order(n)):
+            cells = blocks[name]
+            if name == "none":
+                err, std = cells["none"].err("err1")
+                text.append(f"| none (plain) | {_pivot_cell(err, std, len(cells['none'].completed))} "
+                            + "| " * len(placements) + "|")
+                continue
+            means = {p: cells[p].err("err1")[0] for p in placements if p in cells}
+            measured = {p: m for p, m in means.items() if m is not None}
+            best = min(measured, key=measured.get) if measured else None
+            own = ATTENTION_BLOCKS[name].placement if name in ATTENTION_BLOCKS else None
+            row_cells = []
+            for p in placements:
+                if p not in cells:
+                    row_cells.append("—")
+                    continue
+                err, std = cells[p].err("err1")
+                cell = _pivot_cell(err, std, len(cells[p].completed)) + ("*" if p == own else "")
+                row_cells.append(f"**{cell}**" if p == best and len(measured) > 1 else cell)
+            text.append(f"| {name} | " + " | ".join(row_cells) + f" | {best or '—'} |")
+        text.append("")
+    if caption:
+        text += [caption, ""]
+    issues = problems(rows)
+    if issues:
+        text += ["Runs not completed:", *(f"- {line}" for line in issues), ""]
+    return "\n".join(text)
+
+
+def _pivot_cell(err: float | None, std: float | None, seeds: int) -> str:
+    if err is None:
+        return "–"
+    return f"{err:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" ({seeds})"

@@ -8,6 +8,7 @@ Any sweep folder works: one launched by an experiment's sweeper params or by val
 command line (``model.att_type=none,SE``). Jobs that failed or left no results.json are
 listed under the table; top-5 errors undefined for fewer than 5 classes print as n/a.
     python scripts/paper_table.py --complexity-only --paper cbam_table4
+    python scripts/paper_table.py runs/zoo --by-placement    # blocks x placements (attention_zoo_cifar10)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the paper's models and report params / GFLOPs, without any runs")
     parser.add_argument("--caption", help="a line printed under the table (e.g. the budget of the runs)")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--by-placement", action="store_true",
+                        help="Markdown: blocks as rows, placements (residual, post_add, stage, head) as columns")
     args = parser.parse_args(argv)
 
     paper = reporting.paper_table(args.paper) if args.paper else None
@@ -51,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no results.json under {args.sweep_dir}", file=sys.stderr)
             return 2
         rows = reporting.build_rows(runs, paper)
-        text = reporting.render(rows, args.format, paper, args.caption)
+        if args.by_placement:
+            text = reporting.placement_pivot(rows, args.caption)
+        else:
+            text = reporting.render(rows, args.format, paper, args.caption)
         status = 0
     print(text, end="")
     if args.output:

@@ -393,3 +393,26 @@ def test_the_table_reports_the_test_set_final_not_final_val(tmp_path):
     assert (run.err1, run.err5) == (30.0, 10.0)
     (row,) = reporting.build_rows([run])
     assert reporting.table_cells(row)[4:6] == ["30.00", "10.00"]
+
+
+def test_placement_pivot_puts_blocks_in_rows_and_placements_in_columns():
+    def run(att, seed, err1, status="completed"):
+        return reporting.Run(f"r/{att}/{seed}", status, "cifar10", 18, att, seed, err1=err1, err5=1.0)
+
+    runs = [run("none", 0, 30.0), run("none", 1, 32.0),
+            run("CBAM", 0, 25.0), run("CBAM", 1, 27.0), run("CBAM@head", 0, 29.0), run("CBAM@head", 1, 29.0),
+            run("CBAM@stage", 0, 20.0), run("CBAM@post_add", 0, None, status="failed"),
+            run("BAM", 0, 28.0), run("BAM@residual", 0, 31.0)]
+    text = reporting.placement_pivot(reporting.build_rows(runs), caption="tiny budget")
+    lines = text.splitlines()
+    assert lines[2] == "| Block | residual | post_add | stage | head | best |"
+    none = next(line for line in lines if line.startswith("| none"))
+    assert "31.00 ± 1.41 (2)" in none
+    cbam = next(line for line in lines if line.startswith("| CBAM"))
+    cells = [cell.strip() for cell in cbam.strip("|").split("|")]
+    assert cells == ["CBAM", "26.00 ± 1.41 (2)*", "–", "**20.00 (1)**", "29.00 ± 0.00 (2)",
+                     "stage"]
+    bam = next(line for line in lines if line.startswith("| BAM"))
+    assert "28.00 (1)*" in bam and "**28.00 (1)*" in bam and bam.rstrip().endswith("| stage |")
+    assert lines.index(none) < lines.index(cbam) < lines.index(bam)
+    assert "tiny budget" in text and "Runs not completed:" in text and "CBAM @ post_add" in text
