@@ -130,3 +130,16 @@ def test_jet_runs_from_blue_to_red():
     colours = jet(torch.tensor([[[0.0, 0.5, 1.0]]]))[0, :, 0]  # (3 channels, 3 values)
     assert colours[:, 0].argmax() == 2 and colours[:, 2].argmax() == 0  # low: blue; high: red
     assert colours[1, 1] == 1  # middle: green
+
+
+@pytest.mark.parametrize("placement,prefix", [("head", "head_attn."), ("stage", "stage_attn.")])
+def test_a_residual_type_block_trains_at_the_head_and_after_stages(tmp_path, placement, prefix):
+    from attn_resnet.engine.checkpoint import load_training_checkpoint
+
+    summary = train(compose_train(DIGITS + ["model.att_type=CBAM", f"model.att_placement={placement}",
+                                            "trainer.attention_maps_every=0"]), tmp_path)
+    assert summary["status"] == "completed" and summary["final"]["acc1"] > 10
+    checkpoint = load_training_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    attention_keys = [key for key in checkpoint["model"] if ".attn." in key or key.startswith(("head_attn", "stage_attn"))]
+    assert attention_keys and all(key.startswith(prefix) for key in attention_keys)
+    assert checkpoint["model_spec"]["att_placement"] == placement
