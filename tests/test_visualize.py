@@ -138,8 +138,12 @@ def test_a_residual_type_block_trains_at_the_head_and_after_stages(tmp_path, pla
 
     summary = train(compose_train(DIGITS + ["model.att_type=CBAM", f"model.att_placement={placement}",
                                             "trainer.attention_maps_every=0"]), tmp_path)
-    assert summary["status"] == "completed" and summary["final"]["acc1"] > 10
+    assert summary["status"] == "completed"
     checkpoint = load_training_checkpoint(tmp_path / "checkpoints" / "last.pt")
-    attention_keys = [key for key in checkpoint["model"] if ".attn." in key or key.startswith(("head_attn", "stage_attn"))]
+    state = checkpoint["model"]
+    attention_keys = [key for key in state if ".attn." in key or key.startswith(("head_attn", "stage_attn"))]
     assert attention_keys and all(key.startswith(prefix) for key in attention_keys)
+    # The reference init zeroes CBAM's spatial-gate BN weight; training moved it: the block learned.
+    gates = [state[key] for key in attention_keys if key.endswith("spatial_gate.bn.weight")]
+    assert gates and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in gates)
     assert checkpoint["model_spec"]["att_placement"] == placement
