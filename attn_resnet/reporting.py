@@ -17,9 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .attention_registry import canonical_attention
+from .attention_registry import attention_names, canonical_attention
+from .config import resolvers  # noqa: F401 - sweeper params may use ${att_blocks:} and ${seeds}-style interpolations
 
-ATT_ORDER = {"none": 0, "SE": 1, "CBAM": 2, "BAM": 3}
+ATT_ORDER = {name: index for index, name in enumerate(attention_names())}  # the registry's order
 FORMATS = ("md", "csv", "latex")
 
 
@@ -477,7 +478,7 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     """Markdown: one table per (data set, depth), a row per block, a column per placement, top-1 error.
 
     Each cell is the mean top-1 error (± std over seeds, and the number of seeds); the block's own
-    placement is marked with *, and the lowest error of each block is in bold. The plain network
+    placement is marked with †, and the lowest error of each block is in bold. The plain network
     (att_type=none) is the first row, for reference.
     """
     from .models.attention import ATTENTION_BLOCKS
@@ -493,7 +494,7 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     text = []
     for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
         text += [f"**{dataset}, ResNet-{depth}**: top-1 error (%), mean ± std over seeds (seeds); "
-                 "* the block's own placement; bold: the block's best placement.", "",
+                 "† the block's own placement; bold: the block's best placement.", "",
                  "| Block | " + " | ".join(placements) + " | best |", "|---|" + "---|" * (len(placements) + 1)]
         for name in sorted(blocks, key=lambda n: _attention_order(n)):
             cells = blocks[name]
@@ -512,8 +513,8 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
                     row_cells.append("—")
                     continue
                 err, std = cells[p].err("err1")
-                cell = _pivot_cell(err, std, len(cells[p].completed)) + ("*" if p == own else "")
-                row_cells.append(f"**{cell}**" if p == best and len(measured) > 1 else cell)
+                row_cells.append(_pivot_cell(err, std, len(cells[p].completed), bold=p == best and len(measured) > 1)
+                                 + (" †" if p == own else ""))
             text.append(f"| {name} | " + " | ".join(row_cells) + f" | {best or '—'} |")
         text.append("")
     if caption:
@@ -524,7 +525,8 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     return "\n".join(text)
 
 
-def _pivot_cell(err: float | None, std: float | None, seeds: int) -> str:
+def _pivot_cell(err: float | None, std: float | None, seeds: int, bold: bool = False) -> str:
     if err is None:
         return "–"
-    return f"{err:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" ({seeds})"
+    value = f"{err:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return (f"**{value}**" if bold else value) + f" ({seeds})"

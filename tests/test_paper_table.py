@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from attn_resnet import reporting
+from attn_resnet.models.attention import ATTENTION_BLOCKS
 
 from helpers import run_script
 
@@ -289,6 +290,10 @@ def test_hydra_composed_multirun_yaml_matches_a_real_one(cli_sweep, tmp_path):
         (["model.att_type=CBAM,BAM", "model.att_placement=residual,stage,head"],
          [("cifar10", 18, "CBAM", 0), ("cifar10", 18, "CBAM@stage", 0), ("cifar10", 18, "CBAM@head", 0),
           ("cifar10", 18, "BAM@residual", 0), ("cifar10", 18, "BAM", 0), ("cifar10", 18, "BAM@head", 0)]),
+        # the attention zoo: every registered block (${att_blocks:}) at every placement
+        (["experiment=attention_zoo_cifar10"],
+         [("cifar10", 18, name if placement == ATTENTION_BLOCKS[name].placement else f"{name}@{placement}", 0)
+          for name in ATTENTION_BLOCKS for placement in ("residual", "post_add", "stage", "head")]),
         # an experiment's sweeper params, with the command line winning for model.depth
         (["experiment=attention_cifar10", "seeds=2", "model.depth=34"],
          [("cifar10", 34, att, seed) for att in ("none", "SE", "CBAM", "BAM") for seed in (0, 1)]),
@@ -410,9 +415,8 @@ def test_placement_pivot_puts_blocks_in_rows_and_placements_in_columns():
     assert "31.00 ± 1.41 (2)" in none
     cbam = next(line for line in lines if line.startswith("| CBAM"))
     cells = [cell.strip() for cell in cbam.strip("|").split("|")]
-    assert cells == ["CBAM", "26.00 ± 1.41 (2)*", "–", "**20.00 (1)**", "29.00 ± 0.00 (2)",
-                     "stage"]
+    assert cells == ["CBAM", "26.00 ± 1.41 (2) †", "–", "**20.00** (1)", "29.00 ± 0.00 (2)", "stage"]
     bam = next(line for line in lines if line.startswith("| BAM"))
-    assert "28.00 (1)*" in bam and "**28.00 (1)*" in bam and bam.rstrip().endswith("| stage |")
+    assert "| **28.00** (1) † |" in bam and bam.rstrip().endswith("| stage |")
     assert lines.index(none) < lines.index(cbam) < lines.index(bam)
     assert "tiny budget" in text and "Runs not completed:" in text and "CBAM @ post_add" in text
