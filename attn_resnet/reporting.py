@@ -67,20 +67,31 @@ def _canonical_att(value: Any) -> str | None:
 PLACEMENT_ORDER = {"residual": 0, "post_add": 1, "stage": 2, "head": 3}
 
 
-def _attention_identity(att_type: Any, placement: Any = None) -> str | None:
-    """The block's name, with ``@placement`` when the run put it somewhere other than the block's own place."""
+# The network's own model.* keys; any other model.* key is an option of the block.
+NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init")
+
+
+def _attention_identity(att_type: Any, placement: Any = None, model: dict | None = None) -> str | None:
+    """The block's name, with its options where the run set any (``SA(groups=8)``) and ``@placement``
+    when the run put it somewhere other than the block's own place, so that such runs are never
+    averaged together as if they were seeds of one configuration."""
     name = _canonical_att(att_type)
-    if name in (None, "none") or placement in (None, "default"):
+    if name in (None, "none"):
+        return name
+    options = {key: value for key, value in (model or {}).items() if key not in NETWORK_MODEL_KEYS}
+    if options:
+        name += "(" + ", ".join(f"{key}={options[key]}" for key in sorted(options)) + ")"
+    if placement in (None, "default"):
         return name
     from .models.attention import ATTENTION_BLOCKS
 
-    block = ATTENTION_BLOCKS.get(name)
+    block = ATTENTION_BLOCKS.get(name.split("(")[0])
     return name if block is not None and block.placement == placement else f"{name}@{placement}"
 
 
 def _attention_order(att_type: str | None) -> tuple:
     name, _, placement = str(att_type).partition("@")
-    return (ATT_ORDER.get(name, 9), name, PLACEMENT_ORDER.get(placement, -1))
+    return (ATT_ORDER.get(name.split("(")[0], len(ATT_ORDER)), name, PLACEMENT_ORDER.get(placement, -1))
 
 
 def run_from_results(path: Path) -> Run:
@@ -92,7 +103,7 @@ def run_from_results(path: Path) -> Run:
     config = results.get("config") or _identity_from_overrides((results.get("job") or {}).get("overrides"))
     model, data = config.get("model") or {}, config.get("data") or {}
     run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
-              _attention_identity(model.get("att_type"), model.get("att_placement")), _as_int(config.get("seed")),
+              _attention_identity(model.get("att_type"), model.get("att_placement"), model), _as_int(config.get("seed")),
               error=results.get("error"))
     if run.status == "completed":
         # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
@@ -199,7 +210,8 @@ def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
             _apply_job_override(config, override, groups)
         identity = Run(str(multirun_yaml.parent / f"{number}_*"), "missing", _select(config, "data.name"),
                        _as_int(_select(config, "model.depth")), _attention_identity(_select(config, "model.att_type"),
-                                                                          _select(config, "model.att_placement")),
+                                                                          _select(config, "model.att_placement"),
+                                                                          _plain_node(config, "model")),
                        _as_int(_select(config, "seed")),
                        error="no results.json (job never ran or its folder was removed)")
         found.append((number, identity))
@@ -215,6 +227,13 @@ def _job_number(results_path: Path) -> int | None:
     if number is None:
         number = _as_int(results_path.parent.name.split("_", 1)[0])
     return number
+
+
+def _plain_node(config, key: str) -> dict:
+    from omegaconf import OmegaConf
+
+    node = _select(config, key)
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
 
 
 def _as_int(value: Any) -> int | None:
@@ -488,7 +507,7 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     for row in rows:
         name, _, placement = str(row.att_type).partition("@")
         if name != "none" and not placement:
-            block = ATTENTION_BLOCKS.get(name)
+            block = ATTENTION_BLOCKS.get(name.split("(")[0])
             placement = block.placement if block is not None else "default"
         tables.setdefault((row.dataset, row.depth), {}).setdefault(name, {})[placement or "none"] = row
     text = []
@@ -506,7 +525,8 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
             means = {p: cells[p].err("err1")[0] for p in placements if p in cells}
             measured = {p: m for p, m in means.items() if m is not None}
             best = min(measured, key=measured.get) if measured else None
-            own = ATTENTION_BLOCKS[name].placement if name in ATTENTION_BLOCKS else None
+            block = ATTENTION_BLOCKS.get(name.split("(")[0])
+            own = block.placement if block is not None else None
             row_cells = []
             for p in placements:
                 if p not in cells:

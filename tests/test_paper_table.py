@@ -290,6 +290,9 @@ def test_hydra_composed_multirun_yaml_matches_a_real_one(cli_sweep, tmp_path):
         (["model.att_type=CBAM,BAM", "model.att_placement=residual,stage,head"],
          [("cifar10", 18, "CBAM", 0), ("cifar10", 18, "CBAM@stage", 0), ("cifar10", 18, "CBAM@head", 0),
           ("cifar10", 18, "BAM@residual", 0), ("cifar10", 18, "BAM", 0), ("cifar10", 18, "BAM@head", 0)]),
+        # a block option swept: never averaged together as seeds
+        (["model.att_type=SA", "++model.groups=4,8", "model.att_placement=head"],
+         [("cifar10", 18, "SA(groups=4)@head", 0), ("cifar10", 18, "SA(groups=8)@head", 0)]),
         # the attention zoo: every registered block (${att_blocks:}) at every placement
         (["experiment=attention_zoo_cifar10"],
          [("cifar10", 18, name if placement == ATTENTION_BLOCKS[name].placement else f"{name}@{placement}", 0)
