@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .config.choices import NETWORK_TYPES, canonical_attention
+from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, canonical_attention
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .models import ResidualNet
@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader")
 DATA_META_KEYS = ("name", "network_type")
-# The network's own keys in model.*; every other model.* key is an option of the chosen block.
-MODEL_OPTION_KEYS = ("att_placement", "stride_in_1x1", "zero_init_residual", "init")
-MODEL_KEYS = ("depth", "att_type", *MODEL_OPTION_KEYS)
+# The network's own keys in model.* beside depth and att_type; every other model.* key is an
+# option of the chosen block.
+MODEL_KEYS = NETWORK_MODEL_KEYS
+MODEL_OPTION_KEYS = tuple(key for key in MODEL_KEYS if key not in ("depth", "att_type"))
 # Block options that checkpoints written before blocks declared their own options stored for
 # every block; such a checkpoint is rebuilt with the ones its block takes.
 LEGACY_BLOCK_KEYS = ("reduction", "kernel_size", "combine")

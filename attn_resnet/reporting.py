@@ -19,6 +19,7 @@ from typing import Any
 
 from .attention_registry import attention_names, canonical_attention
 from .config import resolvers  # noqa: F401 - sweeper params may use ${att_blocks:} and ${seeds}-style interpolations
+from .config.choices import NETWORK_MODEL_KEYS
 
 ATT_ORDER = {name: index for index, name in enumerate(attention_names())}  # the registry's order
 FORMATS = ("md", "csv", "latex")
@@ -65,10 +66,6 @@ def _canonical_att(value: Any) -> str | None:
 
 
 PLACEMENT_ORDER = {"residual": 0, "post_add": 1, "stage": 2, "head": 3}
-
-
-# The network's own model.* keys; any other model.* key is an option of the block.
-NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init")
 
 
 def _attention_identity(att_type: Any, placement: Any = None, model: dict | None = None) -> str | None:

@@ -166,8 +166,7 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
         fail_choice("model.att_placement", placement, C.ATT_PLACEMENTS)
     for key in ("stride_in_1x1", "zero_init_residual"):
         _boolean(cfg, f"model.{key}")
-    network_keys = group_keys(conf_dir or default_conf_dir(), "model", "resnet") or {
-        "depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init"}
+    network_keys = group_keys(conf_dir or default_conf_dir(), "model", "resnet") or set(C.NETWORK_MODEL_KEYS)
     options = {str(key): value for key, value in model.items() if key not in network_keys}
     if options or placement != C.DEFAULT_PLACEMENT:
         check_block(str(model.att_type), placement, options, sorted(network_keys))

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, init_block_, name_rule_init_,
-                        resolve_placement, torchvision_rule_init_)
+from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, check_options, init_block_,
+                        name_rule_init_, resolve_placement, torchvision_rule_init_)
 
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
@@ -141,7 +141,7 @@ class ResNet(nn.Module):
         def make_attention(channels: int) -> nn.Module:
             return build_attention(self.att_type, channels, **options)
 
-        build_attention(self.att_type, 64 * block.expansion, **options)  # bad options fail here, before any work
+        check_options(self.att_type, options)  # an unknown option fails here, before any layer is built
         slot = {placement: (make_attention if self.att_placement == placement else None)
                 for placement in ("residual", "post_add", "stage", "head")}
         self.imagenet_stem = imagenet_stem
@@ -236,7 +236,7 @@ def _reference_init(model: ResNet) -> None:
     that the random draws happen in the reference's order.
     """
     nn.init.kaiming_normal_(model.fc.weight)
-    blocks = model.attention_blocks()
+    blocks = dict(model.attention_blocks())
     done: set[str] = set()
     trunk: list[tuple[str, nn.Parameter]] = []
 
@@ -246,13 +246,13 @@ def _reference_init(model: ResNet) -> None:
 
     with torch.no_grad():
         for name, param in model.named_parameters():
-            owner = next((block_name for block_name, _ in blocks if name.startswith(block_name + ".")), None)
+            owner = next((block_name for block_name in blocks if name.startswith(block_name + ".")), None)
             if owner is None:
                 trunk.append((name, param))
             elif owner not in done:
                 flush()
                 done.add(owner)
-                init_block_(dict(blocks)[owner], "reference")
+                init_block_(blocks[owner], "reference")
         flush()
 
 

@@ -21,7 +21,8 @@ import inspect
 
 from torch import nn
 
-from ...attention_registry import BLOCKS, DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names
+from ...attention_registry import (BLOCKS, DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names,
+                                  canonical_attention)
 from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
 
 
@@ -46,12 +47,9 @@ def attention_choices() -> list[str]:
 
 def canonical_name(att_type: str | None) -> str:
     """Map a case-insensitive ``att_type`` (or None) to its registry spelling; ValueError otherwise."""
-    if att_type is None:
-        return NO_ATTENTION
-    if isinstance(att_type, str):
-        for name in attention_choices():
-            if name.lower() == att_type.lower():
-                return name
+    name = canonical_attention(att_type)
+    if name is not None:
+        return name
     raise ValueError(
         f"Unknown att_type {att_type!r}. Valid choices (case-insensitive): {', '.join(attention_choices())}."
     )
