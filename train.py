@@ -6,17 +6,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from attn_resnet.cli import block_option_overrides, run_entry_point
+from attn_resnet.cli import block_option_overrides, distributed_launch_args, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from attn_resnet.app import train
+    from attn_resnet.app import optimized_value, train
 
     results = run_entry_point(train, cfg, HydraConfig.get())
-    return results["final"]["acc1"] if results else None
+    # The value a sweeper (Optuna) optimises; see optimized_metric in conf/train.yaml.
+    return optimized_value(results, str(cfg.get("optimized_metric", "val_acc1"))) if results else None
 
 
 if __name__ == "__main__":
     sys.argv = block_option_overrides(sys.argv)  # model.<block option>=... without a "+"
+    sys.argv = distributed_launch_args(sys.argv)  # torchrun: one run folder for all ranks
     main()

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .build import (
+    Sharding,
     build_model,
     configure_determinism,
     describe_spec,
@@ -31,7 +32,9 @@ from .complexity import measure
 from .config.resume import describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
+from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
+from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, lr_factor_schedule
 from .engine.tb_logger import flatten_hparams
@@ -39,10 +42,11 @@ from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_mode
 from .models.official import load_official
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
+from .signals import sigterm_as_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfigError", "build_model", "evaluate", "train"]
+__all__ = ["ConfigError", "build_model", "evaluate", "optimized_value", "train"]
 
 
 # ----------------------------------------------------------------------- train
@@ -56,8 +60,12 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
     builder can tell which jobs of a sweep are missing.
     """
     run_dir = Path(run_dir)
+    if not process_env().is_main:  # a data-parallel run: rank 0 owns the folder and writes its records
+        with sigterm_as_error():
+            validate_train_config(cfg, group_choices, conf_dir)
+            return _train(OmegaConf.to_container(cfg, resolve=True), run_dir)
     ensure_run_folder(run_dir)
-    with RunLock(run_dir):
+    with RunLock(run_dir), sigterm_as_error():
         for stale in remove_stale_temp_files(run_dir) + remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("Removed %s, left by an interrupted write.", stale)
         started = time.time()
@@ -77,6 +85,23 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
         return results
 
 
+def optimized_value(results: dict, metric: str = "val_acc1") -> float:
+    """The number a sweeper optimises (``optimized_metric``), from a training run's results.
+
+    "val" is the split that picks best.pt: the held-out part of the training set when
+    ``data.val_split`` is set (never the test split), else the official val split.
+    """
+    last_val = results.get("final_val") or results["final"]
+    if metric == "val_acc1":
+        return float(last_val["acc1"])
+    if metric == "best_val_acc1":
+        return float(results["best"]["acc1"])
+    if metric == "val_loss":
+        return float(last_val["loss"])
+    raise ConfigError(f"Invalid config value optimized_metric={metric!r}. Valid choices: val_acc1, best_val_acc1, "
+                      f"val_loss.")
+
+
 def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, dict | None]:
     resume = str(trainer_cfg["resume"])
     path = None
@@ -88,9 +113,15 @@ def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, d
     return path, (load_training_checkpoint(path) if path else None)
 
 
-def _check_trajectory(checkpoint: dict, config: dict, source: Path) -> dict:
-    """Refuse a resume whose settings would change the run's trajectory, unless explicitly allowed."""
+def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: int = 1) -> dict:
+    """Refuse a resume whose settings would change the run's trajectory, unless explicitly allowed.
+
+    The number of processes counts: it sets the global batch and which images each rank's
+    batches hold.
+    """
     changes = trajectory_changes(checkpoint.get("config") or {}, config)
+    if int(checkpoint.get("world_size", 1)) != world_size:
+        changes["world_size (processes)"] = (int(checkpoint.get("world_size", 1)), world_size)
     if not changes:
         return {}
     if not config["trainer"].get("resume_allow_changes"):
@@ -106,27 +137,48 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path) -> dict:
 
 
 def _train(config: dict, run_dir: Path) -> dict:
+    """One training run in ``run_dir``; one rank of it when launched as several processes."""
+    trainer_cfg = config["trainer"]
+    distributed, device = start_distributed(str(trainer_cfg["device"]), float(trainer_cfg.get("dist_timeout", 600)))
+    try:
+        return _train_process(config, run_dir, distributed, device or resolve_device(str(trainer_cfg["device"])))
+    finally:
+        distributed.close()
+
+
+def _train_process(config: dict, run_dir: Path, distributed: Distributed, device: torch.device) -> dict:
     data_cfg, trainer_cfg, optim_cfg = config["data"], config["trainer"], config["optim"]
     seed = int(config["seed"])
-    configure_determinism(seed, bool(trainer_cfg["deterministic"]))
-    device = resolve_device(str(trainer_cfg["device"]))
+    configure_determinism(seed, bool(trainer_cfg["deterministic"]))  # the same on every rank: same initial weights
     precision = resolve_precision(trainer_cfg["precision"], device)
+    world_size = distributed.world_size
     resume_path, checkpoint = _resume_checkpoint(trainer_cfg, run_dir)
-    resume_changes = _check_trajectory(checkpoint, config, resume_path) if checkpoint is not None else {}
+    resume_changes = (_check_trajectory(checkpoint, config, resume_path, world_size)
+                      if checkpoint is not None else {})
 
-    loaders = make_loaders(data_cfg, seed, device, channels_last=bool(trainer_cfg["channels_last"]))
+    sharding = Sharding(world_size, distributed.rank, distributed.local_world_size)
+    loaders = make_loaders(data_cfg, seed, device, channels_last=bool(trainer_cfg["channels_last"]),
+                           sharding=sharding)
     info = loaders.info
     if len(loaders.train) == 0:
+        share = f" shared by {world_size} processes" if world_size > 1 else ""
         raise ConfigError(
             f"data.batch_size={data_cfg['batch_size']} is larger than the training set of {info.name} "
-            f"({info.train_size} images), so an epoch would have no full batch. Lower data.batch_size."
+            f"({info.train_size} images{share}), so an epoch would have no full batch. Lower data.batch_size."
         )
     spec = model_spec(config["model"], data_cfg["network_type"], info.num_classes)
     model = build_model(spec)
+    if trainer_cfg.get("sync_bn"):
+        if world_size > 1:
+            model = convert_sync_batchnorm(model, device)
+        else:
+            log.info("trainer.sync_bn=true has no effect in a run of one process.")
     with torch.device("meta"):
         complexity = measure(build_model(spec), (3, *info.image_size))
 
-    batch_size = int(data_cfg["batch_size"]) * int(trainer_cfg["accumulate"])
+    # data.batch_size is per process (per GPU); the lr scaling rule sees the global batch.
+    per_process_batch = int(data_cfg["batch_size"]) * int(trainer_cfg["accumulate"])
+    batch_size = per_process_batch * world_size
     lr = float(optim_cfg["lr"])
     if optim_cfg.get("reference_batch_size"):
         lr = lr * batch_size / float(optim_cfg["reference_batch_size"])
@@ -140,22 +192,24 @@ def _train(config: dict, run_dir: Path) -> dict:
 
     hooks = []
     every = int(trainer_cfg.get("attention_maps_every", 0) or 0)
-    if every and trainer_cfg["tensorboard"] and has_attention_maps(model):
+    if every and trainer_cfg["tensorboard"] and distributed.is_main and has_attention_maps(model):
         hooks.append(AttentionImages(fixed_images(loaders.val, int(trainer_cfg.get("attention_maps_images", 8))),
                                      every))
     input_info = {"mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
                   "class_names": [str(name) for name in info.class_names]}
     trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
                       config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),
-                      test_loader=loaders.test, epoch_hooks=hooks, input_info=input_info)
+                      test_loader=loaders.test, epoch_hooks=hooks, input_info=input_info, distributed=distributed)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
     held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""
+    batch_note = (f"global batch {batch_size} = {world_size} processes x {per_process_batch}"
+                  if world_size > 1 else f"batch {batch_size}")
     log.info("Model %s: %.2fM params, %.3f GFLOPs at %dx%d; data %s (%d train%s / %d %s, %d classes); device %s, "
-             "precision %s; lr %.4g (batch %d)", describe_spec(spec), complexity.params_m, complexity.gflops,
+             "precision %s; lr %.4g (%s)", describe_spec(spec), complexity.params_m, complexity.gflops,
              *info.image_size, info.name, info.train_size, held_out, info.val_size,
              "test" if loaders.test is not None else "val", info.num_classes, device_name(device), precision, lr,
-             batch_size)
+             batch_note)
     summary = trainer.fit()
     final, best = summary["final"], summary["best"]
     metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
@@ -186,6 +240,11 @@ def _train(config: dict, run_dir: Path) -> dict:
         "device": device_name(device),
         "precision": precision,
         "eval_precision": settings.eval_precision,
+        "world_size": world_size,
+        "batch_size_per_process": per_process_batch,
+        "global_batch_size": batch_size,
+        "lr": lr,
+        "sync_bn": bool(trainer_cfg.get("sync_bn")) and world_size > 1,
         "history": summary["history"],
     }
     if summary.get("final_val") is not None:

@@ -89,20 +89,39 @@ class Loaders:
     info: Any
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """This process's share of every split in a data-parallel run: rank ``rank`` of ``num_replicas``.
+
+    ``local_processes``: the ranks on this machine, which share its cores for loader workers.
+    """
+
+    num_replicas: int = 1
+    rank: int = 0
+    local_processes: int = 1
+
+
 def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device, dataset, name: str,
-                    channels_last: bool = False, dtype: torch.dtype = torch.float32) -> tuple[Callable, dict]:
+                    channels_last: bool = False, dtype: torch.dtype = torch.float32,
+                    sharding: Sharding = Sharding()) -> tuple[Callable, dict]:
     """``(builder, options)`` for the loaders of ``dataset``'s splits, as ``data.loader`` chooses; logs the choice.
 
     ``builder(split, batch_size=..., train=..., **options)`` makes one loader; either kind yields
     ``(images, targets)`` already on ``device``, normalized, as ``dtype`` and, with
-    ``channels_last``, in that memory format.
+    ``channels_last``, in that memory format; each rank of ``sharding`` gets its own share.
     """
     kind, note = resolve_loader(data.get("loader", "auto"), dataset, device, name)
-    common = dict(seed=seed, device=device, channels_last=channels_last, dtype=dtype)
+    common = dict(seed=seed, device=device, channels_last=channels_last, dtype=dtype,
+                  num_replicas=sharding.num_replicas, rank=sharding.rank)
     if kind == "device":  # no worker processes: data.num_workers does not apply
         log.info("%s", note)
         return DeviceImageLoader, common
-    workers, workers_note = resolve_num_workers(data.get("num_workers", 0))
+    if kind == "dali":  # DALI's own threads decode; data.num_workers does not apply
+        from .data.dali import DaliImageLoader
+
+        log.info("%s", note)
+        return DaliImageLoader, common
+    workers, workers_note = resolve_num_workers(data.get("num_workers", 0), sharding.local_processes)
     log.info("%s; %s", note, workers_note)
     return build_prefetched_loader, dict(
         common, num_workers=workers, pin_memory=bool(data.get("pin_memory")) and device.type == "cuda",
@@ -110,14 +129,18 @@ def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device, da
 
 
 def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
-                 dtype: torch.dtype = torch.float32) -> Loaders:
+                 dtype: torch.dtype = torch.float32, sharding: Sharding = Sharding()) -> Loaders:
     """Train, validation and (with ``val_split``) test loaders for a plain data config dict.
 
     Their batches are on ``device``, normalized, as ``dtype``, channels_last on request; see
     ``_loader_options`` for the choice between the device loader and DataLoader workers.
+    With ``sharding`` each loader yields this rank's share: ``data.batch_size`` images per
+    batch on every rank (the train shards equal, the val/test shards together covering each
+    image once).
     """
     splits = build_splits(data["name"], **dataset_options(data))
-    build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype)
+    build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
+                                     sharding)
     val_batch = int(data.get("val_batch_size") or data["batch_size"])
     train = build(splits.train, batch_size=int(data["batch_size"]), train=True, **options)
     test = build(splits.test, batch_size=val_batch, train=False, **options)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
 from .config.preflight import group_choices
 from .config.validate import conf_dir_of, default_conf_dir, group_keys
+from .distributed_env import agree_run_stamp, export_submitit_env, process_env
 
 log = logging.getLogger("attn_resnet")
 
@@ -49,12 +50,45 @@ def block_option_overrides(argv: list[str], conf_dir: Path | None = None) -> lis
     return rewritten
 
 
+def distributed_launch_args(argv: list[str]) -> list[str]:
+    """``argv`` for this rank of a multi-process launch (torchrun); unchanged for a single process.
+
+    All ranks agree on one run stamp before Hydra composes (``${run_stamp:}``: one run folder),
+    and ranks other than 0 leave writing ``.hydra/`` to rank 0. torchrun starts one training
+    run; a ``--multirun`` sweep under it is refused: sweeps go through Hydra's launchers
+    (``hydra/launcher=submitit_slurm``), whose jobs set up their own process groups.
+    """
+    env = process_env()
+    if not env.distributed:
+        return list(argv)
+    if any(arg in ("-m", "--multirun") for arg in argv[1:]):
+        print(f"Error: --multirun was given to a process of a {env.world_size}-process launch (torchrun). "
+              "torchrun runs one training run across its processes; run sweeps with Hydra's launchers "
+              "instead (e.g. hydra/launcher=submitit_slurm with hydra.launcher.tasks_per_node=<GPUs>), "
+              "or call torchrun once per run.", file=sys.stderr, flush=True)
+        sys.exit(1)
+    agree_run_stamp()
+    return list(argv) + ([] if env.is_main else ["hydra.output_subdir=null"])
+
+
+def _quiet_follower_rank() -> None:
+    """On ranks other than 0: no log file (rank 0 writes the run's one), warnings only on the console."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    logging.getLogger("attn_resnet").setLevel(logging.WARNING)
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, checkpoints, run folders, diverging runs): no traceback needed."""
+    from .engine.distributed import PeerRankError
     from .engine.trainer import NonFiniteLossError
     from .runfiles import RunFolderError
+    from .signals import RunTerminated
 
-    return (ValueError, FileNotFoundError, RunFolderError, NonFiniteLossError)
+    return (ValueError, FileNotFoundError, RunFolderError, NonFiniteLossError, RunTerminated, PeerRankError)
 
 
 def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> dict | None:
@@ -66,6 +100,9 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
     """
     from hydra.types import RunMode
 
+    export_submitit_env()  # a job of several tasks on Slurm: torch's env:// variables from Slurm's
+    if not process_env().is_main:
+        _quiet_follower_rank()
     job = {"num": hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None,
            "overrides": list(hydra_cfg.overrides.task)}
     try:

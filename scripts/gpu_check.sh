@@ -5,7 +5,9 @@
 #   2. experiment=cifar10_fast for none and CBAM on the real CIFAR-10;
 #   3. the benchmark's GPU suite in eager mode (ResNet-50, every block and peer, the data path,
 #      the trainer vs a bare loop);
-#   4. the benchmark's compiled models (ResNet-50, none and CBAM with their peers) with the time
+#   4. a 1-GPU DDP smoke run (torchrun, NCCL, SyncBatchNorm) and the ImageNet data path
+#      (workers vs DALI when DALI is installed; DALI's `gpu` test runs in stage 1);
+#   5. the benchmark's compiled models (ResNet-50, none and CBAM with their peers) with the time
 #      that is left.
 # The CIFAR-10 copy is built on the CPU while the tests run.
 #
@@ -19,7 +21,7 @@
 #                    not installed (default: .whl)
 #   GPU_CHECK_BUDGET seconds for the whole check (default 480); the last stage gets what is left
 # Outputs in OUTPUT_DIR: summary.txt, machine.txt, gpu_tests.txt, benchmarks_gpu.{md,json},
-# benchmarks_gpu_compiled.{md,json} and logs.tar.gz (every log, the runs' results.json, configs
+# benchmarks_gpu_compiled.{md,json}, benchmarks_imagenet_data_gpu.{md,json} and logs.tar.gz (every log, the runs' results.json, configs
 # and TensorBoard files; no checkpoints). Run folders (with checkpoints) are under OUTPUT_DIR/runs.
 # Every stage writes its log; the script exits non-zero if any stage failed, after running all.
 set -uo pipefail
@@ -52,6 +54,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
     python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
     python3 -c "import timm; print('timm', timm.__version__)" 2>/dev/null || echo "timm: not installed"
+    python3 -c "import nvidia.dali as d; print('dali', d.__version__)" 2>/dev/null || echo "dali: not installed"
     echo "cpu cores: $(nproc)"
 } > "$OUT_DIR/machine.txt" 2>&1
 cat "$OUT_DIR/machine.txt"
@@ -95,7 +98,28 @@ timeout 90 python3 scripts/benchmark.py --suite gpu --device cuda --depths 50 --
     > "$LOGS/benchmark_eager.txt" 2>&1 || failed+=("benchmark eager")
 tail -n 8 "$LOGS/benchmark_eager.txt"
 
-# 4. Benchmark, compiled models, with the time left (the report is rewritten after each mode)
+# 4. DDP smoke on one GPU (torchrun, NCCL) and the ImageNet data path (DALI when installed)
+note "ddp smoke"
+timeout 60 python3 -m torch.distributed.run --standalone --nproc_per_node=1 train.py data=synthetic \
+    data.image_size=32 data.train_size=2048 data.val_size=500 data.batch_size=128 trainer.epochs=1 \
+    trainer.sync_bn=true trainer.progress=false hydra.run.dir="$OUT_DIR/runs/ddp_smoke" \
+    > "$LOGS/ddp_smoke.txt" 2>&1 || failed+=("ddp smoke")
+python3 - "$OUT_DIR/runs/ddp_smoke/results.json" >> "$LOGS/ddp_smoke.txt" 2>&1 <<'EOF' || failed+=("ddp smoke results")
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["status"] == "completed" and r["world_size"] == 1 and r["history"][-1]["val_images"] == 500, r
+print("ddp smoke: world_size", r["world_size"], "| val images", r["history"][-1]["val_images"], "| images/s",
+      round(r["images_per_sec"]))
+EOF
+tail -n 1 "$LOGS/ddp_smoke.txt"
+note "imagenet data path"
+timeout 90 python3 scripts/benchmark_imagenet_data.py --device cuda --images 512 --batch-size 64 \
+    --output-md "$OUT_DIR/benchmarks_imagenet_data_gpu.md" \
+    --output-json "$OUT_DIR/benchmarks_imagenet_data_gpu.json" \
+    > "$LOGS/imagenet_data.txt" 2>&1 || failed+=("imagenet data path")
+tail -n 6 "$LOGS/imagenet_data.txt"
+
+# 5. Benchmark, compiled models, with the time left (the report is rewritten after each mode)
 left=$(( BUDGET - $(elapsed) ))
 if [ "$left" -ge 60 ]; then
     note "benchmark compiled (${left} s left)"

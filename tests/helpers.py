@@ -29,9 +29,9 @@ FAST = [
 ]
 
 
-def compose_train(overrides: list[str], config_name: str = "train"):
+def compose_train(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def run_script(script: str, args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

@@ -213,17 +213,23 @@ def test_a_worker_error_arrives_clean_through_the_prefetcher():
     assert multiprocessing.active_children() == []
 
 
-def test_float_batches_of_image_folders_are_only_moved(tmp_path):
+def test_image_folder_batches_travel_as_uint8_and_are_normalized_on_the_device(tmp_path):
     root = write_imagefolder(tmp_path / "images", classes=3, per_class=4, size=16)
     config = {"name": "imagefolder", "network_type": "ImageNet", "root": str(root), "image_size": 8,
               "batch_size": 4, "num_workers": 0, "loader": "auto"}
     loaders = make_loaders(config, 0, CPU, channels_last=True)
     assert isinstance(loaders.train, DevicePrefetcher)
+    assert loaders.train.loader.dataset.uint8  # the workers send uint8 crops, a quarter of float32's bytes
+    raw_images, _ = next(iter(loaders.train.loader))
+    assert raw_images.dtype == torch.uint8
     splits = build_splits("imagefolder", root=root, image_size=8)
-    plain = build_loader(splits.train, 4, seed=0, num_workers=0)
+    plain = epoch_batches(build_loader(splits.train, 4, seed=0, num_workers=0), 1)  # torchvision's float items
     moved = epoch_batches(loaders.train, 1)
     assert all(images.is_contiguous(memory_format=torch.channels_last) for images, _ in moved)
-    assert_identical([(images.contiguous(), targets) for images, targets in moved], epoch_batches(plain, 1))
+    assert len(moved) == len(plain) > 0
+    for (images, targets), (expected, expected_targets) in zip(moved, plain):
+        assert torch.equal(targets, expected_targets)  # the same crops of the same images ...
+        torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)  # ... normalized in float32 either way
     with pytest.raises(DataError) as error:
         make_loaders({**config, "loader": "device"}, 0, CPU)
     message = str(error.value)

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ..distributed_env import process_env
 from .validate import ConfigError, conf_dir_of, validate_evaluate_config, validate_train_config
 
 
@@ -76,7 +77,8 @@ class Preflight(Callback):
         try:
             validate(config, config_name, config.hydra)
             folder = Path(str(config.hydra.run.dir))
-            check_run_folder(folder, locked_by_training=config_name != "evaluate")
+            # Under torchrun, rank 0 holds the run's lock: the other ranks share its folder.
+            check_run_folder(folder, locked_by_training=config_name != "evaluate" and process_env().is_main)
         except (ConfigError, RunFolderError) as error:
             _stop(error)
 

@@ -9,15 +9,20 @@
   resolver cache; Hydra copies that cache into every job of a sweep, as it does for
   ``${now:}``). It keeps two runs started in the same second with the same overrides
   out of each other's folders.
+- ``${run_stamp:}``: ``<date>_<time>_<4 hex digits>``, drawn once per composed config like
+  ``${unique:}``; under torchrun every rank reads the one stamp its launch agreed on
+  (``distributed_env.agree_run_stamp``), so all ranks of a run share one folder.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 
 from omegaconf import OmegaConf
 
 from ..attention_registry import BLOCKS
+from ..distributed_env import STAMP_VARIABLE, new_run_stamp
 from .choices import canonical_attention
 
 
@@ -35,6 +40,10 @@ def _unique() -> str:
     return secrets.token_hex(2)
 
 
+def _run_stamp() -> str:
+    return os.environ.get(STAMP_VARIABLE) or new_run_stamp()
+
+
 def register() -> None:
     """Register the project's resolvers (idempotent)."""
     if not OmegaConf.has_resolver("att_name"):
@@ -43,6 +52,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("att_blocks", _att_blocks)
     if not OmegaConf.has_resolver("unique"):
         OmegaConf.register_new_resolver("unique", _unique, use_cache=True)
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
 
 
 register()

@@ -15,14 +15,14 @@ from .choices import canonical_attention
 
 # Keys that may differ on resume: they change how a run is executed or reported, not its trajectory.
 OPERATIONAL_KEYS = frozenset({
-    "name", "seeds",
+    "name", "seeds", "optimized_metric",
     "data.root", "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers",
     "data.val_batch_size", "data.val_subset", "data.loader",
     "trainer.device", "trainer.compile", "trainer.compile_mode", "trainer.cudnn_benchmark", "trainer.eval_precision",
     "trainer.channels_last", "trainer.deterministic",
     "trainer.progress", "trainer.progress_interval", "trainer.log_every_steps", "trainer.tensorboard",
     "trainer.checkpoint_every_steps", "trainer.resume", "trainer.resume_allow_changes",
-    "trainer.limit_val_batches", "trainer.max_nonfinite_skips",
+    "trainer.limit_val_batches", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
 })
 
 

@@ -217,9 +217,28 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
     _num_workers(cfg)
     if "loader" in data and data.get("loader") not in C.LOADERS:
         fail_choice("data.loader", data.get("loader"), C.LOADERS)
+    if data.get("loader") == "dali":
+        _check_dali(str(data.get("name")))
     for key in ("train_subset", "val_subset", "val_split"):
         if key in data:
             _number(cfg, f"data.{key}", integer=True, allow_none=True)
+
+
+def _check_dali(dataset: str) -> None:
+    """data.loader=dali: only for image files in class folders, and only where DALI is installed."""
+    import importlib.util
+
+    if dataset not in ("imagenet", "imagefolder"):
+        raise ConfigError(f"data.loader=dali decodes image files from class folders (data=imagenet or imagefolder); "
+                          f"{dataset} is held in memory. Use data.loader=auto for it.")
+    try:
+        found = importlib.util.find_spec("nvidia.dali") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ConfigError("data.loader=dali needs NVIDIA DALI, which is not installed. Install the optional extra "
+                          "(pip install -e \".[dali]\", the nvidia-dali-cuda130 package for Linux), or use "
+                          "data.loader=workers.")
 
 
 def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, conf_dir: Path | None = None) -> None:
@@ -227,6 +246,8 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
     check_unknown_keys(cfg, "train", group_choices, conf_dir)
     if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
         raise ConfigError(f"Invalid config value seed={cfg.get('seed')!r}: it must be an integer.")
+    if "optimized_metric" in cfg and cfg.optimized_metric not in C.OPTIMIZED_METRICS:
+        fail_choice("optimized_metric", cfg.optimized_metric, C.OPTIMIZED_METRICS)
     validate_model(cfg, conf_dir)
     validate_data(cfg)
     if cfg.optim.name not in C.OPTIMIZERS:
@@ -258,6 +279,10 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _number(cfg, "trainer.attention_maps_images", integer=True)
     if "progress_interval" in trainer:
         _number(cfg, "trainer.progress_interval", allow_zero=True)
+    if "dist_timeout" in trainer:
+        _number(cfg, "trainer.dist_timeout")
+    if "sync_bn" in trainer:
+        _boolean(cfg, "trainer.sync_bn")
     if not 0 <= trainer.label_smoothing < 1:
         raise ConfigError(f"Invalid config value trainer.label_smoothing={trainer.label_smoothing}: "
                           f"it must be in [0, 1).")

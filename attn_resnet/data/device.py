@@ -28,7 +28,7 @@ from .common import (
 )
 from .loader import build_loader, epoch_sampler, iterate_batches
 
-LOADER_CHOICES = ("auto", "device", "workers")
+LOADER_CHOICES = ("auto", "device", "workers", "dali")
 
 
 class DeviceImageLoader:
@@ -197,8 +197,8 @@ def build_prefetched_loader(
     dtype: torch.dtype = torch.float32,
 ) -> DevicePrefetcher:
     """``build_loader`` over the uint8 items of ``dataset`` (its own items when it has no uint8
-    form, as image folders), wrapped in a ``DevicePrefetcher`` that normalizes on ``device``."""
-    is_uint8 = isinstance(dataset, UInt8ImageDataset)
+    form), wrapped in a ``DevicePrefetcher`` that normalizes them on ``device``."""
+    is_uint8 = hasattr(dataset, "uint8_items")
     loader = build_loader(
         dataset.uint8_items() if is_uint8 else dataset,
         batch_size,
@@ -218,11 +218,12 @@ def build_prefetched_loader(
 def resolve_loader(
     requested: str, dataset: Dataset, device: torch.device, name: str = "this dataset"
 ) -> tuple[str, str]:
-    """``("device" | "workers", sentence for the log)`` for the option ``data.loader``.
+    """``("device" | "workers" | "dali", sentence for the log)`` for the option ``data.loader``.
 
     "auto": the device loader on CUDA for a dataset held in memory as one uint8 tensor
     (CIFAR-10/100, digits), else DataLoader workers. "device" works for every uint8 image
     dataset (synthetic images are generated once, up front) and is a DataError for the others.
+    "dali" (optional NVIDIA DALI) decodes the image files of class-folder datasets.
     """
     key = str(requested).strip().lower()
     if key not in LOADER_CHOICES:
@@ -234,6 +235,16 @@ def resolve_loader(
             f"{name} decodes and transforms its image files one at a time on the CPU. Use "
             f"data.loader=workers (or auto) for it."
         )
+    if key == "dali":
+        from .dali import DALI_INSTALL, dali_available
+
+        if not hasattr(dataset, "samples"):
+            raise DataError(f"data.loader=dali decodes image files from class folders (imagenet, imagefolder); "
+                            f"{name} is held in memory. Use data.loader=auto (or device) for it.")
+        if not dali_available():
+            raise DataError(DALI_INSTALL)
+        where = "on the GPU (nvJPEG)" if device.type == "cuda" else "on the CPU (DALI's CPU mode)"
+        return key, f"data.loader=dali: {name} decoded, cropped and normalized by DALI {where}"
     if key == "auto":
         key = "device" if device.type == "cuda" and isinstance(dataset, TensorImageDataset) else "workers"
         chosen = f"data.loader=auto -> {key}"
@@ -241,5 +252,5 @@ def resolve_loader(
         chosen = f"data.loader={key}"
     if key == "device":
         return key, f"{chosen}: {name} held whole on {device}, augmented and normalized there"
-    normalized = "uint8 batches normalized" if isinstance(dataset, UInt8ImageDataset) else "batches moved"
+    normalized = "uint8 batches normalized" if hasattr(dataset, "uint8_items") else "batches moved"
     return key, f"{chosen}: DataLoader, {normalized} on {device}"

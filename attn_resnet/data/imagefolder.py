@@ -28,22 +28,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CENTER_CROP_FRACTION = 0.875  # resize to 256 then crop 224: the usual ImageNet evaluation
 
 
-def train_transform(size: tuple[int, int]) -> Callable:
-    return transforms.Compose([
-        transforms.RandomResizedCrop(size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def _to_output(uint8: bool) -> list[Callable]:
+    # uint8 items are normalized later, on the device (normalize_uint8): a quarter of the bytes to copy.
+    if uint8:
+        return [transforms.PILToTensor()]
+    return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def val_transform(size: tuple[int, int]) -> Callable:
-    return transforms.Compose([
-        transforms.Resize(round(max(size) / CENTER_CROP_FRACTION)),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def train_transform(size: tuple[int, int], uint8: bool = False) -> Callable:
+    return transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+                               *_to_output(uint8)])
+
+
+def val_transform(size: tuple[int, int], uint8: bool = False) -> Callable:
+    return transforms.Compose([transforms.Resize(round(max(size) / CENTER_CROP_FRACTION)),
+                               transforms.CenterCrop(size), *_to_output(uint8)])
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -65,16 +64,23 @@ class FolderDataset(Dataset):
     Train items get ``train_transform(image_size)``, the others ``val_transform(image_size)``.
     Train items are augmented with torchvision's transforms, which draw from the global RNG;
     for a key ``(index, aug_seed)`` that RNG is forked and seeded with ``aug_seed`` so the
-    result is reproducible and the caller's RNG state is untouched.
+    result is reproducible and the caller's RNG state is untouched. Items are normalized
+    float32 images; ``uint8_items()`` gives the same crops as uint8, for loaders that
+    normalize on the device with ``mean``/``std``.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: tuple[int, int], train: bool):
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: tuple[int, int], train: bool,
+                 uint8: bool = False):
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.classes = classes
         self.image_size = image_size
         self.train = train
-        self.transform = train_transform(image_size) if train else val_transform(image_size)
+        self.uint8 = uint8
+        self.transform = train_transform(image_size, uint8) if train else val_transform(image_size, uint8)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -94,7 +100,12 @@ class FolderDataset(Dataset):
     def subset(self, indices: torch.Tensor, train: bool | None = None) -> FolderDataset:
         """The given samples; the val transform with ``train=False``, else this dataset's."""
         samples = [self.samples[i] for i in torch.as_tensor(indices).tolist()]
-        return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train)
+        return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train,
+                             self.uint8)
+
+    def uint8_items(self) -> FolderDataset:
+        """The same samples and draws, with uint8 (3, H, W) images as items (not normalized)."""
+        return FolderDataset(self.samples, self.classes, self.image_size, self.train, uint8=True)
 
 
 def _scan(folder: Path, root: Path) -> ImageFolder:

@@ -83,7 +83,8 @@ class Checkpointer:
     """Writes a trainer's state to ``directory`` and reads it back; remembers the last good checkpoint.
 
     The trainer is passed in (as Lightning passes it to its callbacks) so that the loop keeps
-    only the loop; a distributed run will write from one process only, here.
+    only the loop. In a data-parallel run the trainer calls ``save`` on rank 0 only; every rank
+    loads the same file.
     """
 
     def __init__(self, directory: str | Path, config: dict | None = None, model_spec: dict | None = None,
@@ -111,6 +112,7 @@ class Checkpointer:
             **trainer.throughput.state_dict(),
             "epoch_meters": TrainingMeters.state_from(meters),
             "rng": rng_state(),
+            "world_size": trainer.distributed.world_size,
             "config": self.config,
         }
 
@@ -150,8 +152,14 @@ class Checkpointer:
         for key in COUNTERS:
             setattr(trainer, key, checkpoint[key])
         trainer.throughput.load_state_dict(checkpoint)
-        trainer.meters.load_state_dict(checkpoint["epoch_meters"])
+        # The saved epoch meters are the whole run's sums: rank 0 carries them on, the others start
+        # from zero, so that the sums over the ranks stay right.
+        if trainer.distributed.is_main:
+            trainer.meters.load_state_dict(checkpoint["epoch_meters"])
+        else:
+            trainer.meters.reset()
         set_rng_state(checkpoint["rng"])
+        trainer.distributed.check_same(trainer.global_step, f"the optimizer step resumed from {source}")
         self.last_good = f"{source} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, step {trainer.global_step})"
         log.info("Resumed from %s at epoch %d, batch %d, step %d.", source, trainer.epoch, trainer.batch_in_epoch,
                  trainer.global_step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -75,11 +76,17 @@ class TrainingMeters:
     with a NaN/inf loss is left out of the sums. ``tolerance`` is how many consecutive non-finite
     losses are allowed (those steps the fp16 grad scaler skips; 0 otherwise): the first batch past it
     is recorded with its loss, so the error can name it exactly although it is read later.
+
+    ``gather`` (``Distributed.gather`` in a data-parallel run) makes ``read`` a collective that
+    returns the whole run's sums and the earliest non-finite batch of any rank, so every rank
+    sees the same reading and stops together; ``read(local=True)`` reads this rank alone.
     """
 
-    def __init__(self, device: torch.device, tolerance: int = 0) -> None:
+    def __init__(self, device: torch.device, tolerance: int = 0,
+                 gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.device = device
         self.tolerance = int(tolerance)
+        self.gather = gather
         self.reset()
 
     def reset(self) -> None:
@@ -108,23 +115,41 @@ class TrainingMeters:
         self.bad_loss.copy_(torch.where(broke_limit, loss, self.bad_loss))
         self._reading = None
 
-    def read(self, extra: torch.Tensor | None = None) -> MeterReading:
+    def read(self, extra: torch.Tensor | None = None, local: bool = False) -> MeterReading:
         """Everything in one device-to-host copy, with ``extra`` (a 0-d or 1-d tensor) read along.
 
         Without ``extra`` a reading is cached until the next ``update``, so progress reports and
-        checks at the same batch share one copy.
+        checks at the same batch share one copy. Across ranks (``gather``) the sums are the
+        run's, ``bad_batch`` the earliest of any rank and ``extra`` its minimum over the ranks
+        (a finiteness flag is true only if true everywhere). ``local``: this rank alone, no
+        collective (for progress displays, which only rank 0 shows).
         """
+        if local and self.gather is not None:
+            return self._reading_of(self._values(extra)[None].tolist())
         if extra is None and self._reading is not None:
             return self._reading
-        values = [self.loss_sum, self.correct, self.images, self.bad_batch.double(), self.bad_loss.double()]
-        if extra is not None:
-            values.append(extra.detach().double().reshape(-1).to(self.device))
-        host = torch.cat([value.reshape(-1) for value in values]).tolist()
-        reading = MeterReading(host[0], host[1], round(host[2]), None if host[3] < 0 else round(host[3]),
-                               host[4], tuple(host[5:]))
+        values = self._values(extra)
+        rows = (self.gather(values) if self.gather is not None else values[None]).tolist()
+        reading = self._reading_of(rows)
         if extra is None:
             self._reading = reading
         return reading
+
+    def _values(self, extra: torch.Tensor | None) -> torch.Tensor:
+        values = [self.loss_sum, self.correct, self.images, self.bad_batch.double(), self.bad_loss.double()]
+        if extra is not None:
+            values.append(extra.detach().double().reshape(-1).to(self.device))
+        return torch.cat([value.reshape(-1) for value in values])
+
+    @staticmethod
+    def _reading_of(rows: list[list[float]]) -> MeterReading:
+        """One reading from each rank's row of values (one row for a single process)."""
+        bad = [row for row in rows if row[3] >= 0]
+        first_bad = min(bad, key=lambda row: row[3]) if bad else None
+        extra = tuple(min(column) for column in zip(*(row[5:] for row in rows)))
+        return MeterReading(sum(row[0] for row in rows), sum(row[1] for row in rows), round(sum(row[2] for row in rows)),
+                            None if first_bad is None else round(first_bad[3]),
+                            0.0 if first_bad is None else first_bad[4], extra)
 
     @staticmethod
     def state_from(reading: MeterReading) -> dict:

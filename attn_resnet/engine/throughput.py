@@ -25,11 +25,14 @@ class Throughput:
     """Training seconds and images for images/s (run total and current epoch), and compile seconds.
 
     ``compiling_steps``: how many of the next training steps compile (set by the trainer when it
-    compiles); each is timed apart.
+    compiles); each is timed apart. ``replicas``: the ranks of a data-parallel run, which step in
+    lockstep on equal shares of each global batch; images/s is the whole run's (this rank's
+    images times ``replicas``), while ``images`` counts this rank's.
     """
 
-    def __init__(self, device: torch.device, compiling_steps: int = 0) -> None:
+    def __init__(self, device: torch.device, compiling_steps: int = 0, replicas: int = 1) -> None:
         self.device = device
+        self.replicas = int(replicas)
         self.compiling_steps = compiling_steps
         self.seconds = 0.0
         self.images = 0
@@ -100,11 +103,11 @@ class Throughput:
     # ---------------------------------------------------------- results
     @property
     def images_per_sec(self) -> float:
-        return self.images / max(self.seconds, 1e-9)
+        return self.images * self.replicas / max(self.seconds, 1e-9)
 
     @property
     def epoch_images_per_sec(self) -> float:
-        return self.epoch_images / max(self.epoch_seconds, 1e-9)
+        return self.epoch_images * self.replicas / max(self.epoch_seconds, 1e-9)
 
     def state_dict(self) -> dict[str, float]:
         return {"train_seconds": self.seconds, "train_images": self.images, "compile_seconds": self.compile_seconds}

@@ -26,6 +26,7 @@ from torch import nn
 from ..data.loader import iterate_batches
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
+from .distributed import Distributed, PeerRankError
 from .metrics import MeterReading, TopKAccuracy, TrainingMeters
 from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
@@ -131,7 +132,8 @@ def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
 def evaluate_model(model: nn.Module, loader, device: torch.device, precision: str = "32",
                    channels_last: bool = False, limit_batches: int = 0, progress: ProgressReporter | None = None,
                    desc: str = "val", forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   pad_last_batch: bool = False) -> dict[str, float | None]:
+                   pad_last_batch: bool = False,
+                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float | None]:
     """Mean loss and top-1 / top-5 accuracy (%) of ``model`` over ``loader`` (its first ``limit_batches``).
 
     Returns ``{"loss": float, "acc1": float, "acc5": float | None, "images": int}``; ``acc5``
@@ -140,6 +142,9 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
     images to logits (``model`` itself by default; a compiled callable, say). With
     ``pad_last_batch`` a smaller batch is padded with zero images to the loader's batch size, so
     a compiled ``forward`` sees one shape, and the padded rows are dropped before any metric.
+    ``reduce`` (``Distributed.sum_`` in a data-parallel run, where each rank's ``loader`` holds
+    its own shard of the split) sums the loss, hit counts and image counts over the ranks, so
+    every rank returns the metrics of the whole split, each image counted once.
     """
     was_training = model.training
     model.eval()
@@ -163,12 +168,17 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
             accuracy.update(logits, targets)
             report.update(count)
     model.train(was_training)
+    if reduce is not None:
+        totals = torch.stack([torch.as_tensor(value, dtype=torch.float64, device=device)
+                              for value in (loss_sum, *accuracy.correct, accuracy.count)])
+        loss_sum, *correct, count = reduce(totals).tolist()
+        accuracy.correct, accuracy.count = correct, round(count)
     acc1, acc5 = accuracy.compute().values()
     if acc5 is None and model not in _NOTED_UNDEFINED_TOP5:
         _NOTED_UNDEFINED_TOP5.add(model)
         log.info("Top-5 accuracy is undefined for %d classes: acc5 is reported as None.", accuracy.num_classes)
     seen = max(accuracy.count, 1)
-    return {"loss": loss_sum.item() / seen, "acc1": acc1, "acc5": acc5, "images": seen}
+    return {"loss": float(loss_sum) / seen, "acc1": acc1, "acc5": acc5, "images": seen}
 
 
 def _metrics_text(name: str, metrics: dict) -> str:
@@ -197,6 +207,11 @@ class Trainer:
     is a held-out part of the training data and the test set is evaluated every epoch beside it;
     the summary's final metrics are then the test set's. ``progress`` defaults to a reporter built
     from the settings (``progress``, ``progress_interval``, ``log_every_steps``).
+
+    ``distributed``: this rank of a data-parallel run (``start_distributed``). Each rank's loaders
+    hold its shard; the step runs the model in DistributedDataParallel; the meters, validation
+    metrics and checkpoint checks are agreed across ranks; only rank 0 writes checkpoints,
+    TensorBoard and progress.
     """
 
     def __init__(
@@ -216,6 +231,7 @@ class Trainer:
         progress: ProgressReporter | None = None,
         epoch_hooks: list[Callable[["Trainer", int], None]] | None = None,
         input_info: dict | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         if settings.eval_precision not in EVAL_PRECISION_CHOICES:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
@@ -226,12 +242,13 @@ class Trainer:
         self.model = model.to(device)
         if settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.step_model = self.model  # the module a step runs; a distributed wrapper takes this place
+        self.distributed = distributed or Distributed()
+        self.step_model = self.distributed.wrap(self.model)  # the module a step runs
         self.optimizer = optimizer
         self.scaler = torch.amp.GradScaler(device.type) if settings.precision == "fp16" else None
         self.eval_precision = settings.precision if settings.eval_precision == "same" else settings.eval_precision
         self._configure_cudnn()
-        self.throughput = Throughput(device)
+        self.throughput = Throughput(device, replicas=self.distributed.world_size)
         self._train_forward, self._eval_forward = train_forward, eval_forward
         if settings.compile:
             calls = compiling_calls(settings.compile_mode, device)
@@ -240,12 +257,13 @@ class Trainer:
             self._eval_forward = self.throughput.time_first_calls(compile_pass(eval_forward, settings.compile_mode),
                                                                   calls)
         self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
-        self.progress = progress or ProgressReporter(settings.progress, settings.progress_interval,
+        main = self.distributed.is_main
+        self.progress = progress or ProgressReporter(settings.progress and main, settings.progress_interval,
                                                      settings.log_every_steps)
         self.run_dir = Path(run_dir)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec, input_info)
         self.epoch_hooks = list(epoch_hooks or [])  # e.g. attention images: called after each epoch's record
-        self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard)
+        self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard and main)
         self.epoch = 0
         self.batch_in_epoch = 0
         self.global_step = 0
@@ -253,7 +271,8 @@ class Trainer:
         self.best_epoch = -1
         self.history: list[dict] = []
         # The fp16 grad scaler skips steps with inf/NaN gradients; up to max_nonfinite_skips in a row are allowed.
-        self.meters = TrainingMeters(device, settings.max_nonfinite_skips if self.scaler is not None else 0)
+        self.meters = TrainingMeters(device, settings.max_nonfinite_skips if self.scaler is not None else 0,
+                                     self.distributed.gather if self.distributed.enabled else None)
         self._training_epoch, self._epoch_first_step = 0, 0  # the epoch being trained and its first step
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
@@ -285,8 +304,21 @@ class Trainer:
         """Write checkpoints/``name``; refused (NonFiniteLossError) if the loss or any weight went non-finite.
 
         One device-to-host copy reads the meters and the finiteness of every weight together.
+        In a data-parallel run every rank reads and checks; rank 0 writes, and all ranks learn
+        whether it could, so that a failed write stops them all.
         """
-        return self.checkpoints.save(self, name, self._read_meters(all_finite(self.model)))
+        reading = self._read_meters(all_finite(self.model))
+        path, error = self.checkpoints.directory / name, None
+        if self.distributed.is_main:
+            try:
+                path = self.checkpoints.save(self, name, reading)
+            except Exception as caught:  # noqa: BLE001 - re-raised below, after the ranks agree
+                error = caught
+        if not self.distributed.all_ok(error is None):
+            raise error if error is not None else PeerRankError(
+                f"Rank 0 could not write checkpoints/{name} (its error is in the run's log and results.json); "
+                f"this rank stops with it.")
+        return path
 
     def load_state_dict(self, checkpoint: dict, source: str = "checkpoint") -> None:
         self.checkpoints.load(self, checkpoint, source)
@@ -294,9 +326,11 @@ class Trainer:
     # -------------------------------------------------------------- evaluation
     def evaluate(self, loader=None, desc: str = "val") -> dict[str, float | None]:
         settings = self.settings
+        self.distributed.broadcast_buffers(self.model)  # every rank evaluates the model rank 0 saves
         return evaluate_model(self.model, loader if loader is not None else self.val_loader, self.device,
                               self.eval_precision, settings.channels_last, settings.limit_val_batches, self.progress,
-                              desc, forward=partial(self._eval_forward, self.model), pad_last_batch=settings.compile)
+                              desc, forward=partial(self._eval_forward, self.model), pad_last_batch=settings.compile,
+                              reduce=self.distributed.sum_ if self.distributed.enabled else None)
 
     # ---------------------------------------------------------------- training
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -340,12 +374,15 @@ class Trainer:
         """Forward and backward of batch ``batch``, and the optimizer step that ends its group; no host sync."""
         settings = self.settings
         images, targets = to_device(images, targets, self.device, settings.channels_last)
-        with autocast_context(self.device, settings.precision):
-            logits, loss = self._train_forward(self.step_model, images, targets, settings.label_smoothing)
-        self.meters.update(loss.detach(), logits.detach(), targets, batch)
-        scaled = loss / self._accumulation_group_size(batch, total_batches)
-        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-        if (batch + 1) % settings.accumulate == 0 or batch + 1 == total_batches:
+        ends_group = (batch + 1) % settings.accumulate == 0 or batch + 1 == total_batches
+        # Across ranks, gradients are all-reduced only in the backward that ends an accumulation group.
+        with self.distributed.grad_sync(self.step_model, ends_group):
+            with autocast_context(self.device, settings.precision):
+                logits, loss = self._train_forward(self.step_model, images, targets, settings.label_smoothing)
+            self.meters.update(loss.detach(), logits.detach(), targets, batch)
+            scaled = loss / self._accumulation_group_size(batch, total_batches)
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if ends_group:
             self._optimizer_step()
 
     def _accumulation_group_size(self, batch: int, total_batches: int) -> int:
@@ -390,8 +427,12 @@ class Trainer:
             self.batch_in_epoch, self.global_step, self.meters.tolerance, self.checkpoints.last_good)
 
     def _running_stats(self) -> dict[str, str]:
-        """The running epoch loss, accuracy and lr for progress reports (reads the device: called only when due)."""
-        reading = self._read_meters()
+        """The running epoch loss, accuracy and lr for progress reports (reads the device: called only when due).
+
+        This rank's own meters, without a collective (only rank 0 reports progress, at times of
+        its own); a non-finite loss is left to the next log point or checkpoint, which all ranks reach.
+        """
+        reading = self.meters.read(local=True) if self.distributed.enabled else self._read_meters()
         return {"loss": f"{reading.loss:.3f}", "acc": f"{reading.acc1:.1f}",
                 "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
 
@@ -426,6 +467,7 @@ class Trainer:
         for split, metrics in evaluated.items():
             for key in ("loss", "acc1", "acc5"):
                 record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
+            record[f"{split}_images"] = metrics["images"]  # each image once, whatever the number of ranks
         record.update(lr=lr, images_per_sec=images_per_sec, epoch_seconds=seconds)
         scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec, "perf/epoch_seconds": seconds})
         self.history.append(record)
