@@ -781,10 +781,21 @@ def markdown(report: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
+KEPT_SECTION = ("<!-- imagenet-data:start -->", "<!-- imagenet-data:end -->")  # scripts/benchmark_imagenet_data.py
+
+
 def write_report(report: dict, output_md: Path, output_json: Path) -> None:
-    for path, text in ((output_json, json.dumps(report, indent=1) + "\n"), (output_md, markdown(report))):
+    """Write both reports; a section that another script keeps in the Markdown file stays, before "## Trainer"."""
+    text = markdown(report)
+    start, end = KEPT_SECTION
+    old = output_md.read_text() if output_md.is_file() else ""
+    if start in old and end in old:
+        kept = old[old.index(start):old.index(end) + len(end)]
+        anchor = text.find("## Trainer vs bare loop")
+        text = text[:anchor] + kept + "\n\n" + text[anchor:] if anchor >= 0 else text.rstrip("\n") + "\n\n" + kept + "\n"
+    for path, content in ((output_json, json.dumps(report, indent=1) + "\n"), (output_md, text)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(content)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -189,6 +189,36 @@ def test_sigkill_of_one_rank_stops_both_and_the_resumed_run_equals_an_uninterrup
         torch.testing.assert_close(_weights(killed)[key], value, rtol=0, atol=0, msg=key)
 
 
+def _failing_run(tmp_path: Path, run: Path, extra: list[str]) -> tuple[subprocess.CompletedProcess, dict]:
+    started = time.monotonic()
+    result = subprocess.run([*TORCHRUN, str(REPO / "train.py"), *TINY, "data.batch_size=8", "trainer.epochs=1",
+                             "trainer.dist_timeout=60", f"hydra.run.dir={run}", *extra], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=240, env=_env())
+    assert result.returncode != 0
+    assert time.monotonic() - started < 120  # no rank was left waiting in a collective
+    return result, json.loads((run / "results.json").read_text())
+
+
+def test_a_non_finite_loss_stops_both_ranks_at_the_same_log_point(tmp_path):
+    run = tmp_path / "run"
+    result, results = _failing_run(tmp_path, run, ["optim.lr=1e12", "trainer.log_every_steps=1"])
+    assert results["status"] == "failed" and "NonFiniteLossError" in results["error"]
+    assert not (run / "checkpoints" / "last.pt").exists()  # nothing written from the bad weights
+    # Both ranks stop at the same read with the same message (the meters are gathered), naming the same batch.
+    reports = [line.split(" - ", 1)[1] for line in (result.stdout + result.stderr).splitlines()
+               if "The training loss became" in line]
+    assert len(reports) == 2 and reports[0] == reports[1], reports
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_the_other_rank_too(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("a file where the checkpoint folder should be")
+    result, results = _failing_run(tmp_path, run, [])
+    assert results["status"] == "failed" and "checkpoints" in results["error"]
+    assert "Rank 0 could not write checkpoints/last.pt" in result.stdout + result.stderr
+
+
 def test_torchrun_refuses_multirun_with_a_clear_error(tmp_path):
     result = subprocess.run([*TORCHRUN, str(REPO / "train.py"), "--multirun", *TINY, "seed=0,1"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120, env=_env())
