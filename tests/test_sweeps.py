@@ -72,7 +72,7 @@ def test_slurm_preset_composes_into_the_sbatch_script_slurm_would_get(tmp_path, 
                                   for key, value in params.items() if key not in base})
     script = executor._executor._make_submission_file_text("python train.py", "uid")
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --partition=gpu", "#SBATCH --time=600"):
+                 "#SBATCH --partition=gpu", "#SBATCH --time=600", "export SLURM_KILL_BAD_EXIT=1"):
         assert line in script, script
 
 
