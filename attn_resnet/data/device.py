@@ -68,13 +68,26 @@ class DeviceImageLoader:
         self.pad, self.flip = dataset.pad, dataset.flip
         images = dataset.all_images().to(self.device)
         self.height, self.width = images.shape[-2:]
-        # Padding the split once turns every pad-crop into a plain gather from this tensor.
-        self.images = F.pad(images, (self.pad,) * 4) if self.augment and self.pad else images
+        self.images = None if self.augment else images
+        self._windows = self._crop_windows(images) if self.augment else None
         self.labels = dataset.labels.to(self.device)
         self.shift, self.scale = normalization_constants(dataset.mean, dataset.std, self.device)
-        self._rows = torch.arange(self.height, device=self.device)
-        self._cols = torch.arange(self.width, device=self.device)
-        self._channels = torch.arange(images.shape[1], device=self.device)
+
+    def _crop_windows(self, images: torch.Tensor) -> torch.Tensor:
+        """A view ``(orientation, image, dy, dx, ...)`` of every crop window of the padded split; no copy.
+
+        The split is padded once and, with flips, stored a second time mirrored (the mirror of
+        the crop at ``dx`` is the crop at ``2 * pad - dx`` of the mirrored image). ``unfold``
+        then exposes each window as strides, so a batch of crops is one gather indexed by four
+        small vectors. The trailing dims are (C, H, W), or (H, W, C) for channels_last, whose
+        storage then holds each pixel's channels together.
+        """
+        padded = F.pad(images, (self.pad,) * 4) if self.pad else images
+        stacked = torch.stack([padded, padded.flip(-1)]) if self.flip else padded[None]
+        if self.channels_last:
+            stacked = stacked.permute(0, 1, 3, 4, 2).contiguous()  # (F, N, H', W', C)
+            return stacked.unfold(2, self.height, 1).unfold(3, self.width, 1).permute(0, 1, 2, 3, 5, 6, 4)
+        return stacked.unfold(3, self.height, 1).unfold(4, self.width, 1).permute(0, 1, 3, 4, 2, 5, 6)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -97,13 +110,11 @@ class DeviceImageLoader:
     def _crops(self, index: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W): each image's crop of the padded split, mirrored where its seed says."""
         dy, dx, flip = crop_flip_params(seeds, self.pad, self.flip)
-        rows = dy[:, None] + self._rows  # (B, H)
-        cols = dx[:, None] + torch.where(flip[:, None], self._cols.flip(0), self._cols)  # (B, W)
-        if self.channels_last:  # gather in (B, H, W, C) order: the permuted view is channels_last
-            return self.images[index[:, None, None, None], self._channels, rows[:, :, None, None],
-                               cols[:, None, :, None]].permute(0, 3, 1, 2)
-        return self.images[index[:, None, None, None], self._channels[:, None, None], rows[:, None, :, None],
-                           cols[:, None, None, :]]
+        orientation = flip.long() if self.flip else torch.zeros_like(index)
+        dx = torch.where(flip, 2 * self.pad - dx, dx)
+        crops = self._windows[orientation, index, dy, dx]
+        # channels_last: gathered as (B, H, W, C), whose permuted view is NCHW in that memory format.
+        return crops.permute(0, 3, 1, 2) if self.channels_last else crops
 
 
 class DevicePrefetcher:
