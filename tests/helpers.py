@@ -34,6 +34,14 @@ def compose_train(overrides: list[str], config_name: str = "train", return_hydra
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def launch_env() -> dict:
+    """This environment for a child launch: no inherited rank or run stamp, one thread per process."""
+    inherited = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "ATTN_RESNET_RUN_STAMP")
+    env = {key: value for key, value in os.environ.items() if key not in inherited}
+    return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+
+
 def run_script(script: str, args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True,

@@ -20,7 +20,7 @@ from attn_resnet.distributed_env import STAMP_VARIABLE, ProcessEnv, process_env
 from attn_resnet.engine.distributed import GlooSyncBatchNorm, convert_sync_batchnorm
 from attn_resnet.engine.metrics import TrainingMeters
 
-from helpers import REPO
+from helpers import REPO, launch_env
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 # Tiny runs: synthetic 16x16 images, ResNet-18, deterministic kernels, one thread per rank.
@@ -38,14 +38,8 @@ TINY = [
 ]
 
 
-def _env() -> dict:
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", STAMP_VARIABLE)}
-    return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-
-
 def _run(command: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env())
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=launch_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -143,7 +137,7 @@ def test_sigkill_of_one_rank_stops_both_and_the_resumed_run_equals_an_uninterrup
               "trainer.checkpoint_every_steps=1", "trainer.dist_timeout=60"]
     killed = tmp_path / "killed"
     process = subprocess.Popen([*TORCHRUN, str(REPO / "train.py"), *common, f"hydra.run.dir={killed}"],
-                               cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=tmp_path, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
         last = killed / "checkpoints" / "last.pt"
@@ -193,7 +187,7 @@ def _failing_run(tmp_path: Path, run: Path, extra: list[str]) -> tuple[subproces
     started = time.monotonic()
     result = subprocess.run([*TORCHRUN, str(REPO / "train.py"), *TINY, "data.batch_size=8", "trainer.epochs=1",
                              "trainer.dist_timeout=60", f"hydra.run.dir={run}", *extra], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=240, env=_env())
+                            capture_output=True, text=True, timeout=240, env=launch_env())
     assert result.returncode != 0
     assert time.monotonic() - started < 120  # no rank was left waiting in a collective
     return result, json.loads((run / "results.json").read_text())
@@ -221,7 +215,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_the_other_rank_too(tmp_path):
 
 def test_torchrun_refuses_multirun_with_a_clear_error(tmp_path):
     result = subprocess.run([*TORCHRUN, str(REPO / "train.py"), "--multirun", *TINY, "seed=0,1"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, env=_env())
+                            capture_output=True, text=True, timeout=120, env=launch_env())
     assert result.returncode != 0
     assert "torchrun runs one training run" in result.stderr + result.stdout
     assert not (tmp_path / "multirun").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from helpers import REPO, compose_train
+from helpers import REPO, compose_train, launch_env
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweep extra is not installed")
 
@@ -30,15 +30,9 @@ TINY = [
 ]
 
 
-def _env() -> dict:
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-
-
 def _train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+                          timeout=timeout, env=launch_env())
 
 
 def _results(sweep: Path) -> dict[str, dict]:
