@@ -29,6 +29,7 @@ from .build import (
     resolve_precision,
 )
 from .complexity import measure
+from .config.choices import OPTIMIZED_METRICS
 from .config.resume import describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
@@ -98,8 +99,8 @@ def optimized_value(results: dict, metric: str = "val_acc1") -> float:
         return float(results["best"]["acc1"])
     if metric == "val_loss":
         return float(last_val["loss"])
-    raise ConfigError(f"Invalid config value optimized_metric={metric!r}. Valid choices: val_acc1, best_val_acc1, "
-                      f"val_loss.")
+    raise ConfigError(f"Invalid config value optimized_metric={metric!r}. Valid choices: "
+                      f"{', '.join(OPTIMIZED_METRICS)}.")
 
 
 def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, dict | None]:
@@ -120,8 +121,9 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
     batches hold.
     """
     changes = trajectory_changes(checkpoint.get("config") or {}, config)
-    if int(checkpoint.get("world_size", 1)) != world_size:
-        changes["world_size (processes)"] = (int(checkpoint.get("world_size", 1)), world_size)
+    saved_world_size = int(checkpoint.get("world_size", 1))  # checkpoints from before DDP: one process
+    if saved_world_size != world_size:
+        changes["world_size (processes)"] = (saved_world_size, world_size)
     if not changes:
         return {}
     if not config["trainer"].get("resume_allow_changes"):

@@ -10,8 +10,7 @@ before torch can ask which rank they are on.
 Under torchrun every rank composes the Hydra config itself, and a ``${now:}`` in the run
 folder would give each its own folder (a known Hydra pitfall). ``agree_run_stamp`` settles
 one time stamp for all ranks through the launcher's key-value store before Hydra composes
-anything; ``${run_stamp:}`` in ``conf/train.yaml``
-reads it.
+anything; ``${run_stamp:}`` in ``conf/train.yaml`` reads it.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Mapping
 
 STAMP_VARIABLE = "ATTN_RESNET_RUN_STAMP"
 _STAMP_KEY = "attn_resnet/run_stamp"
-_RENDEZVOUS: dict = {}  # the launcher's store, reused by init_process_group in the same process
+_RENDEZVOUS: dict = {}  # "store": the launcher's store, reused by init_process_group in the same process
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,7 @@ def launcher_store(timeout_s: float = 600.0):
 
         from torch.distributed import rendezvous
 
-        store, rank, world_size = next(rendezvous("env://", timeout=timedelta(seconds=timeout_s)))
-        _RENDEZVOUS.update(store=store, rank=rank, world_size=world_size)
+        _RENDEZVOUS["store"] = next(rendezvous("env://", timeout=timedelta(seconds=timeout_s)))[0]
     return _RENDEZVOUS["store"]
 
 

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attn_resnet.data import available_cores, build_prefetched_loader, build_splits  # noqa: E402
-from attn_resnet.data.dali import DaliImageLoader, dali_available  # noqa: E402
+from attn_resnet.data.dali import DaliImageLoader  # noqa: E402
+from attn_resnet.optional import dali_available  # noqa: E402
 from attn_resnet.data.device import DevicePrefetcher  # noqa: E402
 from attn_resnet.data.loader import build_loader  # noqa: E402
 

@@ -226,19 +226,13 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
 
 def _check_dali(dataset: str) -> None:
     """data.loader=dali: only for image files in class folders, and only where DALI is installed."""
-    import importlib.util
+    from ..optional import DALI_INSTALL, dali_available
 
     if dataset not in ("imagenet", "imagefolder"):
         raise ConfigError(f"data.loader=dali decodes image files from class folders (data=imagenet or imagefolder); "
                           f"{dataset} is held in memory. Use data.loader=auto for it.")
-    try:
-        found = importlib.util.find_spec("nvidia.dali") is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        raise ConfigError("data.loader=dali needs NVIDIA DALI, which is not installed. Install the optional extra "
-                          "(pip install -e \".[dali]\", the nvidia-dali-cuda130 package for Linux), or use "
-                          "data.loader=workers.")
+    if not dali_available():
+        raise ConfigError(DALI_INSTALL)
 
 
 def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, conf_dir: Path | None = None) -> None:

@@ -17,29 +17,15 @@ CPU (DALI's CPU mode, used by the tests and for comparison).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from ..optional import DALI_INSTALL, dali_available
 from .common import DataError
 from .loader import available_cores, epoch_sampler
 from .sampler import mix_seed
-
-DALI_INSTALL = (
-    "data.loader=dali needs NVIDIA DALI, which is not installed. Install the optional extra "
-    "(pip install -e \".[dali]\", the nvidia-dali-cuda130 package for Linux), or use data.loader=workers."
-)
-
-
-def dali_available() -> bool:
-    """True when NVIDIA DALI can be imported (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("nvidia.dali") is not None
-    except ModuleNotFoundError:
-        return False
-
 
 def _read(path: str) -> np.ndarray:
     try:

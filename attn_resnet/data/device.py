@@ -247,7 +247,7 @@ def resolve_loader(
             f"data.loader=workers (or auto) for it."
         )
     if key == "dali":
-        from .dali import DALI_INSTALL, dali_available
+        from ..optional import DALI_INSTALL, dali_available
 
         if not hasattr(dataset, "samples"):
             raise DataError(f"data.loader=dali decodes image files from class folders (imagenet, imagefolder); "
