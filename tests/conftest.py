@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,24 @@ def _isolated_torch_settings():
     torch.set_num_threads(2)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """Make folders shared by one module's tests; they are removed once that module is done.
+
+    A training run leaves checkpoints of about 90 MB each, so keeping every module's runs to the
+    end of the session would hold several GB on the test machine's disk.
+    """
+    made = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_reference_keys(name: str) -> dict[str, tuple[int, ...]]:

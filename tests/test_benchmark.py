@@ -19,8 +19,8 @@ MODEL_KEYS = {"depth", "att_type", "impl", "name", "mode", "params", "step_secon
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("benchmark")
+def report(module_tmp):
+    out = module_tmp("benchmark")
     result = run_script("scripts/benchmark.py", ["--quick", "--device", "cpu", "--threads", "1", "--output-md", str(out / "bench.md"),
                                                  "--output-json", str(out / "bench.json")], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

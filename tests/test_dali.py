@@ -70,8 +70,8 @@ def _batches(loader, epochs: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = _coordinate_folder(tmp_path_factory.mktemp("coords"))
+def splits(module_tmp):
+    root = _coordinate_folder(module_tmp("coords"))
     return build_splits("imagefolder", root=str(root), image_size=32)
 
 

@@ -14,13 +14,13 @@ from helpers import run_script
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(module_tmp):
     """A real 2x2 multirun: ResNet-18/34 x none/BAM, 1 epoch on tiny data, batch size 1.
 
     BAM cannot train with batch size 1 (its BatchNorm1d), so both BAM jobs fail for real;
     then one successful job's folder is deleted.
     """
-    sweep_dir = tmp_path_factory.mktemp("sweep")
+    sweep_dir = module_tmp("sweep")
     result = run_script("train.py", [
         "--multirun", "experiment=attention_cifar10", "data=synthetic", "data.image_size=16", "data.train_size=6",
         "data.val_size=4", "data.batch_size=1", "trainer.epochs=1", "trainer.progress=false",
@@ -152,18 +152,18 @@ def _md_rows(text: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cli_sweep(tmp_path_factory):
+def cli_sweep(module_tmp):
     """A real command-line sweep (``hydra.sweeper.params: null``): ResNet-18 x none/SE, both complete."""
-    sweep_dir = tmp_path_factory.mktemp("cli_sweep")
+    sweep_dir = module_tmp("cli_sweep")
     result = _real_multirun(sweep_dir, "model.att_type=none,SE")
     assert result.returncode == 0, result.stderr[-2000:]
     return sweep_dir
 
 
 @pytest.fixture(scope="module")
-def cli_sweep_with_failure(tmp_path_factory):
+def cli_sweep_with_failure(module_tmp):
     """A real command-line sweep whose second job (ResNet-42, no such model) fails."""
-    sweep_dir = tmp_path_factory.mktemp("cli_sweep_failure")
+    sweep_dir = module_tmp("cli_sweep_failure")
     result = _real_multirun(sweep_dir, "model.depth=18,42")
     assert result.returncode != 0  # Hydra runs every job, then reports the failed one
     return sweep_dir

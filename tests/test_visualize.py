@@ -21,8 +21,8 @@ DIGITS = ["experiment=digits", "trainer.epochs=1", "data.train_subset=300", "dat
 
 
 @pytest.fixture(scope="module")
-def cbam_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cbam_run")
+def cbam_run(module_tmp):
+    run = module_tmp("cbam_run")
     train(compose_train(DIGITS + ["model.att_type=CBAM", "trainer.attention_maps_every=1",
                                   "trainer.attention_maps_images=6"]), run)
     return run
