@@ -83,6 +83,7 @@ def test_torchrun_two_ranks_share_one_run_folder_and_count_every_val_image_once(
     assert results["final"]["loss"] == pytest.approx(single["loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # three torchrun or train.py launches: about 25 s on 2 cores
 def test_sync_batchnorm_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     common = [*TINY, "trainer.epochs=1", "trainer.limit_train_batches=3", "optim.lr=0.05"]
     one = tmp_path / "one"
@@ -132,6 +133,7 @@ def _rank_of(pid: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # a killed and a resumed torchrun run: about 50 s on 2 cores
 def test_sigkill_of_one_rank_stops_both_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path):
     common = [*TINY, "data.train_size=192", "data.batch_size=8", "trainer.epochs=2",
               "trainer.checkpoint_every_steps=1", "trainer.dist_timeout=60"]
