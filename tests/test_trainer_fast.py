@@ -283,6 +283,28 @@ def test_compiled_training_and_evaluation_never_recompile(tmp_path, device, mode
     assert summary["final"]["acc1"] == pytest.approx(eager["acc1"], abs=10.0)  # at most one of 10 flips
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=gpu)])
+def test_compiled_training_gives_the_weights_and_batchnorm_statistics_of_eager_training(tmp_path, device):
+    # The compiled forward mutates BatchNorm's running statistics inside the graph; they must move
+    # exactly as in eager mode, or evaluation (which reads them) drifts from what training learned.
+    initial = tiny_model(4).state_dict()
+    trainers = {}
+    for name, compile in (("eager", False), ("compiled", True)):
+        model = tiny_model(4)
+        model.load_state_dict(initial)
+        trainers[name] = make_trainer(tmp_path / name, model, device=device, compile=compile, epochs=2)
+        trainers[name].fit()
+    expected, got = trainers["eager"].model.state_dict(), trainers["compiled"].model.state_dict()
+    assert got.keys() == expected.keys()  # the state of the module itself, not of the compiled wrapper
+    assert int(got["1.num_batches_tracked"]) == 6  # 2 epochs of 3 batches, each counted once
+    assert not torch.allclose(got["1.running_mean"].cpu(), initial["1.running_mean"])
+    # On CUDA, convolutions run in TF32 by default and the compiled graph may pick other kernels;
+    # a statistic that did not move, or moved twice, is off by far more than either tolerance.
+    tolerance = dict(rtol=1e-4, atol=1e-5) if device == "cpu" else dict(rtol=1e-2, atol=1e-3)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], **tolerance, msg=lambda m: f"{key}: {m}")
+
+
 def test_a_padded_last_batch_gives_the_unpadded_metrics():
     model = tiny_model(classes=10)
     loader = build_loader(tiny_dataset(10, 10, seed=1, train=False), BATCH, train=False, num_workers=0)
