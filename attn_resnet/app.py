@@ -35,6 +35,7 @@ from .config.validate import ConfigError, validate_evaluate_config, validate_tra
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
+from .engine.checkpointing import check_room_for_checkpoints, checkpoint_size_estimate
 from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, lr_factor_schedule
@@ -186,6 +187,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
         lr = lr * batch_size / float(optim_cfg["reference_batch_size"])
     optim_options = {k: v for k, v in optim_cfg.items() if k not in ("name", "lr", "reference_batch_size")}
     optimizer = build_optimizer(model, optim_cfg["name"], lr, device=device, **optim_options)
+    if distributed.is_main:  # rank 0 writes the checkpoints; refuse now rather than after an epoch
+        check_room_for_checkpoints(run_dir / "checkpoints", checkpoint_size_estimate(model, optimizer))
     settings_keys = {f.name for f in fields(TrainerSettings)}
     settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items() if k in settings_keys})
     settings.precision = precision

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -179,6 +180,31 @@ def ensure_run_folder(path: str | os.PathLike) -> Path:
     except OSError as error:
         raise describe_os_error(error, path, action) from error
     return path
+
+
+def megabytes(size: int) -> str:
+    """``size`` bytes for a message, in MB (10**6 bytes) or GB."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{max(size / 1e6, 0.1):.1f} MB"
+
+
+def check_room(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse (RunFolderError) when the disk holding ``folder`` has less than ``needed`` bytes free.
+
+    Called before the expensive work, so that a run does not train for an epoch and then find
+    that its first checkpoint cannot be written. ``what`` names what the room is for, as the
+    subject of "need(s) about N MB". A disk whose free space cannot be read is not refused:
+    the writes themselves report a full disk clearly.
+    """
+    where = _nearest_folder(Path(folder))
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return
+    if free < needed:
+        raise RunFolderError(
+            f"The disk holding {_quoted(where)} has {megabytes(free)} free, but {what} need about "
+            f"{megabytes(needed)}. Free space on it, or {_ELSEWHERE} on a disk with room."
+        )
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

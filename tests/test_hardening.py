@@ -224,3 +224,27 @@ def test_a_read_only_run_folder_is_refused_before_training(tmp_path, monkeypatch
         train(compose_train(FAST), tmp_path / "run")
     assert str(tmp_path / "run") in str(error.value) and "not writable" in str(error.value)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_path, monkeypatch):
+    import re
+
+    import attn_resnet.runfiles as runfiles
+    from attn_resnet.engine.trainer import Trainer
+
+    fitted = []
+    monkeypatch.setattr(Trainer, "fit", lambda self: fitted.append(self))
+    free = 50 * 10**6  # less than three ResNet-18 checkpoints with momentum (about 89 MB each)
+    monkeypatch.setattr(runfiles.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - free, free))
+    run = tmp_path / "run"
+    with pytest.raises(runfiles.RunFolderError) as error:
+        train(compose_train(FAST), run)
+    message = str(error.value)
+    assert f"The disk holding {str(run)!r} has 50.0 MB free" in message
+    sizes = re.search(r"need about (\d+\.\d) MB", message), re.search(r"of about (\d+\.\d) MB each", message)
+    assert sizes[0] and sizes[1] and float(sizes[0][1]) == pytest.approx(3 * float(sizes[1][1]), abs=0.2)
+    assert 85 < float(sizes[1][1]) < 90
+    assert fitted == [] and not (run / "checkpoints").exists()
+    results = read_results(run)
+    assert results["status"] == "failed" and "MB free" in results["error"]

@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from attn_resnet.runfiles import (
     RunFolderBusyError,
     RunFolderError,
     RunLock,
+    check_room,
     describe_os_error,
     ensure_run_folder,
     remove_stale_temp_files,
@@ -339,3 +341,78 @@ def test_corrupt_checkpoint_says_re_copy(tmp_path, damage):
     assert str(path) in message and "arbitrary code" not in message
     assert_never_advises_unsafe_loading(message)
     assert torch.equal(read_checkpoint(good)["weights"], torch.zeros(1000))
+
+
+# ------------------------------------------------------------------ room on the disk
+def disk_with_free(monkeypatch, free: int) -> list[str]:
+    """Make the disk report ``free`` bytes free; returns the folders that were asked about."""
+    import attn_resnet.runfiles as runfiles
+
+    asked = []
+
+    def usage(path):
+        asked.append(os.fspath(path))
+        return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+    monkeypatch.setattr(runfiles.shutil, "disk_usage", usage)
+    return asked
+
+
+def test_check_room_refuses_a_disk_with_too_little_free_space(tmp_path, monkeypatch):
+    asked = disk_with_free(monkeypatch, 120 * 10**6)
+    folder = tmp_path / "run" / "checkpoints"  # not created yet: its nearest existing folder is asked
+    with pytest.raises(RunFolderError) as error:
+        check_room(folder, 270 * 10**6, "this run's checkpoints")
+    message = str(error.value)
+    assert asked == [str(tmp_path)]
+    assert f"The disk holding {str(tmp_path)!r} has 120.0 MB free" in message
+    assert "this run's checkpoints need about 270.0 MB" in message
+    assert "Free space on it, or point hydra.run.dir" in message
+    check_room(folder, 119 * 10**6, "this run's checkpoints")  # enough room: no error
+
+
+def test_check_room_does_not_refuse_when_the_free_space_cannot_be_read(tmp_path, monkeypatch):
+    import attn_resnet.runfiles as runfiles
+
+    monkeypatch.setattr(runfiles.shutil, "disk_usage", fails_with(errno.EIO))
+    check_room(tmp_path, 10**15, "anything")
+
+
+def test_room_for_checkpoints_counts_three_less_the_ones_they_replace(tmp_path, monkeypatch):
+    from attn_resnet.engine.checkpointing import check_room_for_checkpoints
+
+    checkpoints = tmp_path / "checkpoints"
+    disk_with_free(monkeypatch, 250)
+    with pytest.raises(RunFolderError, match=r"last.pt and best.pt of about 0.1 MB each"):
+        check_room_for_checkpoints(checkpoints, 100)  # a new run needs 3 x 100 bytes
+    checkpoints.mkdir()
+    (checkpoints / "last.pt").write_bytes(b"x" * 100)
+    check_room_for_checkpoints(checkpoints, 100)  # resuming: last.pt is replaced, 200 more bytes are enough
+    disk_with_free(monkeypatch, 99)
+    with pytest.raises(RunFolderError):
+        check_room_for_checkpoints(checkpoints, 100)  # a temporary copy always needs room
+
+
+@pytest.mark.parametrize(("name", "options", "slots"), [
+    ("sgd", {"momentum": 0.9}, 1), ("sgd", {"momentum": 0.0}, 0), ("adamw", {}, 2)])
+def test_checkpoint_size_estimate_is_a_close_lower_bound(name, options, slots):
+    import io
+
+    from torch import nn
+
+    from attn_resnet.engine.checkpointing import checkpoint_size_estimate
+    from attn_resnet.engine.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.Flatten(), nn.Linear(64 * 30 * 30, 10))
+    optimizer = build_optimizer(model, name, 0.1, **options)
+    estimate = checkpoint_size_estimate(model, optimizer)
+    weights = sum(p.numel() * 4 for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert estimate == weights * (1 + slots) + buffers
+    # After a step the optimizer holds its state; the saved file is a little larger than the estimate.
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    stream = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, stream)
+    assert estimate <= stream.tell() <= estimate * 1.02

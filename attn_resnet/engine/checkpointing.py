@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import __version__
 from ..models.official import CheckpointError
+from ..runfiles import check_room, megabytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic, set_rng_state
 from .metrics import MeterReading, TrainingMeters
 
@@ -77,6 +78,45 @@ def nonfinite_names(model: nn.Module) -> list[str]:
     """Names of the parameters and float buffers holding NaN/inf (one sync per tensor: call on failure only)."""
     named = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
     return [name for name, tensor in named if not bool(torch.isfinite(tensor).all())]
+
+
+def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """About the bytes of one checkpoint, known before the first step.
+
+    The model's state plus the optimizer's per-parameter state: SGD's momentum, Adam's two
+    moments (three with amsgrad), which the optimizer creates only at its first step. The rest
+    (counters, RNG states, the config) is small and left out, so this is a lower bound.
+    """
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    slots = 0
+    for group in optimizer.param_groups:
+        if isinstance(optimizer, torch.optim.SGD):
+            group_slots = 1 if group.get("momentum", 0) else 0
+        elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+            group_slots = 3 if group.get("amsgrad") else 2
+        else:
+            group_slots = 1
+        slots += group_slots * sum(p.numel() * p.element_size() for p in group["params"] if p.requires_grad)
+    return model_bytes + slots
+
+
+def check_room_for_checkpoints(directory: str | Path, size: int) -> None:
+    """Refuse before training when ``directory``'s disk cannot hold the run's checkpoints of ``size`` bytes.
+
+    A run keeps last.pt and best.pt, and writes each through a temporary file that replaces it,
+    so it needs three checkpoints' room at its peak, less what the checkpoints it will replace
+    already take (a resumed run).
+    """
+    directory = Path(directory)
+    existing = 0
+    for name in ("last.pt", "best.pt"):
+        try:
+            existing += (directory / name).stat().st_size
+        except OSError:
+            pass
+    check_room(directory, max(3 * size - existing, size),
+               f"this run's checkpoints (last.pt and best.pt of about {megabytes(size)} each, and a temporary "
+               f"copy while one is written)")
 
 
 class Checkpointer:
