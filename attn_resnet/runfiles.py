@@ -184,7 +184,7 @@ def ensure_run_folder(path: str | os.PathLike) -> Path:
 
 def megabytes(size: int) -> str:
     """``size`` bytes for a message, in MB (10**6 bytes) or GB."""
-    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{max(size / 1e6, 0.1):.1f} MB"
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def check_room(folder: str | os.PathLike, needed: int, what: str) -> None:

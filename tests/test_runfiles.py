@@ -382,15 +382,16 @@ def test_room_for_checkpoints_counts_three_less_the_ones_they_replace(tmp_path, 
     from attn_resnet.engine.checkpointing import check_room_for_checkpoints
 
     checkpoints = tmp_path / "checkpoints"
-    disk_with_free(monkeypatch, 250)
-    with pytest.raises(RunFolderError, match=r"last.pt and best.pt of about 0.1 MB each"):
-        check_room_for_checkpoints(checkpoints, 100)  # a new run needs 3 x 100 bytes
+    size = 100_000
+    disk_with_free(monkeypatch, 250_000)
+    with pytest.raises(RunFolderError, match=r"last.pt and best.pt of about 0.1 MB each.* need about 0.3 MB"):
+        check_room_for_checkpoints(checkpoints, size)  # a new run needs room for three
     checkpoints.mkdir()
-    (checkpoints / "last.pt").write_bytes(b"x" * 100)
-    check_room_for_checkpoints(checkpoints, 100)  # resuming: last.pt is replaced, 200 more bytes are enough
-    disk_with_free(monkeypatch, 99)
+    (checkpoints / "last.pt").write_bytes(b"x" * size)
+    check_room_for_checkpoints(checkpoints, size)  # resuming: last.pt is replaced, two more are enough
+    disk_with_free(monkeypatch, size - 1)
     with pytest.raises(RunFolderError):
-        check_room_for_checkpoints(checkpoints, 100)  # a temporary copy always needs room
+        check_room_for_checkpoints(checkpoints, size)  # a temporary copy always needs room
 
 
 @pytest.mark.parametrize(("name", "options", "slots"), [

@@ -88,7 +88,7 @@ def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer)
     (counters, RNG states, the config) is small and left out, so this is a lower bound.
     """
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    slots = 0
+    state_bytes = 0
     for group in optimizer.param_groups:
         if isinstance(optimizer, torch.optim.SGD):
             group_slots = 1 if group.get("momentum", 0) else 0
@@ -96,8 +96,8 @@ def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer)
             group_slots = 3 if group.get("amsgrad") else 2
         else:
             group_slots = 1
-        slots += group_slots * sum(p.numel() * p.element_size() for p in group["params"] if p.requires_grad)
-    return model_bytes + slots
+        state_bytes += group_slots * sum(p.numel() * p.element_size() for p in group["params"] if p.requires_grad)
+    return model_bytes + state_bytes
 
 
 def check_room_for_checkpoints(directory: str | Path, size: int) -> None:
