@@ -104,3 +104,19 @@ def tiny_dataset(size: int, classes: int = 4, seed: int = 0, train: bool = True)
     labels = torch.arange(size) % classes
     return TensorImageDataset(images, labels, [f"class_{k}" for k in range(classes)], (0.5,) * 3, (0.25,) * 3,
                               train)
+
+
+def disk_with_free(monkeypatch, free: int) -> list[str]:
+    """Make the run-folder code see ``free`` bytes free on every disk; returns the folders it asked about."""
+    import shutil
+
+    import attn_resnet.runfiles as runfiles
+
+    asked = []
+
+    def usage(path):
+        asked.append(os.fspath(path))
+        return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+    monkeypatch.setattr(runfiles.shutil, "disk_usage", usage)
+    return asked

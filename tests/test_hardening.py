@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from attn_resnet.app import ConfigError, train
 from attn_resnet.runfiles import RunFolderBusyError, RunLock
 
-from helpers import FAST, REPO, compose_train, run_script, write_cifar10, write_imagefolder
+from helpers import FAST, REPO, compose_train, disk_with_free, run_script, write_cifar10, write_imagefolder
 
 
 def read_results(run_dir):
@@ -234,9 +234,7 @@ def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_
 
     fitted = []
     monkeypatch.setattr(Trainer, "fit", lambda self: fitted.append(self))
-    free = 50 * 10**6  # less than three ResNet-18 checkpoints with momentum (about 89 MB each)
-    monkeypatch.setattr(runfiles.shutil, "disk_usage",
-                        lambda path: shutil._ntuple_diskusage(10**12, 10**12 - free, free))
+    disk_with_free(monkeypatch, 50 * 10**6)  # less than three ResNet-18 checkpoints with momentum (~89 MB each)
     run = tmp_path / "run"
     with pytest.raises(runfiles.RunFolderError) as error:
         train(compose_train(FAST), run)

@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import pickle
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from attn_resnet.runfiles import (
     remove_stale_temp_files,
     write_json_atomic,
 )
+
+from helpers import disk_with_free
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,20 +345,6 @@ def test_corrupt_checkpoint_says_re_copy(tmp_path, damage):
 
 
 # ------------------------------------------------------------------ room on the disk
-def disk_with_free(monkeypatch, free: int) -> list[str]:
-    """Make the disk report ``free`` bytes free; returns the folders that were asked about."""
-    import attn_resnet.runfiles as runfiles
-
-    asked = []
-
-    def usage(path):
-        asked.append(os.fspath(path))
-        return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
-
-    monkeypatch.setattr(runfiles.shutil, "disk_usage", usage)
-    return asked
-
-
 def test_check_room_refuses_a_disk_with_too_little_free_space(tmp_path, monkeypatch):
     asked = disk_with_free(monkeypatch, 120 * 10**6)
     folder = tmp_path / "run" / "checkpoints"  # not created yet: its nearest existing folder is asked
