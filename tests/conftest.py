@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,9 @@ REFERENCE_KEYS = Path(__file__).resolve().parent / "data"
 @pytest.fixture(autouse=True)
 def _isolated_torch_settings():
     """Runs in a test may switch on deterministic kernels; never let that leak into the next test."""
-    torch.set_num_threads(2)
+    # One thread per process when pytest-xdist runs several: two workers with two threads each would
+    # oversubscribe a two-core machine.
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     yield
     torch.use_deterministic_algorithms(False)
 

@@ -36,9 +36,30 @@ def build_on_meta(*args, **kwargs):
         return ResidualNet(*args, **kwargs)
 
 
-@pytest.mark.parametrize("att_type", ATT_TYPES)
-@pytest.mark.parametrize("depth", sorted(DEPTHS))
-@pytest.mark.parametrize("network_type", NETWORK_TYPES)
+PAPER_BLOCKS = ("none", "SE", "CBAM", "BAM")
+
+
+def model_grid():
+    """Every (network type, depth, block), the cells that add nothing new marked slow.
+
+    The default run builds every block into both residual-block types (depths 18 and 50) under
+    both stems (ImageNet, CIFAR10), and the papers' blocks at every depth; the deeper variants
+    of the other blocks (the same classes, more of them) and CIFAR100 (CIFAR10's stem with
+    another head) run with ``-m slow``.
+    """
+    cells = []
+    for network_type in NETWORK_TYPES:
+        for depth in sorted(DEPTHS):
+            for att_type in ATT_TYPES:
+                default = network_type != "CIFAR100" and (
+                    depth in (18, 50) or (network_type == "ImageNet" and att_type in PAPER_BLOCKS))
+                marks = () if default else (pytest.mark.slow,)
+                cells.append(pytest.param(network_type, depth, att_type, marks=marks,
+                                          id=f"{network_type}-{depth}-{att_type}"))
+    return cells
+
+
+@pytest.mark.parametrize("network_type,depth,att_type", model_grid())
 def test_forward_backward_every_combination(network_type, depth, att_type):
     torch.manual_seed(0)
     num_classes = {"ImageNet": 7, "CIFAR10": 10, "CIFAR100": 100}[network_type]
