@@ -6,7 +6,9 @@
     python scripts/benchmark.py --quick --output-md out/bench.md --output-json out/bench.json   # smoke test
 
 Every comparison runs in this one process: warm-up first, then the contenders take turns
-(the order rotates each repeat) and each reports the median of its repeats. What is timed:
+(the order rotates each repeat) and each reports the median of its repeats. A ratio of two
+contenders is the median of their per-repeat ratios (each pair timed in the same turn), shown with
+the first and third quartiles of those ratios. What is timed:
 
 - models: a train step (forward, cross-entropy, backward, SGD step) of our ``ResidualNet``
   ("ImageNet" network type) and of its peer on the same input, dtype, batch and memory format:
@@ -150,10 +152,25 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return numerator / denominator
+def paired_ratio(numerator: list[float] | None, denominator: list[float] | None) -> dict[str, Any]:
+    """``{"ratio", "spread"}`` of two contenders' per-repeat times: the median of the per-repeat
+    ratios ``numerator[i] / denominator[i]``, and their first and third quartiles.
+
+    Repeat i of two contenders ran in the same turn, seconds apart, so each of these ratios sees
+    nearly the same machine load. The ratio of the two medians would not: on a machine whose load
+    drifts, the two medians can come from different repeats, and that ratio can fall outside the
+    range of every paired one. The quartiles say how far the ratio can be trusted on this machine
+    (None with fewer than two repeats).
+    """
+    if not numerator or not denominator or len(numerator) != len(denominator):
+        return {"ratio": None, "spread": None}
+    ratios = [n / d for n, d in zip(numerator, denominator) if d > 0]
+    if not ratios:
+        return {"ratio": None, "spread": None}
+    if len(ratios) < 2:
+        return {"ratio": ratios[0], "spread": None}
+    first, middle, third = statistics.quantiles(ratios, n=4, method="inclusive")
+    return {"ratio": middle, "spread": [first, third]}
 
 
 def timed_turns(contenders: dict[str, Callable[[], int]], repeats: int, device: torch.device) -> dict[str, list[float]]:
@@ -403,13 +420,13 @@ def benchmark_models(settings: Settings, log: Callable[[str], None],
     return records, missing
 
 
-def model_ratios(records: list[dict], settings: Settings) -> tuple[list[dict], list[dict]]:
-    """``(ours vs peer, attention overhead)`` rows, each with both times and their ratio."""
+def model_ratios(records: list[dict], depths: list[int]) -> tuple[list[dict], list[dict]]:
+    """``(ours vs peer, attention overhead)`` rows, each with both times, their ratio and its spread."""
     by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in records}
     versus, overhead = [], []
     modes = sorted({r["mode"] for r in records}, key=["eager", "compiled"].index)
     for mode in modes:
-        for depth in settings.depths:
+        for depth in depths:
             plain = by_key.get((depth, "none", "ours", mode))
             for att_type in ATT_TYPES:
                 ours = by_key.get((depth, att_type, "ours", mode))
@@ -418,12 +435,12 @@ def model_ratios(records: list[dict], settings: Settings) -> tuple[list[dict], l
                     versus.append({"depth": depth, "att_type": att_type, "mode": mode, "peer": peer["name"],
                                    "ours_seconds": ours["median_step_seconds"],
                                    "peer_seconds": peer["median_step_seconds"],
-                                   "ratio": ours["median_step_seconds"] / peer["median_step_seconds"]})
+                                   **paired_ratio(ours["step_seconds"], peer["step_seconds"])})
                 if att_type != "none" and ours is not None and plain is not None:
                     overhead.append({"depth": depth, "att_type": att_type, "mode": mode,
                                      "with_seconds": ours["median_step_seconds"],
                                      "plain_seconds": plain["median_step_seconds"],
-                                     "ratio": ours["median_step_seconds"] / plain["median_step_seconds"]})
+                                     **paired_ratio(ours["step_seconds"], plain["step_seconds"])})
     return versus, overhead
 
 
@@ -521,7 +538,8 @@ def benchmark_data(settings: Settings, log: Callable[[str], None]) -> dict:
     result["per_image"] = {"name": "DataLoader + PIL + RandomCrop/Flip/ToTensor/Normalize",
                            "seconds_per_image": seconds["per_image"],
                            "images_per_second": 1 / median(seconds["per_image"])}
-    result["ratio"] = result["device_loader"]["images_per_second"] / result["per_image"]["images_per_second"]
+    # images/s ratio, repeat by repeat: the per-image pipeline's seconds over the device loader's
+    result.update(paired_ratio(seconds["per_image"], seconds["device_loader"]))
     return result
 
 
@@ -593,7 +611,7 @@ def _trainer_vs_bare(trainer, loader, loader_name: str, images: int, settings: S
         "bare_loop": {"seconds_per_image": seconds["bare_loop"],
                       "images_per_second": 1 / median(seconds["bare_loop"])},
     }
-    result["ratio"] = result["trainer"]["images_per_second"] / result["bare_loop"]["images_per_second"]
+    result.update(paired_ratio(seconds["bare_loop"], seconds["trainer"]))  # images/s ratio, repeat by repeat
     return result
 
 
@@ -636,27 +654,47 @@ def headline(report: dict) -> list[dict]:
     depth = common["depth"]
     rows = []
 
-    def add(check: str, value: float | None, target: float, at_most: bool, detail: str) -> None:
+    def add(check: str, value: float | None, target: float, at_most: bool, detail: str,
+            spread: list[float] | None) -> None:
         met = None if value is None else (value <= target if at_most else value >= target)
-        rows.append({"check": check, "value": value, "target": target,
+        rows.append({"check": check, "value": value, "target": target, "spread": spread,
                      "comparison": "<=" if at_most else ">=", "met": met, "detail": detail})
 
     eager = "eager"
-    overhead = {(r["depth"], r["att_type"], r["mode"]): r["ratio"] for r in report["ratios"]["attention_overhead"]}
+    overhead = {(r["depth"], r["att_type"], r["mode"]): r for r in report["ratios"]["attention_overhead"]}
     for att_type, target in suite_targets["overhead"].items():
-        add(f"{att_type} overhead over our plain ResNet-{depth} ({eager})", overhead.get((depth, att_type, eager)),
-            target, True, "step time with the block / without")
+        row = overhead.get((depth, att_type, eager), {})
+        add(f"{att_type} overhead over our plain ResNet-{depth} ({eager})", row.get("ratio"),
+            target, True, "step time with the block / without", row.get("spread"))
     versus = {(r["depth"], r["att_type"], r["mode"]): r for r in report["ratios"]["ours_vs_peer"]}
     for att_type, label in (("none", "R"), ("SE", "SE-R"), ("CBAM", "CBAM-R")):
         row = versus.get((depth, att_type, eager))
         add(f"our {label}{depth} / {row['peer'] if row else 'peer'} ({eager})", row["ratio"] if row else None,
-            common["ours_vs_peer"], True, "train step time ratio")
+            common["ours_vs_peer"], True, "train step time ratio", row.get("spread") if row else None)
     data = report["data"]
     add(f"device loader / per-image pipeline (batch {settings['data']['batch_size']})", data.get("ratio"),
-        common["loader_speedup"], False, "images/s ratio")
+        common["loader_speedup"], False, "images/s ratio", data.get("spread"))
     add("Trainer epoch / bare loop", report["trainer"].get("ratio"), common["trainer_vs_bare"], False,
-        "images/s ratio")
+        "images/s ratio", report["trainer"].get("spread"))
     return rows
+
+
+def derive(report: dict) -> None:
+    """(Re)compute every ratio, its spread and the headline from the per-repeat times in ``report``."""
+    versus, overhead = model_ratios(report.get("models", []), report["settings"]["depths"])
+    data, trainer = report["data"], report["trainer"]
+    if "device_loader" in data:  # images/s ratio = per-image seconds / device-loader seconds
+        data.update(paired_ratio(data["per_image"]["seconds_per_image"], data["device_loader"]["seconds_per_image"]))
+    if "bare_loop" in trainer:
+        trainer.update(paired_ratio(trainer["bare_loop"]["seconds_per_image"], trainer["trainer"]["seconds_per_image"]))
+    report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead,
+                        "data_loader": data.get("ratio"), "trainer_vs_bare": trainer.get("ratio")}
+    report["headline"] = headline(report)
+
+
+def spread_text(spread: list[float] | None, digits: int = 2) -> str:
+    """" (0.97-1.04)": the middle half of the per-repeat ratios, or nothing when unknown."""
+    return "" if not spread else f" ({spread[0]:.{digits}f}–{spread[1]:.{digits}f})"
 
 
 def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -691,7 +729,9 @@ def markdown(report: dict) -> str:
         "",
         f"Written by `{command_line(report['arguments'])}` on {report['date']}.",
         "Every comparison ran in one process, warm-up first, the contenders taking turns; each number is "
-        "the median of the repeats. Ratios first, absolute numbers beside them.",
+        "the median of the repeats. Ratios first, absolute numbers beside them. A ratio is the median of the "
+        "per-repeat ratios, each of two contenders timed in the same turn, seconds apart; in brackets beside it, "
+        "their middle half (first to third quartile): how far the ratio can be trusted on this machine.",
         "",
         f"- machine: {m['platform']}; {device_text}"
         + (f" ({m['gpu_memory_gb']} GiB)" if m.get("gpu") else "")
@@ -709,7 +749,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Targets", "", "| check | measured | target | met |", "|---|---|---|---|"]
     for row in report["headline"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
-        lines.append(f"| {row['check']} | {fmt(row['value'])}x | {row['comparison']} {row['target']:.2f}x | {met} |")
+        lines.append(f"| {row['check']} | {fmt(row['value'])}x{spread_text(row.get('spread'))} | "
+                     f"{row['comparison']} {row['target']:.2f}x | {met} |")
 
     records = report["models"]
     by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in records}
@@ -725,9 +766,10 @@ def markdown(report: dict) -> str:
             gap = missing.get((ours["depth"], ours["att_type"]), {"reason": "no peer"})
             peer = {"median_step_seconds": None, "images_per_second": None, "params": None, "peak_memory_mb": None,
                     "name": gap["reason"]}
-        step_ratio = ratio(ours["median_step_seconds"], peer["median_step_seconds"])
+        paired = paired_ratio(ours["step_seconds"], peer.get("step_seconds"))
         lines.append(
-            f"| {ours['depth']} | {ours['att_type']} | {ours['mode']} | {fmt(step_ratio, 3)} | "
+            f"| {ours['depth']} | {ours['att_type']} | {ours['mode']} | {fmt(paired['ratio'], 3)}"
+            f"{spread_text(paired['spread'], 3)} | "
             f"{ms(ours['median_step_seconds'])} | {ms(peer['median_step_seconds'])} | "
             f"{fmt(ours['images_per_second'], 1)} | {fmt(peer['images_per_second'], 1)} | {thousands(ours['params'])} | "
             f"{thousands(peer['params'])} | {fmt(ours['peak_memory_mb'], 0)} | {fmt(peer['peak_memory_mb'], 0)} | "
@@ -739,7 +781,8 @@ def markdown(report: dict) -> str:
               "ratio = our step time with the block / our plain ResNet of the same depth.", "",
               "| depth | attention | mode | ratio | with ms | plain ms |", "|---|---|---|---|---|---|"]
     for row in report["ratios"]["attention_overhead"]:
-        lines.append(f"| {row['depth']} | {row['att_type']} | {row['mode']} | {row['ratio']:.3f} | "
+        lines.append(f"| {row['depth']} | {row['att_type']} | {row['mode']} | {row['ratio']:.3f}"
+                     f"{spread_text(row.get('spread'), 3)} | "
                      f"{row['with_seconds'] * 1e3:.1f} | {row['plain_seconds'] * 1e3:.1f} |")
 
     data = report["data"]
@@ -752,7 +795,8 @@ def markdown(report: dict) -> str:
             f"with padding 4 + flip + normalize), delivered on {s['device']}; per-image pipeline with "
             f"{data['workers']} DataLoader workers.", "",
             "| ratio | device loader img/s | per-image pipeline img/s |", "|---|---|---|",
-            f"| {data['ratio']:.1f}x | {data['device_loader']['images_per_second']:,.0f} | "
+            f"| {data['ratio']:.1f}x{spread_text(data.get('spread'), 1)} | "
+            f"{data['device_loader']['images_per_second']:,.0f} | "
             f"{data['per_image']['images_per_second']:,.0f} |"]
 
     trainer = report["trainer"]
@@ -765,7 +809,8 @@ def markdown(report: dict) -> str:
             f"{trainer['batch_size']}, {trainer['batches_per_epoch']} batches per epoch from {trainer['loader']}, eager. "
             "ratio = Trainer images/s / bare loop images/s (1.00: no framework overhead).", "",
             "| ratio | Trainer img/s | bare loop img/s |", "|---|---|---|",
-            f"| {trainer['ratio']:.3f} | {trainer['trainer']['images_per_second']:,.1f} | "
+            f"| {trainer['ratio']:.3f}{spread_text(trainer.get('spread'), 3)} | "
+            f"{trainer['trainer']['images_per_second']:,.1f} | "
             f"{trainer['bare_loop']['images_per_second']:,.1f} |"]
 
     lines += ["", "## How the peers differ", ""] + [f"- {note}" for note in PEER_NOTES]
@@ -869,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         report = json.loads(args.render.read_text())
         report["notes"] += args.note
+        derive(report)  # the spreads and ratios follow from the recorded per-repeat times
         write_report(report, args.output_md, args.output_json)
         return 0
     unknown = [name for name in args.att_types if name not in ATT_TYPES]
@@ -915,14 +961,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(records: list[dict], missing: list[dict]) -> None:
         """Write the report of everything measured so far (a timed-out run still leaves its numbers)."""
-        versus, overhead = model_ratios(records, settings)
         report["models"] = records
         report["missing_peers"] = missing
-        report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead,
-                            "data_loader": report["data"].get("ratio"),
-                            "trainer_vs_bare": report["trainer"].get("ratio")}
         report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-        report["headline"] = headline(report)
+        derive(report)
         write_report(report, args.output_md, args.output_json)
 
     records, missing = benchmark_models(settings, log, save) if "models" in sections else ([], [])
@@ -936,7 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     save(records, missing)
     for row in report["headline"]:
         met = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
-        log(f"{row['check']}: {fmt(row['value'])}x (target {row['comparison']} {row['target']:.2f}x, {met})")
+        log(f"{row['check']}: {fmt(row['value'])}x{spread_text(row.get('spread'))} "
+            f"(target {row['comparison']} {row['target']:.2f}x, {met})")
     log(f"wrote {args.output_md} and {args.output_json}")
     return 0
 

@@ -67,23 +67,45 @@ def test_every_model_was_timed_and_peers_are_there_or_explained(report):
     assert "## How the peers differ" in text
 
 
-def test_ratios_are_the_ratios_of_the_recorded_times(report):
-    data, _ = report
+def paired(numerator: list[float], denominator: list[float]) -> tuple[float, list[float]]:
+    """Median and inclusive quartiles of the per-repeat ratios, by linear interpolation, written out."""
+    ordered = sorted(n / d for n, d in zip(numerator, denominator))
+
+    def at(q: float) -> float:
+        position = q * (len(ordered) - 1)
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return at(0.5), [at(0.25), at(0.75)]
+
+
+def same(row: dict, expected: tuple[float, list[float]]) -> bool:
+    ratio, spread = expected
+    return close(row["ratio"], ratio) and all(close(a, b) for a, b in zip(row["spread"], spread))
+
+
+def test_ratios_are_the_medians_of_the_per_repeat_ratios_of_the_recorded_times(report):
+    data, text = report
     by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in data["models"]}
     versus = data["ratios"]["ours_vs_peer"]
     assert versus
     for row in versus:
-        ours = by_key[(row["depth"], row["att_type"], "ours", row["mode"])]["median_step_seconds"]
-        peer = by_key[(row["depth"], row["att_type"], "peer", row["mode"])]["median_step_seconds"]
-        assert close(row["ours_seconds"], ours) and close(row["peer_seconds"], peer)
-        assert close(row["ratio"], ours / peer)
+        ours = by_key[(row["depth"], row["att_type"], "ours", row["mode"])]
+        peer = by_key[(row["depth"], row["att_type"], "peer", row["mode"])]
+        assert close(row["ours_seconds"], ours["median_step_seconds"])
+        assert close(row["peer_seconds"], peer["median_step_seconds"])
+        assert same(row, paired(ours["step_seconds"], peer["step_seconds"]))
+        assert row["spread"][0] <= row["ratio"] <= row["spread"][1]
     overhead = data["ratios"]["attention_overhead"]
     assert {(r["depth"], r["att_type"]) for r in overhead} == {
         (d, a) for d in data["settings"]["depths"] for a in ("SE", "CBAM", "BAM")}
     for row in overhead:
-        plain = by_key[(row["depth"], "none", "ours", row["mode"])]["median_step_seconds"]
-        with_block = by_key[(row["depth"], row["att_type"], "ours", row["mode"])]["median_step_seconds"]
-        assert close(row["ratio"], with_block / plain)
+        plain = by_key[(row["depth"], "none", "ours", row["mode"])]["step_seconds"]
+        with_block = by_key[(row["depth"], row["att_type"], "ours", row["mode"])]["step_seconds"]
+        assert same(row, paired(with_block, plain))
+        assert f"{row['ratio']:.3f} ({row['spread'][0]:.3f}–{row['spread'][1]:.3f})" in text
+    assert "first to third quartile" in text
 
 
 def test_data_path_and_trainer_sections(report):
@@ -98,13 +120,15 @@ def test_data_path_and_trainer_sections(report):
             seconds = loader[side]["seconds_per_image"]
             assert len(seconds) == loader["repeats"]
             assert close(loader[side]["images_per_second"], 1 / statistics.median(seconds))
-        assert close(loader["ratio"], loader["device_loader"]["images_per_second"]
-                     / loader["per_image"]["images_per_second"])
+        # an images/s ratio, repeat by repeat: the per-image pipeline's seconds over the device loader's
+        assert same(loader, paired(loader["per_image"]["seconds_per_image"], loader["device_loader"]["seconds_per_image"]))
         assert data["ratios"]["data_loader"] == loader["ratio"]
     trainer = data["trainer"]
     for side in ("trainer", "bare_loop"):
         assert close(trainer[side]["images_per_second"], 1 / statistics.median(trainer[side]["seconds_per_image"]))
-    assert close(trainer["ratio"], trainer["trainer"]["images_per_second"] / trainer["bare_loop"]["images_per_second"])
+    assert same(trainer, paired(trainer["bare_loop"]["seconds_per_image"], trainer["trainer"]["seconds_per_image"]))
+    headline = {row["check"]: row for row in data["headline"]}
+    assert headline["Trainer epoch / bare loop"]["spread"] == trainer["spread"]
     assert data["ratios"]["trainer_vs_bare"] == trainer["ratio"]
 
 
@@ -135,3 +159,24 @@ def test_render_rewrites_the_markdown_of_a_report_with_added_notes(report, tmp_p
     assert rendered["notes"] == data["notes"] + ["measured on a quiet machine"]
     assert rendered["models"] == data["models"]
     assert "- note: measured on a quiet machine" in (tmp_path / "out.md").read_text()
+
+
+def test_render_derives_every_ratio_and_spread_from_the_recorded_times(report, tmp_path):
+    # A report written by an earlier version (a ratio of medians, no spreads) is rendered with the
+    # statistics of this one, computed from its per-repeat times; nothing is measured again.
+    data, text = report
+    old = json.loads(json.dumps(data))
+    for row in old["ratios"]["ours_vs_peer"] + old["ratios"]["attention_overhead"] + old["headline"]:
+        row.pop("spread", None)
+        row["ratio" if "ratio" in row else "value"] = 1.5
+    for section in (old["trainer"], old["data"]):
+        section.pop("spread", None)
+        section["ratio"] = 1.5
+    source = tmp_path / "old.json"
+    source.write_text(json.dumps(old))
+    result = run_script("scripts/benchmark.py", ["--render", str(source), "--output-md", str(tmp_path / "out.md"),
+                                                 "--output-json", str(tmp_path / "out.json")], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rendered = json.loads((tmp_path / "out.json").read_text())
+    assert rendered["ratios"] == data["ratios"] and rendered["headline"] == data["headline"]
+    assert (tmp_path / "out.md").read_text().split("## Targets")[1] == text.split("## Targets")[1]
