@@ -749,7 +749,8 @@ def markdown(report: dict) -> str:
     lines += ["", "## Targets", "", "| check | measured | target | met |", "|---|---|---|---|"]
     for row in report["headline"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
-        lines.append(f"| {row['check']} | {fmt(row['value'])}x{spread_text(row.get('spread'))} | "
+        digits = 3 if row["value"] is None or row["value"] < 10 else 1  # 1.001x is not "1.00x"
+        lines.append(f"| {row['check']} | {fmt(row['value'], digits)}x{spread_text(row.get('spread'), digits)} | "
                      f"{row['comparison']} {row['target']:.2f}x | {met} |")
 
     records = report["models"]
