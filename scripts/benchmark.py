@@ -709,9 +709,9 @@ def thousands(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def command_line(arguments: list[str]) -> str:
+def command_line(arguments: list[str], script: str = "scripts/benchmark.py") -> str:
     """The command that measured, with each --note text shortened to "..." (the notes are listed below it)."""
-    shown = ["python", "scripts/benchmark.py"]
+    shown = ["python", script]
     for index, argument in enumerate(arguments):
         shown.append("..." if index and arguments[index - 1] == "--note" else argument)
     return shlex.join(shown).replace("'...'", "...")

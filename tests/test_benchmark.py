@@ -180,3 +180,47 @@ def test_render_derives_every_ratio_and_spread_from_the_recorded_times(report, t
     rendered = json.loads((tmp_path / "out.json").read_text())
     assert rendered["ratios"] == data["ratios"] and rendered["headline"] == data["headline"]
     assert (tmp_path / "out.md").read_text().split("## Targets")[1] == text.split("## Targets")[1]
+
+
+def test_profile_cbam_times_each_gate_and_both_maxima(tmp_path):
+    result = run_script("scripts/profile_cbam.py", ["--quick", "--device", "cpu", "--threads", "1",
+                                                    "--output-md", str(tmp_path / "cbam.md"),
+                                                    "--output-json", str(tmp_path / "cbam.json")], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "cbam.json").read_text())
+    text = (tmp_path / "cbam.md").read_text()
+    steps = {row["variant"]: row for row in data["steps"]}
+    assert list(steps) == ["plain", "CBAM", "channel gate only", "spatial gate only"]
+    plain = steps["plain"]["step_seconds"]
+    for row in steps.values():
+        assert len(row["step_seconds"]) == data["settings"]["repeats"]
+        assert same(row, paired(row["step_seconds"], plain))
+        assert f"| {row['variant']} | {row['ratio']:.3f} (" in text
+    assert steps["plain"]["ratio"] == 1.0
+    ops = {(row["stage"], row["op"]) for row in data["max_ops"]}
+    assert len(ops) == 16 and {stage for stage, _ in ops} == {"layer1", "layer2", "layer3", "layer4"}
+    assert all(row["forward_us"] > 0 and row["forward_backward_us"] > 0 for row in data["max_ops"])
+    # ResNet-18 at 32x32: the stage outputs are 8x8 .. 1x1 with 64 .. 512 channels
+    assert [row["shape"] for row in data["max_ops"]][::4] == [[2, 64, 8, 8], [2, 128, 4, 4], [2, 256, 2, 2],
+                                                               [2, 512, 1, 1]]
+    assert "python scripts/profile_cbam.py --quick" in text and data["machine"]["cpu"] in text
+
+
+def test_profile_cbam_variants_drop_exactly_one_gate():
+    import sys
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import profile_cbam
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    from attn_resnet.models.attention.cbam import ChannelGate, SpatialGate
+
+    def gates(variant: str) -> tuple[int, int]:
+        modules = list(profile_cbam.build_variant(18, variant).modules())
+        return (sum(isinstance(m, ChannelGate) for m in modules), sum(isinstance(m, SpatialGate) for m in modules))
+
+    assert gates("plain") == (0, 0) and gates("CBAM") == (8, 8)
+    assert gates("channel gate only") == (8, 0) and gates("spatial gate only") == (0, 8)
