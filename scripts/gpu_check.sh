@@ -8,9 +8,11 @@
 #   4. a 1-GPU DDP smoke run (torchrun, NCCL, SyncBatchNorm);
 #   5. the benchmark's compiled models (ResNet-50: ours none and CBAM, torchvision's; timm's
 #      peers are left out to fit three compiles);
-#   6. the ImageNet data path (workers vs DALI when DALI is installed; DALI's `gpu` test runs
+#   6. CBAM's cost gate by gate and its two maxima (scripts/profile_cbam.py, ResNet-50, 224x224,
+#      batch 256, bf16, channels_last), when 70 s are left;
+#   7. the ImageNet data path (workers vs DALI when DALI is installed; DALI's `gpu` test runs
 #      in stage 1), when 90 s are left;
-#   7. experiment=cifar10_fast with CBAM, with the time that is left.
+#   8. experiment=cifar10_fast with CBAM, with the time that is left.
 # Stages 1-5 come first because their figures are the issue's targets; the later ones take
 # what the budget leaves, each with a timeout of the seconds left.
 # The CIFAR-10 copy is built on the CPU while the tests run.
@@ -25,7 +27,7 @@
 #                    not installed (default: .whl)
 #   GPU_CHECK_BUDGET seconds for the whole check (default 480); the last stage gets what is left
 # Outputs in OUTPUT_DIR: summary.txt, machine.txt, gpu_tests.txt, benchmarks_gpu.{md,json},
-# benchmarks_gpu_compiled.{md,json}, benchmarks_imagenet_data_gpu.{md,json} and logs.tar.gz (every log, the runs' results.json, configs
+# benchmarks_gpu_compiled.{md,json}, cbam_cost_gpu.{md,json}, benchmarks_imagenet_data_gpu.{md,json} and logs.tar.gz (every log, the runs' results.json, configs
 # and TensorBoard files; no checkpoints). Run folders (with checkpoints) are under OUTPUT_DIR/runs.
 # Every stage writes its log; the script exits non-zero if any stage failed, after running all.
 set -uo pipefail
@@ -80,7 +82,7 @@ timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -rfEs 
     > "$OUT_DIR/gpu_tests.txt" 2>&1 || failed+=("gpu tests")
 tail -n 3 "$OUT_DIR/gpu_tests.txt"
 
-# 2. cifar10_fast on the real CIFAR-10 (stage 7 runs it with CBAM)
+# 2. cifar10_fast on the real CIFAR-10 (stage 8 runs it with CBAM)
 if [ -n "$build_pid" ]; then wait "$build_pid" || failed+=("cifar10 build"); fi
 have_cifar=""
 if [ -n "$root" ] && [ -d "$root/cifar-10-batches-py" ]; then have_cifar=1; fi
@@ -134,7 +136,18 @@ else
     echo "benchmark compiled skipped: ${budget} s left of ${BUDGET}" | tee "$LOGS/benchmark_compiled.txt"
 fi
 
-# 6. The ImageNet data path (DALI when installed)
+# 6. Where CBAM's GPU overhead goes: each gate alone, and the two maxima with and without the index
+if [ "$(left)" -ge 70 ]; then
+    note "cbam cost"
+    timeout 60 python3 scripts/profile_cbam.py --device cuda --image-size 224 --batch-size 256 --precision bf16 \
+        --channels-last --repeats 5 --output-md "$OUT_DIR/cbam_cost_gpu.md" --output-json "$OUT_DIR/cbam_cost_gpu.json" \
+        > "$LOGS/cbam_cost.txt" 2>&1 || failed+=("cbam cost")
+    tail -n 5 "$LOGS/cbam_cost.txt"
+else
+    echo "cbam cost skipped: $(left) s left of ${BUDGET}" | tee "$LOGS/cbam_cost.txt"
+fi
+
+# 7. The ImageNet data path (DALI when installed)
 if [ "$(left)" -ge 90 ]; then
     note "imagenet data path"
     timeout 90 python3 scripts/benchmark_imagenet_data.py --device cuda --images 512 --batch-size 64 \
@@ -146,7 +159,7 @@ else
     echo "imagenet data path skipped: $(left) s left of ${BUDGET}" | tee "$LOGS/imagenet_data.txt"
 fi
 
-# 7. cifar10_fast with CBAM, with the time left (a stop by the timeout still logs its epochs)
+# 8. cifar10_fast with CBAM, with the time left (a stop by the timeout still logs its epochs)
 if [ -n "$have_cifar" ] && [ "$(left)" -ge 60 ]; then
     cifar10_fast CBAM "$(left)"
 elif [ -n "$have_cifar" ]; then

@@ -38,6 +38,7 @@ import benchmark as bench  # noqa: E402
 from attn_resnet.models import ResidualNet  # noqa: E402
 from attn_resnet.models.attention.cbam import CBAM, global_max_pool  # noqa: E402
 
+DTYPES = {"32": torch.float32, "bf16": torch.bfloat16}  # the max ops run in the dtype autocast gives the blocks
 VARIANTS = ("plain", "CBAM", "channel gate only", "spatial gate only")
 STAGES = (("layer1", 4), ("layer2", 8), ("layer3", 16), ("layer4", 32))  # ImageNet stem: stride of each stage
 MAX_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -62,12 +63,17 @@ def build_variant(depth: int, variant: str) -> nn.Module:
 def time_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(device)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, bench.NUM_CLASSES, (args.batch_size,), generator=generator).to(device)
     steps = {}
     for variant in VARIANTS:
         torch.manual_seed(0)
         model = build_variant(args.depth, variant).to(device).train()
-        steps[variant] = bench.make_train_step(model, model, bench.make_optimizer(model), images, targets, device, "32")
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        steps[variant] = bench.make_train_step(model, model, bench.make_optimizer(model), images, targets, device,
+                                               args.precision)
         for _ in range(args.warmup):
             steps[variant]()
 
@@ -91,7 +97,9 @@ def time_max_ops(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for (stage, stride), channels in zip(STAGES, widths):
         side = max(1, args.image_size // stride)
         shape = (args.batch_size, channels, side, side)
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, DTYPES[args.precision])
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         leaf = x.clone().requires_grad_(True)
         outputs = {name: op(x) for name, op in MAX_OPS.items()}
         gradients = {name: torch.randn_like(out) for name, out in outputs.items()}
@@ -136,7 +144,9 @@ def markdown(report: dict) -> str:
         f"threads; 1-minute load average {bench.load(m.get('load_average_start'))} at the start, "
         f"{bench.load(m.get('load_average_end'))} at the end",
         f"- versions: torch {v['torch']}",
-        f"- settings on {s['device']}: ResNet-{s['depth']} ({bench.NETWORK_TYPE} stem), float32, batch {s['batch_size']}, "
+        f"- settings on {s['device']}: ResNet-{s['depth']} ({bench.NETWORK_TYPE} stem), "
+        f"{'bf16 autocast' if s['precision'] == 'bf16' else 'float32'}, "
+        f"{'channels_last' if s['channels_last'] else 'contiguous'}, batch {s['batch_size']}, "
         f"{s['image_size']}x{s['image_size']} images, repeats {s['repeats']} (x {s['iters']} steps, after "
         f"{s['warmup']} warm-up steps){' (quick: tiny sizes, these numbers measure nothing)' if s['quick'] else ''}",
     ]
@@ -168,6 +178,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=2, help="train steps per timed repeat")
     parser.add_argument("--op-iters", type=int, default=10, help="calls per timed repeat of a max op")
+    parser.add_argument("--precision", choices=tuple(DTYPES), default="32",
+                        help="bf16: autocast for the steps, bfloat16 inputs for the max ops")
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
@@ -189,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "arguments": list(sys.argv[1:] if argv is None else argv),
         "machine": bench.machine_info(device), "versions": bench.versions(), "notes": list(args.note),
-        "settings": {"device": str(device), "depth": args.depth, "image_size": args.image_size,
+        "settings": {"device": str(device), "precision": args.precision, "channels_last": args.channels_last,
+                     "depth": args.depth, "image_size": args.image_size,
                      "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
                      "iters": args.iters, "op_iters": args.op_iters, "quick": args.quick},
     }

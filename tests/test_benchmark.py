@@ -184,6 +184,7 @@ def test_render_derives_every_ratio_and_spread_from_the_recorded_times(report, t
 
 def test_profile_cbam_times_each_gate_and_both_maxima(tmp_path):
     result = run_script("scripts/profile_cbam.py", ["--quick", "--device", "cpu", "--threads", "1",
+                                                    "--precision", "bf16", "--channels-last",
                                                     "--output-md", str(tmp_path / "cbam.md"),
                                                     "--output-json", str(tmp_path / "cbam.json")], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -204,6 +205,7 @@ def test_profile_cbam_times_each_gate_and_both_maxima(tmp_path):
     assert [row["shape"] for row in data["max_ops"]][::4] == [[2, 64, 8, 8], [2, 128, 4, 4], [2, 256, 2, 2],
                                                                [2, 512, 1, 1]]
     assert "python scripts/profile_cbam.py --quick" in text and data["machine"]["cpu"] in text
+    assert "bf16 autocast, channels_last" in text
 
 
 def test_profile_cbam_variants_drop_exactly_one_gate():
