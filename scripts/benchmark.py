@@ -123,6 +123,7 @@ class Settings:
     workers: int
     att_types: tuple[str, ...] = ATT_TYPES
     notes: list[str] = field(default_factory=list)
+    profile_dir: Path | None = None
 
     @property
     def torch_device(self) -> torch.device:
@@ -612,7 +613,44 @@ def _trainer_vs_bare(trainer, loader, loader_name: str, images: int, settings: S
                       "images_per_second": 1 / median(seconds["bare_loop"])},
     }
     result.update(paired_ratio(seconds["bare_loop"], seconds["trainer"]))  # images/s ratio, repeat by repeat
+    if settings.profile_dir is not None:
+        log(f"trainer: profiling one epoch of each into {settings.profile_dir}")
+        result["profiles"] = profile_epochs({"trainer": trainer_epoch, "bare_loop": bare_epoch}, device,
+                                            settings.profile_dir)
     return result
+
+
+def profile_epochs(runs: dict[str, Callable[[], int]], device: torch.device, folder: Path) -> list[str]:
+    """One call of each run under torch.profiler; per run a text file of its op table(s). Their names.
+
+    On CUDA the ops are listed by their own device time and, apart, by their own host time (what
+    the host spends launching them); comparing the two runs' tables shows where one loop's extra
+    time goes.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, run in runs.items():
+        synchronize(device)
+        started = time.perf_counter()
+        with profile(activities=activities) as profiler:
+            run()
+            synchronize(device)
+        seconds = time.perf_counter() - started
+        averages = profiler.key_averages()
+        text = [f"# {name}: one epoch under torch.profiler on {device} ({seconds:.3f} s with the profiler on)", ""]
+        if cuda:
+            text += ["## ops by self device time", "", averages.table(sort_by="self_device_time_total", row_limit=30),
+                     ""]
+        # every op by host time: the small per-step ops are the suspects when one loop is slower
+        text += ["## ops by self host time (all)", "", averages.table(sort_by="self_cpu_time_total", row_limit=-1)]
+        path = folder / f"trainer_profile_{name}.txt"
+        path.write_text("\n".join(text) + "\n")
+        written.append(path.name)
+    return written
 
 
 # ------------------------------------------------------------------------------------------- machine
@@ -813,6 +851,9 @@ def markdown(report: dict) -> str:
             f"| {trainer['ratio']:.3f}{spread_text(trainer.get('spread'), 3)} | "
             f"{trainer['trainer']['images_per_second']:,.1f} | "
             f"{trainer['bare_loop']['images_per_second']:,.1f} |"]
+        if trainer.get("profiles"):
+            lines += ["", "One epoch of each under torch.profiler (op tables, device and host time): "
+                      + ", ".join(f"`{name}`" for name in trainer["profiles"]) + " in the --profile-trainer folder."]
 
     lines += ["", "## How the peers differ", ""] + [f"- {note}" for note in PEER_NOTES]
     for gap in report["missing_peers"]:
@@ -874,6 +915,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", action="append", default=[], help="a line for the report (e.g. how busy the "
                                                                     "machine was)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    parser.add_argument("--profile-trainer", type=Path, metavar="DIR",
+                        help="after timing, record one Trainer epoch and one bare-loop epoch under torch.profiler "
+                             "and write their op tables (device and host time) to DIR")
     parser.add_argument("--output-md", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--output-json", type=Path, default=REPO / "docs" / "benchmarks.json")
     parser.add_argument("--render", type=Path, metavar="JSON",
@@ -904,7 +948,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         compile=pick("compile"), repeats=pick("repeats"), warmup=pick("warmup"), iters=pick("iters"),
         data=dict(base["data"]), trainer=dict(base["trainer"]), threads=torch.get_num_threads(), quick=args.quick,
         cpu_memory=(not args.quick) if args.cpu_memory is None else args.cpu_memory, timm=not args.no_timm,
-        workers=workers, att_types=tuple(args.att_types), notes=list(args.note))
+        workers=workers, att_types=tuple(args.att_types), notes=list(args.note), profile_dir=args.profile_trainer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 #      the device loader on CUDA, CUDA RNG checkpoint/resume, deterministic equality);
 #   2. experiment=cifar10_fast with no attention on the real CIFAR-10;
 #   3. the benchmark's GPU suite in eager mode (ResNet-50, every block and peer, the data path,
-#      the trainer vs a bare loop);
+#      the trainer vs a bare loop, with a torch.profiler op table of one epoch of each in profile/);
 #   4. a 1-GPU DDP smoke run (torchrun, NCCL, SyncBatchNorm);
 #   5. the benchmark's compiled models (ResNet-50: ours none and CBAM, torchvision's; timm's
 #      peers are left out to fit three compiles);
@@ -103,7 +103,7 @@ fi
 # 3. Benchmark, GPU suite, eager (every block and peer at ResNet-50, data path, trainer)
 note "benchmark eager"
 timeout 90 python3 scripts/benchmark.py --suite gpu --device cuda --depths 50 --repeats 5 --no-compile \
-    --output-md "$OUT_DIR/benchmarks_gpu.md" --output-json "$OUT_DIR/benchmarks_gpu.json" \
+    --profile-trainer "$OUT_DIR/profile" --output-md "$OUT_DIR/benchmarks_gpu.md" --output-json "$OUT_DIR/benchmarks_gpu.json" \
     > "$LOGS/benchmark_eager.txt" 2>&1 || failed+=("benchmark eager")
 tail -n 8 "$LOGS/benchmark_eager.txt"
 
@@ -185,6 +185,6 @@ EOF
     echo "failed stages: ${failed[*]:-none}"
 } > "$OUT_DIR/summary.txt" 2>&1
 cp "$OUT_DIR/summary.txt" "$OUT_DIR/machine.txt" "$OUT_DIR/gpu_tests.txt" "$LOGS/" 2>/dev/null
-(cd "$OUT_DIR" && tar czf logs.tar.gz --exclude=checkpoints --exclude='*.pt' --exclude='*.tmp' logs runs 2>/dev/null)
+(cd "$OUT_DIR" && tar czf logs.tar.gz --exclude=checkpoints --exclude='*.pt' --exclude='*.tmp' logs runs profile 2>/dev/null)
 cat "$OUT_DIR/summary.txt"
 [ ${#failed[@]} -eq 0 ]

@@ -22,9 +22,10 @@ MODEL_KEYS = {"depth", "att_type", "impl", "name", "mode", "params", "step_secon
 def report(module_tmp):
     out = module_tmp("benchmark")
     result = run_script("scripts/benchmark.py", ["--quick", "--device", "cpu", "--threads", "1", "--output-md", str(out / "bench.md"),
-                                                 "--output-json", str(out / "bench.json")], timeout=600)
+                                                 "--output-json", str(out / "bench.json"),
+                                                 "--profile-trainer", str(out / "profile")], timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(), out / "profile"
 
 
 def close(a: float, b: float) -> bool:
@@ -32,7 +33,7 @@ def close(a: float, b: float) -> bool:
 
 
 def test_header_names_machine_versions_and_settings(report):
-    data, text = report
+    data, text, _ = report
     assert data["schema"] == 1
     assert {"platform", "cpu", "cpu_cores", "torch_threads"} <= set(data["machine"])
     assert {"torch", "torchvision", "timm"} <= set(data["versions"])
@@ -47,7 +48,7 @@ def test_header_names_machine_versions_and_settings(report):
 
 
 def test_every_model_was_timed_and_peers_are_there_or_explained(report):
-    data, text = report
+    data, text, _ = report
     settings = data["settings"]
     ours = {(r["depth"], r["att_type"]) for r in data["models"] if r["impl"] == "ours"}
     assert ours == {(d, a) for d in settings["depths"] for a in ("none", "SE", "CBAM", "BAM")}
@@ -86,7 +87,7 @@ def same(row: dict, expected: tuple[float, list[float]]) -> bool:
 
 
 def test_ratios_are_the_medians_of_the_per_repeat_ratios_of_the_recorded_times(report):
-    data, text = report
+    data, text, _ = report
     by_key = {(r["depth"], r["att_type"], r["impl"], r["mode"]): r for r in data["models"]}
     versus = data["ratios"]["ours_vs_peer"]
     assert versus
@@ -109,7 +110,7 @@ def test_ratios_are_the_medians_of_the_per_repeat_ratios_of_the_recorded_times(r
 
 
 def test_data_path_and_trainer_sections(report):
-    data, text = report
+    data, text, _ = report
     loader = data["data"]
     import attn_resnet.data
 
@@ -133,7 +134,7 @@ def test_data_path_and_trainer_sections(report):
 
 
 def test_headline_checks_each_target_against_its_measurement(report):
-    data, text = report
+    data, text, _ = report
     checks = {row["check"]: row for row in data["headline"]}
     assert any("Trainer" in check for check in checks)
     for row in data["headline"]:
@@ -148,7 +149,7 @@ def test_headline_checks_each_target_against_its_measurement(report):
 
 
 def test_render_rewrites_the_markdown_of_a_report_with_added_notes(report, tmp_path):
-    data, _ = report
+    data, _, _ = report
     source = tmp_path / "report.json"
     source.write_text(json.dumps(data))
     result = run_script("scripts/benchmark.py", ["--render", str(source), "--note", "measured on a quiet machine",
@@ -164,7 +165,7 @@ def test_render_rewrites_the_markdown_of_a_report_with_added_notes(report, tmp_p
 def test_render_derives_every_ratio_and_spread_from_the_recorded_times(report, tmp_path):
     # A report written by an earlier version (a ratio of medians, no spreads) is rendered with the
     # statistics of this one, computed from its per-repeat times; nothing is measured again.
-    data, text = report
+    data, text, _ = report
     old = json.loads(json.dumps(data))
     for row in old["ratios"]["ours_vs_peer"] + old["ratios"]["attention_overhead"] + old["headline"]:
         row.pop("spread", None)
@@ -226,3 +227,15 @@ def test_profile_cbam_variants_drop_exactly_one_gate():
 
     assert gates("plain") == (0, 0) and gates("CBAM") == (8, 8)
     assert gates("channel gate only") == (8, 0) and gates("spatial gate only") == (0, 8)
+
+
+def test_trainer_profile_tables_tell_the_two_loops_apart(report):
+    data, text, folder = report
+    assert data["trainer"]["profiles"] == ["trainer_profile_trainer.txt", "trainer_profile_bare_loop.txt"]
+    trainer = (folder / "trainer_profile_trainer.txt").read_text()
+    bare = (folder / "trainer_profile_bare_loop.txt").read_text()
+    for table in (trainer, bare):
+        assert "ops by self host time" in table and "aten::convolution_backward" in table
+    # the training meters' non-finite watch runs in the Trainer's step only
+    assert "aten::isfinite" in trainer and "aten::isfinite" not in bare
+    assert "trainer_profile_trainer.txt" in text
