@@ -174,6 +174,16 @@ def paired_ratio(numerator: list[float] | None, denominator: list[float] | None)
     return {"ratio": middle, "spread": [first, third]}
 
 
+def repeat_steps(step: Callable[[], None], iters: int) -> Callable[[], int]:
+    """A contender for ``timed_turns``: ``iters`` calls of ``step``, counted as ``iters`` units."""
+    def run() -> int:
+        for _ in range(iters):
+            step()
+        return iters
+
+    return run
+
+
 def timed_turns(contenders: dict[str, Callable[[], int]], repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds per unit of each contender, one value per repeat; the contenders take turns.
 
@@ -391,15 +401,8 @@ def benchmark_models(settings: Settings, log: Callable[[str], None],
                                              else "n/a (measured in eager mode only)")
             log(f"depth {depth} {mode}: timing {len(steps)} models x {settings.repeats} repeats x {settings.iters} steps")
 
-            def runner(step: Callable[[], None]) -> Callable[[], int]:
-                def run() -> int:
-                    for _ in range(settings.iters):
-                        step()
-                    return settings.iters
-
-                return run
-
-            seconds = timed_turns({key: runner(step) for key, step in steps.items()}, settings.repeats, device)
+            seconds = timed_turns({key: repeat_steps(step, settings.iters) for key, step in steps.items()},
+                                  settings.repeats, device)
             for contender in contenders:
                 per_step = seconds[contender.key]
                 step_seconds = median(per_step)
@@ -539,9 +542,7 @@ def benchmark_data(settings: Settings, log: Callable[[str], None]) -> dict:
     result["per_image"] = {"name": "DataLoader + PIL + RandomCrop/Flip/ToTensor/Normalize",
                            "seconds_per_image": seconds["per_image"],
                            "images_per_second": 1 / median(seconds["per_image"])}
-    # images/s ratio, repeat by repeat: the per-image pipeline's seconds over the device loader's
-    result.update(paired_ratio(seconds["per_image"], seconds["device_loader"]))
-    return result
+    return result  # its ratio and spread: derive()
 
 
 # ------------------------------------------------------------------------------------------- trainer
@@ -612,7 +613,6 @@ def _trainer_vs_bare(trainer, loader, loader_name: str, images: int, settings: S
         "bare_loop": {"seconds_per_image": seconds["bare_loop"],
                       "images_per_second": 1 / median(seconds["bare_loop"])},
     }
-    result.update(paired_ratio(seconds["bare_loop"], seconds["trainer"]))  # images/s ratio, repeat by repeat
     if settings.profile_dir is not None:
         log(f"trainer: profiling one epoch of each into {settings.profile_dir}")
         result["profiles"] = profile_epochs({"trainer": trainer_epoch, "bare_loop": bare_epoch}, device,
@@ -799,13 +799,14 @@ def markdown(report: dict) -> str:
               "peer params | ours peak MiB | peer peak MiB | peer |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     missing = {(gap["depth"], gap["att_type"]): gap for gap in report["missing_peers"]}
+    versus = {(r["depth"], r["att_type"], r["mode"]): r for r in report["ratios"]["ours_vs_peer"]}
     for ours in (r for r in records if r["impl"] == "ours"):
         peer = by_key.get((ours["depth"], ours["att_type"], "peer", ours["mode"]))
         if peer is None:
             gap = missing.get((ours["depth"], ours["att_type"]), {"reason": "no peer"})
             peer = {"median_step_seconds": None, "images_per_second": None, "params": None, "peak_memory_mb": None,
                     "name": gap["reason"]}
-        paired = paired_ratio(ours["step_seconds"], peer.get("step_seconds"))
+        paired = versus.get((ours["depth"], ours["att_type"], ours["mode"]), {"ratio": None, "spread": None})
         lines.append(
             f"| {ours['depth']} | {ours['att_type']} | {ours['mode']} | {fmt(paired['ratio'], 3)}"
             f"{spread_text(paired['spread'], 3)} | "

@@ -122,6 +122,11 @@ print("ddp smoke: world_size", r["world_size"], "| val images", r["history"][-1]
 EOF
 tail -n 1 "$LOGS/ddp_smoke.txt"
 left() { echo $(( BUDGET - $(elapsed) )); }
+time_for() {  # time_for NAME SECONDS LOG: true (and the stage noted) when SECONDS are left, else the skip is logged
+    if [ "$(left)" -ge "$2" ]; then note "$1"; return 0; fi
+    echo "$1 skipped: $(left) s left of ${BUDGET}" | tee "$3"
+    return 1
+}
 
 # 5. Benchmark, compiled models (the report is rewritten after each mode)
 budget=$(left); [ "$budget" -gt 240 ] && budget=240
@@ -137,26 +142,20 @@ else
 fi
 
 # 6. Where CBAM's GPU overhead goes: each gate alone, and the two maxima with and without the index
-if [ "$(left)" -ge 70 ]; then
-    note "cbam cost"
+if time_for "cbam cost" 70 "$LOGS/cbam_cost.txt"; then
     timeout 60 python3 scripts/profile_cbam.py --device cuda --image-size 224 --batch-size 256 --precision bf16 \
         --channels-last --repeats 5 --output-md "$OUT_DIR/cbam_cost_gpu.md" --output-json "$OUT_DIR/cbam_cost_gpu.json" \
         > "$LOGS/cbam_cost.txt" 2>&1 || failed+=("cbam cost")
     tail -n 5 "$LOGS/cbam_cost.txt"
-else
-    echo "cbam cost skipped: $(left) s left of ${BUDGET}" | tee "$LOGS/cbam_cost.txt"
 fi
 
 # 7. The ImageNet data path (DALI when installed)
-if [ "$(left)" -ge 90 ]; then
-    note "imagenet data path"
+if time_for "imagenet data path" 90 "$LOGS/imagenet_data.txt"; then
     timeout 90 python3 scripts/benchmark_imagenet_data.py --device cuda --images 512 --batch-size 64 \
         --output-md "$OUT_DIR/benchmarks_imagenet_data_gpu.md" \
         --output-json "$OUT_DIR/benchmarks_imagenet_data_gpu.json" \
         > "$LOGS/imagenet_data.txt" 2>&1 || failed+=("imagenet data path")
     tail -n 6 "$LOGS/imagenet_data.txt"
-else
-    echo "imagenet data path skipped: $(left) s left of ${BUDGET}" | tee "$LOGS/imagenet_data.txt"
 fi
 
 # 8. cifar10_fast with CBAM, with the time left (a stop by the timeout still logs its epochs)

@@ -77,15 +77,8 @@ def time_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
         for _ in range(args.warmup):
             steps[variant]()
 
-    def runner(step: Callable[[], None]) -> Callable[[], int]:
-        def run() -> int:
-            for _ in range(args.iters):
-                step()
-            return args.iters
-
-        return run
-
-    seconds = bench.timed_turns({name: runner(step) for name, step in steps.items()}, args.repeats, device)
+    seconds = bench.timed_turns({name: bench.repeat_steps(step, args.iters) for name, step in steps.items()},
+                                args.repeats, device)
     return [{"variant": variant, "step_seconds": seconds[variant],
              "median_step_seconds": bench.median(seconds[variant]),
              **bench.paired_ratio(seconds[variant], seconds["plain"])} for variant in VARIANTS]
