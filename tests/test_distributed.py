@@ -273,8 +273,11 @@ def _sync_bn_worker(rank: int, world_size: int, init_file: str, queue) -> None:
         # A loss that weighs channels differently, so the gradient through the statistics matters.
         weights = torch.arange(1.0, 5.0).view(1, 4, 1, 1)
         ((out * weights).pow(2).sum() + out_flat.pow(3).sum()).backward()
-        queue.put((rank, out.detach(), shard.grad, out_flat.detach(), shard_flat.grad,
-                   model[0].running_mean.clone(), model[0].running_var.clone(), model[0].weight.grad.clone()))
+        tensors = (out.detach(), shard.grad, out_flat.detach(), shard_flat.grad,
+                   model[0].running_mean, model[0].running_var, model[0].weight.grad)
+        # Sent as numpy arrays, which pickle by value: a tensor on a torch queue travels as a shared-memory
+        # handle that the receiver must fetch from this process, and this process may have exited by then.
+        queue.put((rank, *(tensor.detach().numpy().copy() for tensor in tensors)))
     finally:
         dist.destroy_process_group()
 
@@ -286,7 +289,8 @@ def test_gloo_sync_batchnorm_equals_batchnorm_over_the_global_batch(tmp_path):
                  for rank in range(2)]
     for process in processes:
         process.start()
-    results = sorted((queue.get(timeout=120) for _ in processes), key=lambda item: item[0])
+    received = sorted((queue.get(timeout=120) for _ in processes), key=lambda item: item[0])
+    results = [(rank, *(torch.from_numpy(array) for array in arrays)) for rank, *arrays in received]
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
