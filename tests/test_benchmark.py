@@ -192,7 +192,7 @@ def test_profile_cbam_times_each_gate_and_both_maxima(tmp_path):
     data = json.loads((tmp_path / "cbam.json").read_text())
     text = (tmp_path / "cbam.md").read_text()
     steps = {row["variant"]: row for row in data["steps"]}
-    assert list(steps) == ["plain", "CBAM", "channel gate only", "spatial gate only"]
+    assert list(steps) == ["plain", "CBAM", "channel gate only", "spatial gate only", "CBAM, maxima as means (a bound)"]
     plain = steps["plain"]["step_seconds"]
     for row in steps.values():
         assert len(row["step_seconds"]) == data["settings"]["repeats"]
@@ -227,6 +227,37 @@ def test_profile_cbam_variants_drop_exactly_one_gate():
 
     assert gates("plain") == (0, 0) and gates("CBAM") == (8, 8)
     assert gates("channel gate only") == (8, 0) and gates("spatial gate only") == (0, 8)
+    assert gates(profile_cbam.BOUND) == (8, 8)
+
+
+def test_profile_cbam_bound_gates_swap_each_max_for_the_mean_and_keep_the_rest():
+    import sys
+
+    import torch
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import profile_cbam
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    from attn_resnet.models.attention.cbam import CBAM
+
+    torch.manual_seed(0)
+    block = CBAM(32, reduction=4).train()
+    x = torch.randn(3, 32, 5, 5)
+    channel, spatial = block.channel_gate, block.spatial_gate
+    average = x.mean((2, 3))
+    scale = torch.sigmoid(2 * channel.mlp(average))
+    expected_channel = x * scale[:, :, None, None]
+    mean = expected_channel.mean(1, keepdim=True)
+    expected = expected_channel * torch.sigmoid(spatial.bn(spatial.conv(torch.cat([mean, mean], 1))))
+    real = block(x)
+    channel.__class__, spatial.__class__ = profile_cbam.ChannelGateWithoutMax, profile_cbam.SpatialGateWithoutMax
+    bound = block(x)
+    torch.testing.assert_close(bound, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(bound, real, atol=1e-3)  # the real block's maxima differ from the means
 
 
 def test_trainer_profile_tables_tell_the_two_loops_apart(report):
