@@ -69,6 +69,22 @@ def test_every_experiment_sets_its_recipe(experiment):
             assert cfg[group][key] == value, (experiment, group, key)
 
 
+def test_validation_frequency_may_change_on_resume():
+    from attn_resnet.config.resume import trajectory_changes
+
+    saved = {"trainer": {"epochs": 5, "val_every_epochs": 1}}
+    assert trajectory_changes(saved, {"trainer": {"epochs": 5, "val_every_epochs": 2}}) == {}
+    assert trajectory_changes(saved, {"trainer": {"epochs": 6, "val_every_epochs": 1}}) == {"trainer.epochs": (5, 6)}
+
+
+def test_cifar10_fast_validates_once_after_the_last_epoch_whatever_the_epochs():
+    assert compose_train(["experiment=cifar10_fast"]).trainer.val_every_epochs == 30
+    cfg = compose_train(["experiment=cifar10_fast", "trainer.epochs=7"])
+    validate_train_config(cfg)
+    assert cfg.trainer.val_every_epochs == 7
+    assert compose_train(["experiment=cifar10_fast", "trainer.val_every_epochs=1"]).trainer.val_every_epochs == 1
+
+
 @pytest.mark.parametrize("depth,att", list(itertools.product([18, 34, 50, 101], ["none", "SE", "CBAM", "BAM", "cbam"])))
 def test_model_choices_validate(depth, att):
     validate_train_config(compose_train([f"model.depth={depth}", f"model.att_type={att}"]))
@@ -92,6 +108,7 @@ def test_model_choices_validate(depth, att):
         ("trainer.eval_precision=16", "trainer.eval_precision=16", "same"),
         ("data.loader=gpu", "data.loader='gpu'", "workers"),
         ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5", "[0, 1)"),
+        ("trainer.val_every_epochs=0", "trainer.val_every_epochs=0", "positive integer"),
         ("trainer.resume=/no/such/file.pt", "trainer.resume", "no such file"),
     ],
 )

@@ -231,6 +231,62 @@ def test_without_a_test_set_final_metrics_are_the_val_metrics(tmp_path):
     assert not any(tag.startswith("test/") for tag in events.Tags()["scalars"])
 
 
+# ------------------------------------------------------ validation frequency
+def test_val_every_epochs_validates_every_nth_and_the_last_epoch_without_changing_training(tmp_path, caplog):
+    def dropout_model() -> nn.Sequential:  # dropout: any draw from the global RNG by evaluation would show
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(6, 10))
+
+    def run(folder, **settings):
+        test_loader = build_loader(tiny_dataset(12, 10, seed=2, train=False), BATCH, train=False, num_workers=0)
+        trainer = make_trainer(tmp_path / folder, dropout_model(), classes=10, epochs=5, lr=0.5,
+                               test_loader=test_loader, **settings)
+        splits = []
+        evaluate = trainer.evaluate
+        trainer.evaluate = lambda loader, split: splits.append((trainer.epoch + 1, split)) or evaluate(loader, split)
+        torch.manual_seed(1)
+        return trainer, trainer.fit(), splits
+
+    every, every_summary, every_splits = run("every")
+    with caplog.at_level(logging.INFO, logger="attn_resnet.engine.trainer"):
+        sparse, summary, splits = run("sparse", val_every_epochs=2, tensorboard=True)
+    sparse.tb.close()
+    assert splits == [(2, "val"), (2, "test"), (4, "val"), (4, "test"), (5, "val"), (5, "test")]
+    assert len(every_splits) == 10
+    # the same training: equal weights, and equal metrics wherever both validated
+    for a, b in zip(every.model.parameters(), sparse.model.parameters()):
+        assert torch.equal(a, b)
+    history = summary["history"]
+    assert [record["epoch"] for record in history] == [1, 2, 3, 4, 5]
+    for record, full in zip(history, every_summary["history"]):
+        assert record["train_loss"] == full["train_loss"]
+        if record["epoch"] in (2, 4, 5):
+            assert {k: v for k, v in record.items() if k.startswith(("val_", "test_"))} == \
+                   {k: v for k, v in full.items() if k.startswith(("val_", "test_"))}
+        else:
+            assert not any(key.startswith(("val_", "test_")) for key in record)
+    assert summary["final"] == every_summary["final"] and summary["final_val"] == every_summary["final_val"]
+    validated = {record["epoch"]: record["val_acc1"] for record in history if "val_acc1" in record}
+    best_epoch = max(validated, key=lambda epoch: (validated[epoch], -epoch))
+    assert summary["best"] == {"acc1": validated[best_epoch], "epoch": best_epoch}
+    assert load_training_checkpoint(tmp_path / "sparse" / "checkpoints" / "best.pt")["epoch"] == best_epoch
+    assert load_training_checkpoint(tmp_path / "sparse" / "checkpoints" / "last.pt")["epoch"] == 5
+    events = EventAccumulator(str(tmp_path / "sparse"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/acc1")] == [2, 4, 5]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert lines[0].startswith("epoch 1/5  train loss") and "val" not in lines[0] and "| lr " in lines[0]
+    assert "| val loss" in lines[1] and "| test loss" in lines[1]
+
+
+def test_val_every_epochs_must_be_a_positive_integer(tmp_path):
+    for value in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="trainer.val_every_epochs"):
+            make_trainer(tmp_path, val_every_epochs=value)
+
+
 # ----------------------------------------------------------------- progress
 class FakeClock:
     def __init__(self) -> None:

@@ -22,7 +22,7 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.channels_last", "trainer.deterministic",
     "trainer.progress", "trainer.progress_interval", "trainer.log_every_steps", "trainer.tensorboard",
     "trainer.checkpoint_every_steps", "trainer.resume", "trainer.resume_allow_changes",
-    "trainer.limit_val_batches", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
+    "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
 })
 
 

@@ -52,6 +52,9 @@ class TrainerSettings:
     the numbers that go into tables do not depend on the training precision; "same" follows
     ``precision``. ``log_every_steps``: batches between reads of the training meters, which also
     check for a non-finite loss (0: only at checkpoints and the end of an epoch).
+    ``val_every_epochs``: validate (and test, and consider best.pt) after every N-th epoch and
+    after the last; the epochs between record their training metrics only. Evaluation draws
+    nothing from the global RNG, so N does not change the training trajectory.
     """
 
     epochs: int = 1
@@ -71,6 +74,7 @@ class TrainerSettings:
     progress_interval: float = 30.0
     log_every_steps: int = 20
     max_nonfinite_skips: int = 10
+    val_every_epochs: int = 1
 
 
 def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
@@ -237,6 +241,10 @@ class Trainer:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
                              f"Valid choices: {', '.join(EVAL_PRECISION_CHOICES)}.")
         check_compile_mode(settings.compile_mode)
+        if isinstance(settings.val_every_epochs, bool) or not isinstance(settings.val_every_epochs, int) \
+                or settings.val_every_epochs < 1:
+            raise ValueError(f"trainer.val_every_epochs={settings.val_every_epochs!r} is not valid: it must be a "
+                             f"positive integer (1: validate after every epoch).")
         self.settings = settings
         self.device = device
         self.model = model.to(device)
@@ -437,18 +445,20 @@ class Trainer:
                 "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``settings.epochs`` (continuing from the loaded state) and validate each epoch."""
+        """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says."""
         settings = self.settings
         while self.epoch < settings.epochs:
             epoch = self.epoch
             self.throughput.new_epoch()
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch(epoch)
-            evaluated = {"val": self.evaluate(self.val_loader, "val")}
-            if self.test_loader is not None:
-                evaluated["test"] = self.evaluate(self.test_loader, "test")
+            evaluated = {}
+            if (epoch + 1) % settings.val_every_epochs == 0 or epoch + 1 == settings.epochs:
+                evaluated["val"] = self.evaluate(self.val_loader, "val")
+                if self.test_loader is not None:
+                    evaluated["test"] = self.evaluate(self.test_loader, "test")
             self.epoch, self.batch_in_epoch = epoch + 1, 0
-            improved = evaluated["val"]["acc1"] > self.best_acc1
+            improved = "val" in evaluated and evaluated["val"]["acc1"] > self.best_acc1
             if improved:
                 self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
             self._record_epoch(epoch + 1, lr, train, evaluated)
@@ -473,19 +483,20 @@ class Trainer:
         self.history.append(record)
         # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
         self.tb.scalars({tag: value for tag, value in scalars.items() if value is not None}, epoch)
-        log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %s | lr %.4g | %.0f img/s, %.1f s", epoch,
+        log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %slr %.4g | %.0f img/s, %.1f s", epoch,
                  self.settings.epochs, train["loss"], train["acc1"],
-                 " | ".join(_metrics_text(split, metrics) for split, metrics in evaluated.items()), lr,
+                 "".join(f"{_metrics_text(split, metrics)} | " for split, metrics in evaluated.items()), lr,
                  images_per_sec, seconds)
 
     def summary(self) -> dict[str, Any]:
-        """Run totals; ``final`` is the last epoch on the test set when there is one, else on val.
+        """Run totals; ``final`` is the last validated epoch on the test set when there is one, else on val.
 
-        With a test set, ``final_val`` holds the last epoch's held-out metrics; ``best`` is always
+        With a test set, ``final_val`` holds that epoch's held-out metrics; ``best`` is always
         the best held-out (val) epoch, the one saved as best.pt. ``images_per_sec`` leaves out the
         steps that compiled, whose time is ``compile_seconds`` (evaluation's compile included).
         """
-        last = self.history[-1] if self.history else {}
+        # The last validated epoch: with val_every_epochs > 1 a stopped run may end between two.
+        last = next((record for record in reversed(self.history) if "val_acc1" in record), {})
 
         def final(split: str) -> dict[str, float | None]:
             return {key: last.get(f"{split}_{key}") for key in ("acc1", "acc5", "loss")}
