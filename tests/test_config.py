@@ -69,19 +69,20 @@ def test_every_experiment_sets_its_recipe(experiment):
             assert cfg[group][key] == value, (experiment, group, key)
 
 
-def test_validation_frequency_may_change_on_resume():
+def test_validation_and_checkpoint_frequencies_may_change_on_resume():
     from attn_resnet.config.resume import trajectory_changes
 
-    saved = {"trainer": {"epochs": 5, "val_every_epochs": 1}}
-    assert trajectory_changes(saved, {"trainer": {"epochs": 5, "val_every_epochs": 2}}) == {}
+    saved = {"trainer": {"epochs": 5, "val_every_epochs": 1, "checkpoint_every_epochs": 1}}
+    assert trajectory_changes(saved, {"trainer": {"epochs": 5, "val_every_epochs": 2, "checkpoint_every_epochs": 3}}) == {}
     assert trajectory_changes(saved, {"trainer": {"epochs": 6, "val_every_epochs": 1}}) == {"trainer.epochs": (5, 6)}
 
 
-def test_cifar10_fast_validates_once_after_the_last_epoch_whatever_the_epochs():
-    assert compose_train(["experiment=cifar10_fast"]).trainer.val_every_epochs == 30
+def test_cifar10_fast_validates_and_checkpoints_once_after_the_last_epoch_whatever_the_epochs():
+    cfg = compose_train(["experiment=cifar10_fast"])
+    assert cfg.trainer.val_every_epochs == cfg.trainer.checkpoint_every_epochs == 30
     cfg = compose_train(["experiment=cifar10_fast", "trainer.epochs=7"])
     validate_train_config(cfg)
-    assert cfg.trainer.val_every_epochs == 7
+    assert cfg.trainer.val_every_epochs == cfg.trainer.checkpoint_every_epochs == 7
     assert compose_train(["experiment=cifar10_fast", "trainer.val_every_epochs=1"]).trainer.val_every_epochs == 1
 
 
@@ -109,6 +110,7 @@ def test_model_choices_validate(depth, att):
         ("data.loader=gpu", "data.loader='gpu'", "workers"),
         ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5", "[0, 1)"),
         ("trainer.val_every_epochs=0", "trainer.val_every_epochs=0", "positive integer"),
+        ("trainer.checkpoint_every_epochs=2.5", "trainer.checkpoint_every_epochs=2.5", "positive integer"),
         ("trainer.resume=/no/such/file.pt", "trainer.resume", "no such file"),
     ],
 )

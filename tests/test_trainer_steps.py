@@ -281,10 +281,51 @@ def test_val_every_epochs_validates_every_nth_and_the_last_epoch_without_changin
     assert "| val loss" in lines[1] and "| test loss" in lines[1]
 
 
-def test_val_every_epochs_must_be_a_positive_integer(tmp_path):
-    for value in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="trainer.val_every_epochs"):
-            make_trainer(tmp_path, val_every_epochs=value)
+def test_checkpoint_every_epochs_writes_every_nth_and_the_last_and_resumes_from_them(tmp_path):
+    def dropout_model() -> nn.Sequential:  # dropout: the resumed run must restore the RNG too
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(6, 10))
+
+    every = make_trainer(tmp_path / "every", dropout_model(), classes=10, epochs=5, lr=0.5)
+    torch.manual_seed(1)
+    every.fit()
+    sparse = make_trainer(tmp_path / "sparse", dropout_model(), classes=10, epochs=5, lr=0.5,
+                          checkpoint_every_epochs=2)
+    written, kept = [], tmp_path / "after_epoch_2.pt"
+    save = sparse.save
+
+    def recording_save(name):
+        path = save(name)
+        written.append((sparse.epoch, name))
+        if (sparse.epoch, name) == (2, "last.pt"):
+            kept.write_bytes(path.read_bytes())
+        return path
+
+    sparse.save = recording_save
+    torch.manual_seed(1)
+    sparse.fit()
+    assert [epoch for epoch, name in written if name == "last.pt"] == [2, 4, 5]
+    best = [epoch for epoch, name in written if name == "best.pt"]
+    assert best and best[-1] == sparse.best_epoch
+    for a, b in zip(every.model.parameters(), sparse.model.parameters()):
+        assert torch.equal(a, b)
+    # a run stopped after epoch 3 resumes from epoch 2's checkpoint and ends with the same weights
+    resumed = make_trainer(tmp_path / "resumed", dropout_model(), classes=10, epochs=5, lr=0.5,
+                           checkpoint_every_epochs=2)
+    torch.manual_seed(123)  # the checkpoint's RNG state, loaded with it, replaces this one
+    resumed.load_state_dict(load_training_checkpoint(kept))
+    assert resumed.epoch == 2
+    resumed.fit()
+    for a, b in zip(every.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_validation_and_checkpoint_frequencies_must_be_positive_integers(tmp_path):
+    for key in ("val_every_epochs", "checkpoint_every_epochs"):
+        for value in (0, -1, 1.5, True):
+            with pytest.raises(ValueError, match=f"trainer.{key}"):
+                make_trainer(tmp_path, **{key: value})
 
 
 # ----------------------------------------------------------------- progress

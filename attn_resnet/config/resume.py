@@ -21,7 +21,8 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.device", "trainer.compile", "trainer.compile_mode", "trainer.cudnn_benchmark", "trainer.eval_precision",
     "trainer.channels_last", "trainer.deterministic",
     "trainer.progress", "trainer.progress_interval", "trainer.log_every_steps", "trainer.tensorboard",
-    "trainer.checkpoint_every_steps", "trainer.resume", "trainer.resume_allow_changes",
+    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs",
+    "trainer.resume", "trainer.resume_allow_changes",
     "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
 })
 

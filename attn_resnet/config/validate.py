@@ -268,8 +268,9 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _number(cfg, key, integer=True, allow_zero=True)
     for key in ("trainer.label_smoothing", "trainer.grad_clip"):
         _number(cfg, key, allow_zero=True)
-    if "val_every_epochs" in trainer:
-        _number(cfg, "trainer.val_every_epochs", integer=True)
+    for key in ("val_every_epochs", "checkpoint_every_epochs"):
+        if key in trainer:
+            _number(cfg, f"trainer.{key}", integer=True)
     if "attention_maps_every" in trainer:
         _number(cfg, "trainer.attention_maps_every", integer=True, allow_zero=True)
         _number(cfg, "trainer.attention_maps_images", integer=True)

@@ -55,6 +55,8 @@ class TrainerSettings:
     ``val_every_epochs``: validate (and test, and consider best.pt) after every N-th epoch and
     after the last; the epochs between record their training metrics only. Evaluation draws
     nothing from the global RNG, so N does not change the training trajectory.
+    ``checkpoint_every_epochs``: write checkpoints/last.pt after every N-th epoch and after the
+    last (best.pt whenever a validated epoch improves); a resumed run repeats the epochs since.
     """
 
     epochs: int = 1
@@ -75,6 +77,7 @@ class TrainerSettings:
     log_every_steps: int = 20
     max_nonfinite_skips: int = 10
     val_every_epochs: int = 1
+    checkpoint_every_epochs: int = 1
 
 
 def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
@@ -241,10 +244,11 @@ class Trainer:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
                              f"Valid choices: {', '.join(EVAL_PRECISION_CHOICES)}.")
         check_compile_mode(settings.compile_mode)
-        if isinstance(settings.val_every_epochs, bool) or not isinstance(settings.val_every_epochs, int) \
-                or settings.val_every_epochs < 1:
-            raise ValueError(f"trainer.val_every_epochs={settings.val_every_epochs!r} is not valid: it must be a "
-                             f"positive integer (1: validate after every epoch).")
+        for key in ("val_every_epochs", "checkpoint_every_epochs"):
+            value = getattr(settings, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"trainer.{key}={value!r} is not valid: it must be a positive integer "
+                                 f"(1: after every epoch).")
         self.settings = settings
         self.device = device
         self.model = model.to(device)
@@ -464,7 +468,8 @@ class Trainer:
             self._record_epoch(epoch + 1, lr, train, evaluated)
             for hook in self.epoch_hooks:
                 hook(self, epoch + 1)
-            self.save("last.pt")
+            if (epoch + 1) % settings.checkpoint_every_epochs == 0 or epoch + 1 == settings.epochs:
+                self.save("last.pt")
             if improved:
                 self.save("best.pt")
         return self.summary()
