@@ -72,8 +72,9 @@ def test_every_experiment_sets_its_recipe(experiment):
 def test_validation_and_checkpoint_frequencies_may_change_on_resume():
     from attn_resnet.config.resume import trajectory_changes
 
-    saved = {"trainer": {"epochs": 5, "val_every_epochs": 1, "checkpoint_every_epochs": 1}}
-    assert trajectory_changes(saved, {"trainer": {"epochs": 5, "val_every_epochs": 2, "checkpoint_every_epochs": 3}}) == {}
+    saved = {"trainer": {"epochs": 5, "val_every_epochs": 1, "checkpoint_every_epochs": 1, "compile_eval": True}}
+    assert trajectory_changes(saved, {"trainer": {"epochs": 5, "val_every_epochs": 2, "checkpoint_every_epochs": 3,
+                                                  "compile_eval": False}}) == {}
     assert trajectory_changes(saved, {"trainer": {"epochs": 6, "val_every_epochs": 1}}) == {"trainer.epochs": (5, 6)}
 
 
@@ -111,6 +112,7 @@ def test_model_choices_validate(depth, att):
         ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5", "[0, 1)"),
         ("trainer.val_every_epochs=0", "trainer.val_every_epochs=0", "positive integer"),
         ("trainer.checkpoint_every_epochs=2.5", "trainer.checkpoint_every_epochs=2.5", "positive integer"),
+        ("trainer.compile_eval=sometimes", "trainer.compile_eval='sometimes'", "true or false"),
         ("trainer.resume=/no/such/file.pt", "trainer.resume", "no such file"),
     ],
 )

@@ -283,6 +283,22 @@ def test_compiled_training_and_evaluation_never_recompile(tmp_path, device, mode
     assert summary["final"]["acc1"] == pytest.approx(eager["acc1"], abs=10.0)  # at most one of 10 flips
 
 
+def test_compile_eval_false_compiles_the_training_pass_only(tmp_path):
+    from torch._dynamo.utils import counters
+
+    trainer = make_trainer(tmp_path, compile=True, compile_eval=False, val_size=10, classes=10)
+    graphs = counters["stats"]["unique_graphs"]
+    metrics = trainer.evaluate()  # before any training step: nothing may compile
+    assert counters["stats"]["unique_graphs"] == graphs and trainer.throughput.compile_seconds == 0
+    eager = evaluate_model(trainer.model, trainer.val_loader, torch.device("cpu"))
+    assert metrics == eager  # the same eager computation, unpadded: equal to the last bit
+    trainer.train_epoch(0)
+    assert counters["stats"]["unique_graphs"] > graphs and trainer.throughput.compile_seconds > 0
+    compiled_graphs = counters["stats"]["unique_graphs"]
+    assert trainer.evaluate() == evaluate_model(trainer.model, trainer.val_loader, torch.device("cpu"))
+    assert counters["stats"]["unique_graphs"] == compiled_graphs
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=gpu)])
 def test_compiled_training_gives_the_weights_and_batchnorm_statistics_of_eager_training(tmp_path, device):
     # The compiled forward mutates BatchNorm's running statistics inside the graph; they must move

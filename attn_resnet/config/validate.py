@@ -285,6 +285,8 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
                           f"it must be in [0, 1).")
     for key in ("channels_last", "compile", "deterministic", "progress", "tensorboard", "cudnn_benchmark"):
         _boolean(cfg, f"trainer.{key}")
+    if "compile_eval" in trainer:
+        _boolean(cfg, "trainer.compile_eval")
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():
         raise ConfigError(

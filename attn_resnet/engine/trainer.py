@@ -57,6 +57,8 @@ class TrainerSettings:
     nothing from the global RNG, so N does not change the training trajectory.
     ``checkpoint_every_epochs``: write checkpoints/last.pt after every N-th epoch and after the
     last (best.pt whenever a validated epoch improves); a resumed run repeats the epochs since.
+    ``compile_eval``: with ``compile``, compile the evaluation pass too (its own graph); off, it
+    runs eagerly, which is cheaper than compiling for a run that evaluates once or twice.
     """
 
     epochs: int = 1
@@ -65,6 +67,7 @@ class TrainerSettings:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str = "default"
+    compile_eval: bool = True
     cudnn_benchmark: bool = True
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
@@ -266,8 +269,9 @@ class Trainer:
             calls = compiling_calls(settings.compile_mode, device)
             self.throughput.compiling_steps = calls
             self._train_forward = compile_pass(train_forward, settings.compile_mode)
-            self._eval_forward = self.throughput.time_first_calls(compile_pass(eval_forward, settings.compile_mode),
-                                                                  calls)
+            if settings.compile_eval:
+                self._eval_forward = self.throughput.time_first_calls(
+                    compile_pass(eval_forward, settings.compile_mode), calls)
         self.train_loader, self.val_loader, self.test_loader = train_loader, val_loader, test_loader
         main = self.distributed.is_main
         self.progress = progress or ProgressReporter(settings.progress and main, settings.progress_interval,
@@ -341,7 +345,8 @@ class Trainer:
         self.distributed.broadcast_buffers(self.model)  # every rank evaluates the model rank 0 saves
         return evaluate_model(self.model, loader if loader is not None else self.val_loader, self.device,
                               self.eval_precision, settings.channels_last, settings.limit_val_batches, self.progress,
-                              desc, forward=partial(self._eval_forward, self.model), pad_last_batch=settings.compile,
+                              desc, forward=partial(self._eval_forward, self.model),
+                              pad_last_batch=settings.compile and settings.compile_eval,  # one shape, no recompile
                               reduce=self.distributed.sum_ if self.distributed.enabled else None)
 
     # ---------------------------------------------------------------- training
