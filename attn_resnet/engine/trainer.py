@@ -462,7 +462,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch(epoch)
             evaluated = {}
-            if (epoch + 1) % settings.val_every_epochs == 0 or epoch + 1 == settings.epochs:
+            if self._epoch_is_due(epoch + 1, settings.val_every_epochs):
                 evaluated["val"] = self.evaluate(self.val_loader, "val")
                 if self.test_loader is not None:
                     evaluated["test"] = self.evaluate(self.test_loader, "test")
@@ -473,11 +473,15 @@ class Trainer:
             self._record_epoch(epoch + 1, lr, train, evaluated)
             for hook in self.epoch_hooks:
                 hook(self, epoch + 1)
-            if (epoch + 1) % settings.checkpoint_every_epochs == 0 or epoch + 1 == settings.epochs:
+            if self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs):
                 self.save("last.pt")
             if improved:
                 self.save("best.pt")
         return self.summary()
+
+    def _epoch_is_due(self, epoch: int, every: int) -> bool:
+        """Whether the (1-based) ``epoch`` is every ``every``-th one or the run's last."""
+        return epoch % every == 0 or epoch == self.settings.epochs
 
     def _record_epoch(self, epoch: int, lr: float, train: dict, evaluated: dict[str, dict]) -> None:
         """Append the epoch to the history, write its TensorBoard scalars and log its line."""
