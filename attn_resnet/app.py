@@ -161,7 +161,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
 
     sharding = Sharding(world_size, distributed.rank, distributed.local_world_size)
     loaders = make_loaders(data_cfg, seed, device, channels_last=bool(trainer_cfg["channels_last"]),
-                           sharding=sharding)
+                           sharding=sharding, aug=config.get("aug"))
     info = loaders.info
     if len(loaders.train) == 0:
         share = f" shared by {world_size} processes" if world_size > 1 else ""
@@ -188,7 +188,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     optim_options = {k: v for k, v in optim_cfg.items() if k not in ("name", "lr", "reference_batch_size")}
     optimizer = build_optimizer(model, optim_cfg["name"], lr, device=device, **optim_options)
     if distributed.is_main:  # rank 0 writes the checkpoints; refuse now rather than after an epoch
-        check_room_for_checkpoints(run_dir / "checkpoints", checkpoint_size_estimate(model, optimizer))
+        check_room_for_checkpoints(run_dir / "checkpoints", checkpoint_size_estimate(
+            model, optimizer, weight_copies=2 if trainer_cfg.get("ema_decay") else 1))
     settings_keys = {f.name for f in fields(TrainerSettings)}
     settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items() if k in settings_keys})
     settings.precision = precision
@@ -204,7 +205,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                   "class_names": [str(name) for name in info.class_names]}
     trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
                       config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),
-                      test_loader=loaders.test, epoch_hooks=hooks, input_info=input_info, distributed=distributed)
+                      test_loader=loaders.test, callbacks=hooks, input_info=input_info, distributed=distributed)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
     held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""
@@ -250,6 +251,9 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
         "global_batch_size": batch_size,
         "lr": lr,
         "sync_bn": bool(trainer_cfg.get("sync_bn")) and world_size > 1,
+        # How the reported metrics were computed: the weight average's, and with which TTA views.
+        "ema_decay": settings.ema_decay,
+        "tta": settings.tta,
         "history": summary["history"],
     }
     if summary.get("final_val") is not None:

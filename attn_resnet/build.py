@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, canonical_attention
-from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
+from .data import (DataError, DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .models import ResidualNet
 
@@ -129,16 +129,25 @@ def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device, da
 
 
 def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
-                 dtype: torch.dtype = torch.float32, sharding: Sharding = Sharding()) -> Loaders:
+                 dtype: torch.dtype = torch.float32, sharding: Sharding = Sharding(),
+                 aug: Mapping[str, Any] | None = None) -> Loaders:
     """Train, validation and (with ``val_split``) test loaders for a plain data config dict.
 
     Their batches are on ``device``, normalized, as ``dtype``, channels_last on request; see
     ``_loader_options`` for the choice between the device loader and DataLoader workers.
     With ``sharding`` each loader yields this rank's share: ``data.batch_size`` images per
     batch on every rank (the train shards equal, the val/test shards together covering each
-    image once).
+    image once). ``aug`` (the ``aug`` config group) adds train-time augmentation on top of the
+    data set's own crop and flip: ``cutout`` pixels (in-memory image sets only; the config
+    validation refuses it for the others).
     """
     splits = build_splits(data["name"], **dataset_options(data))
+    cutout = int((aug or {}).get("cutout", 0) or 0)
+    if cutout:
+        if not hasattr(splits.train, "set_cutout"):
+            raise DataError(f"aug.cutout={cutout}: {data['name']} decodes its images one by one on the CPU, and "
+                            f"its loaders do not implement cutout; use aug.cutout=0 with it.")
+        splits.train.set_cutout(cutout)
     build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
                                      sharding)
     val_batch = int(data.get("val_batch_size") or data["batch_size"])

@@ -2,7 +2,10 @@
 
 Only ``results.json`` files (and Hydra's ``multirun.yaml``, to know which jobs a sweep
 launched) are read: a job that failed, is still running, or left no results is listed as
-such, never dropped silently.
+such, never dropped silently. The same reading serves a ledger of committed runs
+(``docs/results/runs/<card>/...``), where seeds accumulate over many sweeps: ``where``
+conditions pick one recipe out of it, and ``count_seeds`` says how many seeds of a
+configuration are already done.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -53,6 +58,10 @@ class Run:
     params: int | None = None
     gflops: float | None = None
     error: str | None = None
+    # What the run was launched with, for ``where`` conditions: the resolved config and the
+    # command-line overrides (the only record of config-group choices such as ``experiment``).
+    config: dict | None = field(default=None, repr=False, compare=False)
+    overrides: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def key(self) -> tuple:
@@ -101,7 +110,8 @@ def run_from_results(path: Path) -> Run:
     model, data = config.get("model") or {}, config.get("data") or {}
     run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
               _attention_identity(model.get("att_type"), model.get("att_placement"), model), _as_int(config.get("seed")),
-              error=results.get("error"))
+              error=results.get("error"), config=config,
+              overrides=list((results.get("job") or {}).get("overrides") or []))
     if run.status == "completed":
         # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
         final = results.get("final") or {}
@@ -210,7 +220,8 @@ def expected_jobs(multirun_yaml: Path) -> list[tuple[int, Run]]:
                                                                           _select(config, "model.att_placement"),
                                                                           _plain_node(config, "model")),
                        _as_int(_select(config, "seed")),
-                       error="no results.json (job never ran or its folder was removed)")
+                       error="no results.json (job never ran or its folder was removed)",
+                       config=_container(config), overrides=list(job))
         found.append((number, identity))
     return found
 
@@ -233,6 +244,16 @@ def _plain_node(config, key: str) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
 
 
+def _container(config) -> dict:
+    """A job's config as plain data, resolved where its interpolations allow (else as written)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # an interpolation that needs Hydra's runtime (${hydra:...}) cannot resolve here
+        return OmegaConf.to_container(config, resolve=False)
+
+
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)
@@ -240,8 +261,11 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def collect_runs(sweep_dir: str | Path) -> list[Run]:
-    """All runs under ``sweep_dir``: one per results.json, plus jobs a sweep launched that left none."""
+def collect_runs(sweep_dir: str | Path, where: Mapping[str, str] | Iterable[str] | None = None) -> list[Run]:
+    """All runs under ``sweep_dir``, at any depth: one per results.json, plus jobs a sweep launched that left none.
+
+    ``where`` keeps only the runs that satisfy every condition (see ``run_matches``).
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder; pass the sweep folder (e.g. multirun/<time>).")
@@ -266,13 +290,156 @@ def collect_runs(sweep_dir: str | Path) -> list[Run]:
                 _fill_identity(run, expected[slot])
         runs.append(run)
     runs += [run for slot, run in expected.items() if slot not in seen]
-    return runs
+    conditions = parse_where(where)
+    return [run for run in runs if run_matches(run, conditions)]
+
+
+# ------------------------------------------------------------- selecting runs
+def parse_where(conditions: Mapping[str, str] | Iterable[str] | None) -> dict[str, str]:
+    """``["experiment=cifar10_fast", "model.att_type=CBAM"]`` (or a mapping already) -> {key: value}."""
+    if conditions is None:
+        return {}
+    if isinstance(conditions, Mapping):
+        return {str(key): str(value) for key, value in conditions.items()}
+    parsed = {}
+    for condition in conditions:
+        key, equals, value = str(condition).partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"Invalid condition {condition!r}: write key=value "
+                             "(e.g. experiment=cifar10_fast or model.att_type=CBAM).")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def run_setting(run: Run, key: str) -> Any:
+    """What ``key`` was in ``run``: the scalar its resolved config holds there, else the value its
+    command-line overrides gave it. A config group's choice (``experiment``, ``trainer``) leaves no
+    scalar in the resolved config, so the overrides are its only record; None when neither has it."""
+    node: Any = run.config or {}
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is not None and not isinstance(node, (dict, list)):
+        return node
+    for override in reversed(run.overrides):  # the last one wins, as on Hydra's command line
+        name, equals, value = override.lstrip("+").partition("=")
+        if equals and name == key:  # a deletion (~key=...) keeps its tilde and never matches
+            return value.strip("'\"")
+    return None
+
+
+def _same_value(key: str, actual: Any, wanted: str) -> bool:
+    """Equal as the config means them: attention names in any spelling, numbers by value (5e-4 is 0.0005)."""
+    if key.split(".")[-1] == "att_type":
+        return _canonical_att(actual) == _canonical_att(wanted)
+    if isinstance(actual, bool) or str(actual).lower() in ("true", "false"):
+        return str(actual).lower() == wanted.lower()
+    try:
+        return float(actual) == float(wanted)
+    except (TypeError, ValueError):
+        return str(actual) == wanted
+
+
+def run_matches(run: Run, where: Mapping[str, str]) -> bool:
+    """Whether ``run`` satisfies every ``key=value`` condition; a key the run does not have never matches."""
+    for key, wanted in where.items():
+        actual = run_setting(run, key)
+        if actual is None or not _same_value(key, actual, wanted):
+            return False
+    return True
+
+
+def unknown_keys(runs: list[Run], where: Mapping[str, str]) -> list[str]:
+    """The condition keys that no run has at all: most likely misspelt (``model.att_tpye``), since a
+    condition on them silently selects nothing."""
+    return [key for key in where if all(run_setting(run, key) is None for run in runs)]
+
+
+def completed_seeds(root: str | Path, where: Mapping[str, str] | Iterable[str] | None = None) -> list[int]:
+    """The distinct seeds of the completed runs under ``root`` that satisfy ``where``, sorted.
+
+    A folder that does not exist yet holds no runs (the first session on a new card).
+    Runs that failed or did not finish are not counted: their seed still has to be run.
+    """
+    if not Path(root).exists():
+        return []
+    return distinct_seeds(collect_runs(root, where))
+
+
+def distinct_seeds(runs: Iterable[Run]) -> list[int]:
+    """The distinct seeds of the completed ones among ``runs``, sorted (a seed run twice counts once)."""
+    return sorted({run.seed for run in runs if run.status == "completed" and run.seed is not None})
+
+
+def count_seeds(root: str | Path, where: Mapping[str, str] | Iterable[str] | None = None) -> int:
+    """How many distinct seeds of the configuration ``where`` describes have completed under ``root``.
+
+    For a campaign that tops a ledger up to N seeds: ``count_seeds(ledger, {"experiment":
+    "cifar10_fast", "model.att_type": "CBAM"}) >= N`` means that configuration can be skipped.
+    """
+    return len(completed_seeds(root, where))
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+# ------------------------------------------------- paired differences from the plain network
+# t_{0.975, df} for df = 1..30, printed from scipy.stats.t.ppf to 10 significant digits. A table,
+# not scipy, so that building a table needs nothing beyond the standard library; beyond df 30 the
+# Cornish-Fisher expansion about the normal quantile is within 3e-8 of the exact value.
+T_975 = (
+    12.70620474, 4.30265273, 3.182446305, 2.776445105, 2.570581836,
+    2.446911851, 2.364624252, 2.306004135, 2.262157163, 2.228138852,
+    2.20098516, 2.17881283, 2.160368656, 2.144786688, 2.131449546,
+    2.119905299, 2.109815578, 2.10092204, 2.093024054, 2.085963447,
+    2.079613845, 2.073873068, 2.06865761, 2.063898562, 2.059538553,
+    2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456,
+)
+Z_975 = 1.959963984540054  # the standard normal's 0.975 quantile
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (two-sided 95% intervals)."""
+    if df < 1:
+        raise ValueError(f"t quantile needs at least 1 degree of freedom, got {df}")
+    if df <= len(T_975):
+        return T_975[df - 1]
+    z = Z_975
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of per-seed differences with its 95% t interval; mean and bounds None under 2 pairs."""
+
+    pairs: int
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def excludes_zero(self) -> bool:
+        """The interval lies wholly above 0 (a gain) or wholly below it (a loss)."""
+        return self.low is not None and (self.low > 0 or self.high < 0)
+
+
+def paired_difference(treated: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
+    """``treated[s] - reference[s]`` over the seeds ``s`` both have: mean ± t_{0.975, n-1} sd / sqrt(n).
+
+    Pairing by seed removes what a seed does to both runs alike (initialisation, data order),
+    which an unpaired comparison of the two means would count as noise. A seed only one side
+    ran pairs with nothing and is left out. One pair has no spread, so no interval.
+    """
+    differences = [treated[seed] - reference[seed] for seed in sorted(treated.keys() & reference.keys())]
+    if len(differences) < 2:
+        return PairedDifference(len(differences))
+    mean = statistics.fmean(differences)
+    half_width = t_quantile_975(len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
+    return PairedDifference(len(differences), mean, mean - half_width, mean + half_width)
 
 
 @dataclass
@@ -282,6 +449,7 @@ class Row:
     att_type: str | None
     runs: list[Run] = field(default_factory=list)
     paper: dict | None = None
+    baseline: Row | None = field(default=None, repr=False)  # the plain network (none) of the same data and depth
 
     @property
     def label(self) -> str:
@@ -299,6 +467,23 @@ class Row:
     def undefined(self, which: str) -> bool:
         """Runs completed, yet none reports ``which`` (top-5 of a data set with fewer than 5 classes)."""
         return bool(self.completed) and all(getattr(run, which) is None for run in self.completed)
+
+    def acc1_by_seed(self) -> dict[int, float]:
+        """Top-1 accuracy (%) per seed of the completed runs; a seed run twice (a ledger may hold
+        both: GPU runs are not bit-reproducible) counts once, as the mean of its runs."""
+        by_seed: dict[int, list[float]] = {}
+        for run in self.completed:
+            if run.err1 is not None and run.seed is not None:
+                by_seed.setdefault(run.seed, []).append(100.0 - run.err1)
+        return {seed: statistics.fmean(values) for seed, values in by_seed.items()}
+
+    @property
+    def vs_plain(self) -> PairedDifference | None:
+        """Top-1 accuracy minus the plain network's, paired by seed; None for the plain row itself
+        and where the table has no plain row of this data set and depth."""
+        if self.baseline is None or self.att_type in (None, "none"):
+            return None
+        return paired_difference(self.acc1_by_seed(), self.baseline.acc1_by_seed())
 
     @property
     def params_m(self) -> float | None:
@@ -320,6 +505,9 @@ def build_rows(runs: list[Run], paper: dict | None = None) -> list[Row]:
         for published in paper["rows"]:
             key = (paper["dataset"], published["depth"], published["att_type"])
             rows.setdefault(key, Row(*key)).paper = published
+    for (dataset, depth, att_type), row in rows.items():
+        if att_type not in (None, "none"):
+            row.baseline = rows.get((dataset, depth, "none"))
     return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, _attention_order(r.att_type)))
 
 
@@ -346,7 +534,22 @@ def _delta(ours: float | None, published: float | None) -> float | None:
 
 
 HEADER = ["Model", "Data", "Params (M)", "GFLOPs", "Top-1 err (%)", "Top-5 err (%)", "Seeds",
-          "Paper top-1", "Δ top-1", "Paper top-5", "Δ top-5"]
+          "Paper top-1", "Δ top-1", "Paper top-5", "Δ top-5", "Top-1 acc vs plain (95% CI)", "Pairs"]
+SIGNIFICANT = "*"
+PAIRED_LEGEND = ("Top-1 acc vs plain: the block's top-1 accuracy minus the plain ResNet's (same data and depth), "
+                 "in points, averaged over the seeds both ran (paired by seed; Pairs: how many), with its 95% "
+                 "interval mean ± t(0.975, n-1) sd/sqrt(n); " + SIGNIFICANT + " the interval excludes 0 "
+                 "(a gain if positive, a loss if negative); n/a: fewer than 2 pairs.")
+
+
+def _paired_cells(difference: PairedDifference | None) -> list[str]:
+    """``+2.00 [+1.75, +2.25] *`` and the number of pairs; "–" for a row with nothing to pair with."""
+    if difference is None:
+        return ["–", "–"]
+    if difference.mean is None:
+        return ["n/a", str(difference.pairs)]
+    text = f"{difference.mean:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]"
+    return [text + (f" {SIGNIFICANT}" if difference.excludes_zero else ""), str(difference.pairs)]
 
 
 def table_cells(row: Row) -> list[str]:
@@ -356,7 +559,8 @@ def table_cells(row: Row) -> list[str]:
     seeds = f"{len(row.completed)}" + (f"/{len(row.runs)}" if len(row.runs) != len(row.completed) else "")
     return [row.label, str(row.dataset), _fmt(row.params_m), _fmt(row.gflops, 3), _mean_std(err1, std1),
             _mean_std(err5, std5, undefined=row.undefined("err5")), seeds, _fmt(paper1),
-            _fmt(_delta(err1, paper1), signed=True), _fmt(paper5), _fmt(_delta(err5, paper5), signed=True)]
+            _fmt(_delta(err1, paper1), signed=True), _fmt(paper5), _fmt(_delta(err5, paper5), signed=True),
+            *_paired_cells(row.vs_plain)]
 
 
 def csv_record(row: Row) -> dict:
@@ -364,11 +568,15 @@ def csv_record(row: Row) -> dict:
     err5, std5 = row.err("err5")
     paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
     att_type, _, placement = str(row.att_type).partition("@")
+    paired = row.vs_plain or PairedDifference(0)
     return {"model": row.label, "data": row.dataset, "depth": row.depth,
             "att_type": row.att_type if row.att_type is None else att_type, "att_placement": placement or "default",
             "params_m": row.params_m, "gflops": row.gflops, "err1_mean": err1, "err1_std": std1, "err5_mean": err5,
             "err5_std": std5, "seeds_completed": len(row.completed), "runs": len(row.runs), "paper_err1": paper1,
-            "delta_err1": _delta(err1, paper1), "paper_err5": paper5, "delta_err5": _delta(err5, paper5)}
+            "delta_err1": _delta(err1, paper1), "paper_err5": paper5, "delta_err5": _delta(err5, paper5),
+            "acc1_vs_plain": paired.mean, "acc1_vs_plain_low": paired.low, "acc1_vs_plain_high": paired.high,
+            "pairs": paired.pairs if row.vs_plain is not None else None,
+            "acc1_vs_plain_excludes_0": paired.excludes_zero if paired.mean is not None else None}
 
 
 def problems(rows: list[Row]) -> list[str]:
@@ -382,6 +590,22 @@ def problems(rows: list[Row]) -> list[str]:
                              + (f": {run.error.splitlines()[0]}" if run.error else ""))
         if not row.runs:
             lines.append(f"{row.label} ({row.dataset}): no runs")
+    return lines
+
+
+def mixed_experiments(rows: list[Row]) -> list[str]:
+    """One line per row whose completed runs come from different experiments.
+
+    A ledger gathers runs of several recipes; grouped by architecture alone, a row would
+    average them as if they were seeds of one configuration.
+    """
+    lines = []
+    for row in rows:
+        experiments = {run_setting(row_run, "experiment") for row_run in row.completed}
+        if len(experiments) > 1:
+            names = ", ".join(sorted(str(name) if name is not None else "(no experiment)" for name in experiments))
+            lines.append(f"{row.label} ({row.dataset}) mixes runs of several experiments ({names}): "
+                         "select one with --where experiment=<name>.")
     return lines
 
 
@@ -399,8 +623,11 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
         for row in rows:
             writer.writerow(records(row))
         return buffer.getvalue()
-    notes = [line for line in (caption, paper and f"Published: {paper['source']}",
+    paired = cells is table_cells and any(row.vs_plain is not None for row in rows)
+    notes = [line for line in (caption, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
                                paper and paper.get("note")) if line]
+    if cells is table_cells:
+        notes += mixed_experiments(rows)
     if fmt == "md":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [f"| {' | '.join(cells(row))} |" for row in rows]

@@ -24,5 +24,8 @@ CHECKPOINT_FORMATS = ("ours", "official")
 LOADERS = ("auto", "device", "workers", "dali")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")
+TTA_MODES = ("none", "flip", "flip_translate")
+# Data sets held in memory as uint8 tensors: the ones whose loaders do cutout.
+IN_MEMORY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 # What train.py returns to a sweeper (optimized_metric).
 OPTIMIZED_METRICS = ("val_acc1", "best_val_acc1", "val_loss")

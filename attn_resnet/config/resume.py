@@ -4,7 +4,8 @@ A run resumed with another schedule, epoch count, batch size, accumulation, data
 or seed would silently re-stretch its lr schedule and skip the wrong samples. The
 checkpoint holds the config of the run that wrote it; ``trajectory_changes`` lists every
 key that differs (the model's included), except the operational ones below: where the
-data lives, how many workers read it, logging, checkpoint frequency, the device.
+data lives, how many workers read it, logging, checkpoint frequency, the device. A key that
+a checkpoint from an older release lacks counts as its "off" value (``OFF_VALUES``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs",
     "trainer.resume", "trainer.resume_allow_changes",
     "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
+    "trainer.tta",
 })
+
+# Trajectory keys added after checkpoints were first written, with the value that means "off":
+# a checkpoint whose config lacks one was trained without the feature, so resuming it with the
+# feature off is no change (and with it on, one).
+OFF_VALUES: dict[str, Any] = {
+    "aug.cutout": 0,
+    "trainer.ema_decay": 0.0,
+    "trainer.ema_warmup": False,
+}
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -49,6 +60,8 @@ def trajectory_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     for key in sorted(set(old) | set(new)):
         if key in OPERATIONAL_KEYS or key.startswith("hydra."):
             continue
+        if key not in old and key in OFF_VALUES:
+            old[key] = OFF_VALUES[key]  # written before the key existed: the feature was off
         if old.get(key) != new.get(key):
             changes[key] = (old.get(key), new.get(key))
     return changes

@@ -17,12 +17,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import choices as C
 
-GROUPS = ("model", "data", "optim", "sched", "trainer")
+GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
 # How each group's option file is named after a key of the composed config, for callers
 # (tests, notebooks) that compose without Hydra's runtime record of the choices.
 _OPTION_FROM = {"model": lambda cfg: "resnet", "data": lambda cfg: cfg.data.get("name"),
                 "optim": lambda cfg: cfg.optim.get("name"), "sched": lambda cfg: cfg.sched.get("name"),
-                "trainer": lambda cfg: "default"}
+                "trainer": lambda cfg: "default", "aug": lambda cfg: "basic"}
 # evaluate.py may override these data keys of the data settings stored in a checkpoint.
 EVALUATE_DATA_KEYS = ("name", "network_type", "root", "download", "val_subset", "batch_size", "val_batch_size",
                       "num_workers", "pin_memory", "persistent_workers", "image_size", "loader")
@@ -287,12 +287,37 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _boolean(cfg, f"trainer.{key}")
     if "compile_eval" in trainer:
         _boolean(cfg, "trainer.compile_eval")
+    if "tta" in trainer and str(trainer.tta) not in C.TTA_MODES:
+        fail_choice("trainer.tta", trainer.tta, C.TTA_MODES)
+    if "ema_decay" in trainer:
+        _number(cfg, "trainer.ema_decay", allow_zero=True)
+        if not 0 <= trainer.ema_decay < 1:
+            raise ConfigError(f"Invalid config value trainer.ema_decay={trainer.ema_decay}: it must be in [0, 1) "
+                              f"(e.g. 0.999; 0 keeps no average).")
+        _boolean(cfg, "trainer.ema_warmup")
+    validate_aug(cfg)
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():
         raise ConfigError(
             f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
             f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
         )
+
+
+def validate_aug(cfg: DictConfig) -> None:
+    """The ``aug`` group: each op's value, and whether the chosen data path can do it."""
+    aug = cfg.get("aug")
+    if not isinstance(aug, DictConfig):
+        return
+    if "cutout" in aug:
+        _number(cfg, "aug.cutout", integer=True, allow_zero=True)
+        name = cfg.data.get("name")
+        if aug.cutout and (name not in C.IN_MEMORY_DATASETS or cfg.data.get("loader") == "dali"):
+            path = "data.loader=dali" if cfg.data.get("loader") == "dali" else f"data={name}"
+            raise ConfigError(
+                f"aug.cutout={aug.cutout} is not available with {path}: cutout is done by the loaders of the "
+                f"in-memory image sets ({', '.join(C.IN_MEMORY_DATASETS)}), which paint the box on the uint8 image "
+                f"before normalizing it. Use aug.cutout=0 with {path}.")
 
 
 def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,

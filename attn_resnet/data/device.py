@@ -22,7 +22,9 @@ from .common import (
     DataError,
     TensorImageDataset,
     UInt8ImageDataset,
+    apply_cutout,
     crop_flip_params,
+    cutout_fill,
     normalization_constants,
     normalize_uint8,
 )
@@ -39,7 +41,8 @@ class DeviceImageLoader:
     ``batch_sampler``, a ``ResumableBatchSampler`` built as ``build_loader`` builds it (same
     ``set_epoch``, ``set_start_batch``, sharding and ``drop_last``, default ``train``); a train
     dataset's crops and flips are ``crop_flip_params`` of the seeds, gathered for the whole
-    batch with one indexing op. Images come out normalized as ``dtype`` (float32 by default),
+    batch with one indexing op, and its cutout boxes (``dataset.cutout``) ``apply_cutout`` of
+    them, one masked select. Images come out normalized as ``dtype`` (float32 by default),
     in the channels_last memory format on request; targets as int64, both on ``device``.
     """
 
@@ -64,8 +67,10 @@ class DeviceImageLoader:
         self.channels_last = channels_last
         self.dtype = dtype
         self.batch_sampler = epoch_sampler(len(dataset), batch_size, train, seed, drop_last, num_replicas, rank)
-        self.augment = dataset.train and (dataset.pad > 0 or dataset.flip)
+        self.cutout = getattr(dataset, "cutout", 0) if dataset.train else 0
+        self.augment = dataset.train and (dataset.pad > 0 or dataset.flip or self.cutout > 0)
         self.pad, self.flip = dataset.pad, dataset.flip
+        self._fill = cutout_fill(dataset.mean).to(self.device)
         images = dataset.all_images().to(self.device)
         self.height, self.width = images.shape[-2:]
         self.images = None if self.augment else images
@@ -103,6 +108,8 @@ class DeviceImageLoader:
             keys = keys.pin_memory()  # a truly asynchronous copy: the host does not wait for the GPU
         index, seeds = keys.to(self.device, non_blocking=True).unbind(1)
         images = self._crops(index, seeds) if self.augment else self.images[index]
+        if self.cutout:
+            images = apply_cutout(images, seeds, self.cutout, self._fill)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return normalize_uint8(images, self.shift, self.scale, self.dtype), self.labels[index]

@@ -1,6 +1,6 @@
 """TensorBoard images of the attention maps on a fixed set of val images, and channel-weight histograms.
 
-Called by the trainer at the end of an epoch (every ``every`` epochs and after the last one):
+A trainer callback, at the end of an epoch (every ``every`` epochs and after the last one):
 one forward pass of the fixed images in eval mode, in fp32, on the eager model.
 """
 
@@ -11,6 +11,7 @@ import logging
 import torch
 from torch import nn
 
+from .callbacks import Callback
 from ..visualize import channel_weights_per_stage, record_attention, stage_overlays
 
 log = logging.getLogger(__name__)
@@ -22,15 +23,17 @@ def has_attention_maps(model: nn.Module) -> bool:
     return any(isinstance(module, AttentionMap) for module in model.modules())
 
 
-class AttentionImages:
-    """``hook(trainer, epoch)``: writes ``attention/<stage>`` images and ``attention_channel/<stage>`` histograms."""
+class AttentionImages(Callback):
+    """At the end of an epoch: writes ``attention/<stage>`` images and ``attention_channel/<stage>`` histograms."""
+
+    name = "attention_images"
 
     def __init__(self, images: torch.Tensor, every: int) -> None:
         if every < 1:
             raise ValueError(f"AttentionImages needs every >= 1, got {every}")
         self.images, self.every = images, every
 
-    def __call__(self, trainer, epoch: int) -> None:
+    def on_epoch_end(self, trainer, epoch: int, record: dict) -> None:
         if trainer.tb.writer is None or (epoch % self.every and epoch != trainer.settings.epochs):
             return
         model = trainer.model

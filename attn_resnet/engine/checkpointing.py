@@ -80,14 +80,15 @@ def nonfinite_names(model: nn.Module) -> list[str]:
     return [name for name, tensor in named if not bool(torch.isfinite(tensor).all())]
 
 
-def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer, weight_copies: int = 1) -> int:
     """About the bytes of one checkpoint, known before the first step.
 
-    The model's state plus the optimizer's per-parameter state: SGD's momentum, Adam's two
-    moments (three with amsgrad), which the optimizer creates only at its first step. The rest
-    (counters, RNG states, the config) is small and left out, so this is a lower bound.
+    ``weight_copies`` of the model's state (2 with a weight average, which is saved beside the
+    weights) plus the optimizer's per-parameter state: SGD's momentum, Adam's two moments (three
+    with amsgrad), which the optimizer creates only at its first step. The rest (counters, RNG
+    states, the config) is small and left out, so this is a lower bound.
     """
-    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    model_bytes = weight_copies * sum(t.numel() * t.element_size() for t in model.state_dict().values())
     state_bytes = 0
     for group in optimizer.param_groups:
         if isinstance(optimizer, torch.optim.SGD):
@@ -136,7 +137,8 @@ class Checkpointer:
         self.last_good: str | None = None
 
     def state(self, trainer: Trainer, meters: MeterReading) -> dict[str, Any]:
-        """The whole training state: weights, optimizer, schedule, scaler, counters, meters and RNGs."""
+        """The whole training state: weights, optimizer, schedule, scaler, counters, meters, RNGs, and the
+        state of every callback that keeps one (under ``callbacks``, by callback name)."""
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -153,6 +155,7 @@ class Checkpointer:
             "epoch_meters": TrainingMeters.state_from(meters),
             "rng": rng_state(),
             "world_size": trainer.distributed.world_size,
+            "callbacks": trainer.callbacks.state_dict(),
             "config": self.config,
         }
 
@@ -198,6 +201,7 @@ class Checkpointer:
             trainer.meters.load_state_dict(checkpoint["epoch_meters"])
         else:
             trainer.meters.reset()
+        trainer.callbacks.load_state_dict(checkpoint.get("callbacks"))  # absent before callbacks existed
         set_rng_state(checkpoint["rng"])
         trainer.distributed.check_same(trainer.global_step, f"the optimizer step resumed from {source}")
         self.last_good = f"{source} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, step {trainer.global_step})"

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import iterate_batches
+from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
 from .distributed import Distributed, PeerRankError
@@ -31,6 +32,7 @@ from .metrics import MeterReading, TopKAccuracy, TrainingMeters
 from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
 from .throughput import Throughput
+from .tta import TTA_CHOICES, tta_logits
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class TrainerSettings:
     last (best.pt whenever a validated epoch improves); a resumed run repeats the epochs since.
     ``compile_eval``: with ``compile``, compile the evaluation pass too (its own graph); off, it
     runs eagerly, which is cheaper than compiling for a run that evaluates once or twice.
+    ``ema_decay``: keep an exponential moving average of the weights with this decay and
+    validate it instead of the trained weights (``ema.WeightAverage``; 0: none); ``ema_warmup``:
+    its decay ramps up as ``(1 + t) / (10 + t)``. ``tta``: test-time augmentation of the
+    validation and test passes (``tta.TTA_CHOICES``).
     """
 
     epochs: int = 1
@@ -81,6 +87,9 @@ class TrainerSettings:
     max_nonfinite_skips: int = 10
     val_every_epochs: int = 1
     checkpoint_every_epochs: int = 1
+    ema_decay: float = 0.0
+    ema_warmup: bool = False
+    tta: str = "none"
 
 
 def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
@@ -143,7 +152,8 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
                    channels_last: bool = False, limit_batches: int = 0, progress: ProgressReporter | None = None,
                    desc: str = "val", forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    pad_last_batch: bool = False,
-                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float | None]:
+                   reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   tta: str = "none") -> dict[str, float | None]:
     """Mean loss and top-1 / top-5 accuracy (%) of ``model`` over ``loader`` (its first ``limit_batches``).
 
     Returns ``{"loss": float, "acc1": float, "acc5": float | None, "images": int}``; ``acc5``
@@ -154,8 +164,11 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
     a compiled ``forward`` sees one shape, and the padded rows are dropped before any metric.
     ``reduce`` (``Distributed.sum_`` in a data-parallel run, where each rank's ``loader`` holds
     its own shard of the split) sums the loss, hit counts and image counts over the ranks, so
-    every rank returns the metrics of the whole split, each image counted once.
+    every rank returns the metrics of the whole split, each image counted once. ``tta``: the
+    logits are averaged over that test-time augmentation's views (``tta.tta_logits``).
     """
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta={tta!r} is not valid. Valid choices: {', '.join(TTA_CHOICES)}.")
     was_training = model.training
     model.eval()
     forward = forward if forward is not None else model
@@ -173,7 +186,7 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
                 images = pad_batch(images, full)
             images, targets = to_device(images, targets, device, channels_last)
             with autocast_context(device, precision):
-                logits = forward(images)[:count]
+                logits = tta_logits(forward, images, tta)[:count]
             loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
             accuracy.update(logits, targets)
             report.update(count)
@@ -239,10 +252,12 @@ class Trainer:
         tensorboard: bool = True,
         test_loader=None,
         progress: ProgressReporter | None = None,
-        epoch_hooks: list[Callable[["Trainer", int], None]] | None = None,
+        callbacks: list[Callback] | None = None,
         input_info: dict | None = None,
         distributed: Distributed | None = None,
     ) -> None:
+        if settings.tta not in TTA_CHOICES:
+            raise ValueError(f"trainer.tta={settings.tta!r} is not valid. Valid choices: {', '.join(TTA_CHOICES)}.")
         if settings.eval_precision not in EVAL_PRECISION_CHOICES:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
                              f"Valid choices: {', '.join(EVAL_PRECISION_CHOICES)}.")
@@ -278,7 +293,6 @@ class Trainer:
                                                      settings.log_every_steps)
         self.run_dir = Path(run_dir)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec, input_info)
-        self.epoch_hooks = list(epoch_hooks or [])  # e.g. attention images: called after each epoch's record
         self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard and main)
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -293,6 +307,16 @@ class Trainer:
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optimizer_steps_per_epoch()))
+        self.callbacks = CallbackList([*self._setting_callbacks(), *(callbacks or [])])
+        self.callbacks.call("setup", self)
+
+    def _setting_callbacks(self) -> list[Callback]:
+        """The callbacks that the settings switch on (the weight average)."""
+        if self.settings.ema_decay:
+            from .ema import WeightAverage
+
+            return [WeightAverage(self.settings.ema_decay, self.settings.ema_warmup)]
+        return []
 
     def _configure_cudnn(self) -> None:
         if self.device.type != "cuda":
@@ -347,7 +371,7 @@ class Trainer:
                               self.eval_precision, settings.channels_last, settings.limit_val_batches, self.progress,
                               desc, forward=partial(self._eval_forward, self.model),
                               pad_last_batch=settings.compile and settings.compile_eval,  # one shape, no recompile
-                              reduce=self.distributed.sum_ if self.distributed.enabled else None)
+                              reduce=self.distributed.sum_ if self.distributed.enabled else None, tta=settings.tta)
 
     # ---------------------------------------------------------------- training
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -414,6 +438,7 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         settings = self.settings
+        self.callbacks.call("on_after_backward", self)
         if settings.grad_clip:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
@@ -429,6 +454,7 @@ class Trainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             self.scheduler.step()
         self.global_step += 1
+        self.callbacks.call("on_optimizer_step", self)
 
     def _read_meters(self, extra: torch.Tensor | None = None) -> MeterReading:
         """Copy the training meters (and ``extra``) to the host; stop if a loss went non-finite since the last read."""
@@ -456,6 +482,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says."""
         settings = self.settings
+        self.callbacks.call("on_train_start", self)
         while self.epoch < settings.epochs:
             epoch = self.epoch
             self.throughput.new_epoch()
@@ -463,16 +490,19 @@ class Trainer:
             train = self.train_epoch(epoch)
             evaluated = {}
             if self._epoch_is_due(epoch + 1, settings.val_every_epochs):
-                evaluated["val"] = self.evaluate(self.val_loader, "val")
-                if self.test_loader is not None:
-                    evaluated["test"] = self.evaluate(self.test_loader, "test")
+                self.callbacks.call("on_eval_start", self)
+                try:
+                    evaluated["val"] = self.evaluate(self.val_loader, "val")
+                    if self.test_loader is not None:
+                        evaluated["test"] = self.evaluate(self.test_loader, "test")
+                finally:  # the trained weights come back even when an evaluation fails
+                    self.callbacks.call("on_eval_end", self)
             self.epoch, self.batch_in_epoch = epoch + 1, 0
             improved = "val" in evaluated and evaluated["val"]["acc1"] > self.best_acc1
             if improved:
                 self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
             self._record_epoch(epoch + 1, lr, train, evaluated)
-            for hook in self.epoch_hooks:
-                hook(self, epoch + 1)
+            self.callbacks.call("on_epoch_end", self, epoch + 1, self.history[-1])
             if self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs):
                 self.save("last.pt")
             if improved:
