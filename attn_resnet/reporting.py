@@ -430,9 +430,10 @@ class PairedDifference:
 def paired_difference(treated: Mapping[int, float], reference: Mapping[int, float]) -> PairedDifference:
     """``treated[s] - reference[s]`` over the seeds ``s`` both have: mean ± t_{0.975, n-1} sd / sqrt(n).
 
-    Pairing by seed removes what a seed does to both runs alike (initialisation, data order),
-    which an unpaired comparison of the two means would count as noise. A seed only one side
-    ran pairs with nothing and is left out. One pair has no spread, so no interval.
+    A seed draws the same data order and augmentations for both runs; pairing by seed removes
+    that shared part of the spread, which an unpaired comparison of the two means counts as
+    noise. A seed only one side ran pairs with nothing and is left out. One pair has no
+    spread, so no interval.
     """
     differences = [treated[seed] - reference[seed] for seed in sorted(treated.keys() & reference.keys())]
     if len(differences) < 2:

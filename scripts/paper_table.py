@@ -7,8 +7,16 @@
 Any sweep folder works: one launched by an experiment's sweeper params or by values on the
 command line (``model.att_type=none,SE``). Jobs that failed or left no results.json are
 listed under the table; top-5 errors undefined for fewer than 5 classes print as n/a.
+Each block's row also gives its top-1 accuracy minus the plain network's, paired by seed,
+with a 95% t interval.
     python scripts/paper_table.py --complexity-only --paper cbam_table4
     python scripts/paper_table.py runs/zoo --by-placement    # blocks x placements (attention_zoo_cifar10)
+
+The folder is searched at any depth, so a ledger of committed runs (docs/results/runs/<card>/,
+see its README) gives one table over every session's seeds; --where selects one recipe:
+    python scripts/paper_table.py docs/results/runs/nvidia-h200 --where experiment=cifar10_fast
+    python scripts/paper_table.py --count-seeds docs/results/runs/nvidia-h200 \\
+        --where experiment=cifar10_fast model.att_type=CBAM      # prints the number of seeds done
 """
 
 from __future__ import annotations
@@ -32,7 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--by-placement", action="store_true",
                         help="Markdown: blocks as rows, placements (residual, post_add, stage, head) as columns")
+    parser.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="only runs whose resolved config has these values (model.att_type=CBAM, "
+                             "trainer.epochs=30) or whose command line chose them (experiment=cifar10_fast)")
+    parser.add_argument("--count-seeds", type=Path, metavar="FOLDER",
+                        help="print how many distinct seeds completed under FOLDER (with --where: of that "
+                             "configuration), e.g. for a campaign that skips configurations already done")
     args = parser.parse_args(argv)
+    try:
+        where = reporting.parse_where(args.where)
+    except ValueError as error:
+        parser.error(str(error))
+
+    if args.count_seeds is not None:
+        if args.sweep_dir is not None or args.complexity_only:
+            parser.error("--count-seeds takes its folder itself; give no other folder nor --complexity-only")
+        return count_seeds(args.count_seeds, where)
 
     paper = reporting.paper_table(args.paper) if args.paper else None
     if args.complexity_only:
@@ -53,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"error: no results.json under {args.sweep_dir}", file=sys.stderr)
             return 2
+        if not check_keys(runs, where, args.sweep_dir):
+            return 2
+        runs = [run for run in runs if reporting.run_matches(run, where)]
+        if not runs:
+            print(f"error: no run under {args.sweep_dir} has {' '.join(args.where)}", file=sys.stderr)
+            return 2
         rows = reporting.build_rows(runs, paper)
         if args.by_placement:
             text = reporting.placement_pivot(rows, args.caption)
@@ -64,6 +93,35 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
     return status
+
+
+def check_keys(runs: list[reporting.Run], where: dict[str, str], folder: Path) -> bool:
+    """False, with a message, when a condition names a key no run has (a typo would select nothing)."""
+    unknown = reporting.unknown_keys(runs, where)
+    if unknown:
+        print(f"error: no run under {folder} has {', '.join(unknown)} in its config or on its command line; "
+              "check the spelling (keys are dotted config paths, e.g. model.att_type, or group names, e.g. "
+              "experiment)", file=sys.stderr)
+    return not unknown
+
+
+def count_seeds(folder: Path, where: dict[str, str]) -> int:
+    """Print the number of distinct completed seeds (stdout, for scripts) and which they are (stderr)."""
+    if not folder.exists():
+        print(f"{folder} does not exist yet: 0 seeds", file=sys.stderr)
+        print(0)
+        return 0
+    try:
+        runs = reporting.collect_runs(folder)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if runs and not check_keys(runs, where, folder):
+        return 2
+    seeds = reporting.distinct_seeds(run for run in runs if reporting.run_matches(run, where))
+    print(f"completed seeds under {folder}: {', '.join(map(str, seeds)) or 'none'}", file=sys.stderr)
+    print(len(seeds))
+    return 0
 
 
 if __name__ == "__main__":

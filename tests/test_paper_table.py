@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import shutil
 
 import pytest
@@ -423,3 +424,125 @@ def test_placement_pivot_puts_blocks_in_rows_and_placements_in_columns():
     assert "| **28.00** (1) † |" in bam and bam.rstrip().endswith("| stage |")
     assert lines.index(none) < lines.index(cbam) < lines.index(bam)
     assert "tiny budget" in text and "Runs not completed:" in text and "CBAM @ post_add" in text
+
+
+# ------------------------------------------------- paired differences from the plain network
+# A hand-worked example, three seeds paired (0, 1, 2). Differences are the block's top-1 accuracy
+# minus the plain network's, i.e. the plain error minus the block's error:
+#   CBAM: 1.9, 2.0, 2.1     mean 2.0, sd 0.1  -> half width t * 0.1 / sqrt(3) = 0.248413771...
+#   SE:   1.0, 2.0, 3.0     mean 2.0, sd 1.0  -> half width t * 1.0 / sqrt(3) = 2.484137711...
+#   ECA: -1.0, -1.2, -0.8   mean -1.0, sd 0.2 -> half width t * 0.2 / sqrt(3) = 0.496827542...
+# with t = t_{0.975, 2} = 0.95 / sqrt(2 * 0.975 * 0.025) = 4.3026527297... (for 2 degrees of
+# freedom the t quantile has the closed form (2p - 1) / sqrt(2 p (1 - p))).
+T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
+PLAIN_ERR1 = {0: 10.0, 1: 12.0, 2: 11.0, 5: 30.0}  # seed 5: no block ran it, it pairs with nothing
+BLOCK_ERR1 = {
+    "CBAM": {0: 8.1, 1: 10.0, 2: 8.9, 3: 1.0},  # seed 3: the plain network never ran it
+    "SE": {0: 9.0, 1: 10.0, 2: 8.0},
+    "ECA": {0: 11.0, 1: 13.2, 2: 11.8},
+    "BAM": {0: 5.0, 4: 5.0},  # one pair only
+}
+
+
+def _paired_runs() -> list:
+    runs = [reporting.Run(f"r/none/{seed}", "completed", "cifar10", 18, "none", seed, err1=err1, err5=1.0)
+            for seed, err1 in PLAIN_ERR1.items()]
+    for att_type, errors in BLOCK_ERR1.items():
+        runs += [reporting.Run(f"r/{att_type}/{seed}", "completed", "cifar10", 18, att_type, seed, err1=err1,
+                               err5=1.0) for seed, err1 in errors.items()]
+    return runs
+
+
+def test_t_quantiles():
+    assert T_975_DF2 == pytest.approx(4.302652729749462, rel=1e-12)
+    assert reporting.t_quantile_975(1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)  # Cauchy
+    assert reporting.t_quantile_975(2) == pytest.approx(T_975_DF2, rel=1e-9)
+    assert 1.959963984540054 < reporting.t_quantile_975(10_000) < 1.9603  # tends to the normal's quantile
+    assert reporting.t_quantile_975(30) > reporting.t_quantile_975(31) > reporting.t_quantile_975(40) > 1.96
+    with pytest.raises(ValueError):
+        reporting.t_quantile_975(0)
+
+
+def test_t_quantiles_equal_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in [*range(1, 31), 31, 35, 40, 60, 120, 1000]:
+        assert reporting.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=0, abs=3e-8), df
+
+
+def test_paired_difference_by_hand():
+    cbam = reporting.paired_difference({0: 91.9, 1: 90.0, 2: 91.1, 3: 99.0}, {0: 90.0, 1: 88.0, 2: 89.0, 5: 70.0})
+    half = T_975_DF2 * 0.1 / math.sqrt(3)
+    assert half == pytest.approx(0.2484137711894836)
+    assert (cbam.pairs, cbam.mean, cbam.low, cbam.high) == (3, pytest.approx(2.0), pytest.approx(2.0 - half),
+                                                            pytest.approx(2.0 + half))
+    assert cbam.excludes_zero
+    se = reporting.paired_difference({0: 91.0, 1: 90.0, 2: 92.0}, {0: 90.0, 1: 88.0, 2: 89.0})
+    assert (se.mean, se.low, se.high) == (2.0, pytest.approx(2.0 - 2.484137711894836),
+                                          pytest.approx(2.0 + 2.484137711894836))
+    assert not se.excludes_zero  # -0.48 .. 4.48
+    one_pair = reporting.paired_difference({0: 95.0, 4: 95.0}, {0: 90.0, 1: 88.0})
+    assert (one_pair.pairs, one_pair.mean, one_pair.low, one_pair.high) == (1, None, None, None)
+    assert not one_pair.excludes_zero
+    assert reporting.paired_difference({}, {0: 90.0}).pairs == 0
+
+
+def test_table_reports_each_block_against_the_plain_network_paired_by_seed():
+    rows = {row.att_type: row for row in reporting.build_rows(_paired_runs())}
+    assert rows["none"].vs_plain is None and rows["CBAM"].baseline is rows["none"]
+    cells = {att: reporting.table_cells(row) for att, row in rows.items()}
+    header = reporting.HEADER
+    column, pairs = header.index("Top-1 acc vs plain (95% CI)"), header.index("Pairs")
+    # Seeds 3 (CBAM only) and 5 (plain only) are left out: 3 pairs, not 4.
+    assert cells["CBAM"][column] == "+2.00 [+1.75, +2.25] *" and cells["CBAM"][pairs] == "3"
+    assert cells["SE"][column] == "+2.00 [-0.48, +4.48]" and cells["SE"][pairs] == "3"  # interval holds 0
+    assert cells["ECA"][column] == "-1.00 [-1.50, -0.50] *"  # a loss, its interval below 0
+    assert cells["BAM"][column] == "n/a" and cells["BAM"][pairs] == "1"
+    assert cells["none"][column] == "–" and cells["none"][pairs] == "–"
+    assert cells["CBAM"][6] == "4"  # the Seeds column still counts every completed run
+
+    md = reporting.render(list(rows.values()), "md")
+    legend = next(line for line in md.splitlines() if line.startswith("Top-1 acc vs plain:"))
+    assert "paired by seed" in legend and "* the interval excludes 0" in legend and "n/a: fewer than 2" in legend
+    records = {r["att_type"]: r for r in csv.DictReader(io.StringIO(reporting.render(list(rows.values()), "csv")))}
+    assert float(records["CBAM"]["acc1_vs_plain"]) == pytest.approx(2.0)
+    assert float(records["CBAM"]["acc1_vs_plain_low"]) == pytest.approx(2.0 - 0.2484137711894836)
+    assert float(records["ECA"]["acc1_vs_plain_high"]) == pytest.approx(-1.0 + 0.4968275423789672)
+    assert (records["CBAM"]["pairs"], records["CBAM"]["acc1_vs_plain_excludes_0"]) == ("3", "True")
+    assert (records["SE"]["acc1_vs_plain_excludes_0"], records["BAM"]["acc1_vs_plain"], records["BAM"]["pairs"],
+            records["none"]["pairs"]) == ("False", "", "1", "")
+    latex = reporting.render(list(rows.values()), "latex")
+    assert "+2.00 [+1.75, +2.25] *" in latex and r"\caption{Top-1 acc vs plain" in latex
+
+
+def test_paired_difference_counts_a_seed_run_twice_once_and_needs_the_same_architecture():
+    runs = _paired_runs()
+    # CBAM seed 0 run again (a ledger may hold both): its accuracy is the mean of 91.9 and 92.1, 92.0,
+    # so the differences become 2.0, 2.0, 2.1 (mean 2.0333..., sd 0.057735...).
+    runs.append(reporting.Run("r/CBAM/0-again", "completed", "cifar10", 18, "CBAM", 0, err1=7.9, err5=1.0))
+    # A plain network of another depth is no baseline for ResNet-18's blocks, nor is one of another data set.
+    runs += [reporting.Run("r/r34", "completed", "cifar10", 34, "SE", 0, err1=1.0),
+             reporting.Run("r/c100", "completed", "cifar100", 18, "none", 0, err1=50.0)]
+    rows = {(row.dataset, row.depth, row.att_type): row for row in reporting.build_rows(runs)}
+    cbam = rows[("cifar10", 18, "CBAM")].vs_plain
+    half = T_975_DF2 * (0.1 / math.sqrt(3)) / math.sqrt(3)  # sd of 2.0, 2.0, 2.1 is 0.1 / sqrt(3)
+    assert (cbam.pairs, cbam.mean, cbam.high) == (3, pytest.approx(6.1 / 3), pytest.approx(6.1 / 3 + half))
+    assert rows[("cifar10", 34, "SE")].vs_plain is None
+    assert reporting.table_cells(rows[("cifar10", 34, "SE")])[-2:] == ["–", "–"]
+
+
+def test_no_legend_without_a_plain_row():
+    runs = [reporting.Run("r/se", "completed", "cifar10", 18, "SE", seed, err1=10.0 + seed) for seed in range(2)]
+    assert "Top-1 acc vs plain:" not in reporting.render(reporting.build_rows(runs), "md")
+
+
+def test_paired_column_from_results_files(tmp_path):
+    for att_type, errors in {"none": PLAIN_ERR1, **BLOCK_ERR1}.items():
+        for seed, err1 in errors.items():
+            _write_results(tmp_path / f"{att_type}_{seed}", err1=err1, err5=1.0, seed=seed, att_type=att_type,
+                           dataset="cifar10")
+    result = run_script("scripts/paper_table.py", [str(tmp_path), "--format", "md"])
+    assert result.returncode == 0, result.stderr
+    table = _md_rows(result.stdout)
+    assert table["ResNet-18 + CBAM"][-2:] == ["+2.00 [+1.75, +2.25] *", "3"]
+    assert table["ResNet-18 + SE"][-2:] == ["+2.00 [-0.48, +4.48]", "3"]
+    assert table["ResNet-18 + BAM"][-2:] == ["n/a", "1"]
