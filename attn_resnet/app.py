@@ -284,6 +284,18 @@ def _evaluation_data(cfg: DictConfig, checkpoint: dict | None) -> dict:
     return {**saved, **given}
 
 
+def _checkpoint_weights(checkpoint: dict, weights: str, source: str) -> dict:
+    """The state dict to evaluate: the trained weights, or (``weights=ema``) the run's weight average."""
+    if weights == "model":
+        return checkpoint["model"]
+    average = (checkpoint.get("callbacks") or {}).get("ema")
+    if average is None:
+        raise ConfigError(f"weights=ema, but {source} holds no weight average: its run was trained without "
+                          f"trainer.ema_decay. Evaluate its trained weights with weights=model, or train with "
+                          f"trainer.ema_decay=0.999 (say) to keep an average.")
+    return average["weights"]
+
+
 def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
              group_choices: dict | None = None, conf_dir: Path | None = None) -> dict:
     """Evaluate a checkpoint (ours or the authors') on the val split only; write eval.json."""
@@ -294,10 +306,11 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     data_cfg = _evaluation_data(cfg, checkpoint)
     val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
                                         channels_last=bool(cfg.channels_last))
+    weights = str(cfg.get("weights", "model"))
     if checkpoint is not None:
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec)
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
     else:
         spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_cfg["network_type"],
                           info.num_classes)
@@ -310,8 +323,9 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     started = time.time()
+    tta = str(cfg.get("tta", "none"))
     metrics = evaluate_model(model, val_loader, device, precision, bool(cfg.channels_last),
-                             progress=ProgressReporter())
+                             progress=ProgressReporter(), tta=tta)
     with torch.device("meta"):
         complexity = measure(build_model(spec), (3, *info.image_size))
     acc5 = metrics["acc5"]
@@ -325,6 +339,7 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
         "err5": None if acc5 is None else 100 - acc5, "loss": metrics["loss"], "images": metrics["images"],
         "params": complexity.params, "gflops": complexity.gflops,
         "device": device_name(device), "precision": precision, "seconds": time.time() - started,
+        "tta": tta, "weights": weights,
         **environment(),
     }
     if checkpoint is not None:
@@ -332,5 +347,5 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     write_json_atomic(Path(run_dir) / "eval.json", result)
     top5 = "n/a" if acc5 is None else f"{acc5:.2f}%"
     print(f"{info.name} val: top-1 {result['acc1']:.2f}% (err {result['err1']:.2f}), top-5 {top5} "
-          f"on {metrics['images']} images -> {Path(run_dir) / 'eval.json'}")
+          f"on {metrics['images']} images ({weights} weights, tta {tta}) -> {Path(run_dir) / 'eval.json'}")
     return result

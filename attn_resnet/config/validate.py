@@ -343,6 +343,13 @@ def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
         fail_choice("precision", cfg.precision, ("auto", *C.PRECISIONS))
     if not _DEVICE.match(str(cfg.device)):
         fail_choice("device", cfg.device, ("auto", "cpu", "cuda", "cuda:N"))
+    if str(cfg.get("tta", "none")) not in C.TTA_MODES:
+        fail_choice("tta", cfg.get("tta"), C.TTA_MODES)
+    if str(cfg.get("weights", "model")) not in C.EVAL_WEIGHTS:
+        fail_choice("weights", cfg.get("weights"), C.EVAL_WEIGHTS)
+    if cfg.get("weights", "model") == "ema" and cfg.checkpoint_format == "official":
+        raise ConfigError("weights=ema reads the weight average of one of our checkpoints; the authors' checkpoints "
+                          "hold one set of weights. Use weights=model with checkpoint_format=official.")
     if cfg.checkpoint_format == "official":
         if not isinstance(data, DictConfig) or not data.get("name"):
             raise ConfigError("checkpoint_format=official needs the model and data chosen explicitly, e.g. "
