@@ -106,6 +106,23 @@ stage_recipe() {  # stage_recipe EPOCHS LONG_EPOCHS OVERRIDE... (data.root among
     evaluate_sweep long "${EVAL_OPTIONS[@]}"
 }
 
+stage_recipe50() {  # 50 epochs: cutout 12 vs 16 (3 seeds each) and batch 256 at lr 0.2 (2 seeds); 8 processes
+    local common=(experiment=cifar10_fast trainer.ema_decay=0.998 trainer.ema_warmup=true
+                  trainer.val_every_epochs=10 trainer.epochs="$1")
+    shift
+    common+=("$@")
+    mkdir -p "$OUT_DIR/sweeps"
+    multirun e50_cutout12 3 "$(( $(left) - 45 ))" "${common[@]}" seed=0,1,2 aug.cutout=12 &
+    local a=$!
+    multirun e50_cutout16 3 "$(( $(left) - 45 ))" "${common[@]}" seed=0,1,2 aug.cutout=16 &
+    local b=$!
+    multirun e50_batch256 2 "$(( $(left) - 45 ))" "${common[@]}" seed=0,1 aug.cutout=12 data.batch_size=256 \
+        optim.lr=0.2 &
+    local c=$!
+    wait "$a" "$b" "$c"
+    for name in e50_cutout12 e50_cutout16 e50_batch256; do evaluate_sweep "$name" "${EVAL_OPTIONS[@]}"; done
+}
+
 summarize() {
     python3 - "$OUT_DIR/sweeps" >> "$OUT_DIR/summary.txt" 2>&1 <<'EOF'
 import json, sys
@@ -115,13 +132,13 @@ for path in sorted(Path(sys.argv[1]).glob("*/*/results.json")):
     r = json.loads(path.read_text())
     c = r.get("config", {})
     rows.append((path.parent.parent.name + "/" + path.parent.name, c.get("seed"), c.get("aug", {}).get("cutout"),
-                 c.get("trainer", {}).get("epochs"), r.get("status"), (r.get("final") or {}).get("acc1"),
+                 c.get("trainer", {}).get("epochs"), c.get("data", {}).get("batch_size"), r.get("status"), (r.get("final") or {}).get("acc1"),
                  r.get("images_per_sec"), r.get("train_seconds"), r.get("compile_seconds")))
-print("| run | seed | cutout | epochs | status | final top-1 (EMA, no TTA) | train img/s | train s | compile s |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| run | seed | cutout | epochs | batch | status | final top-1 (EMA, no TTA) | train img/s | train s | compile s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for row in rows:
     print("| " + " | ".join("" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in row) + " |")
-rates = [row[6] for row in rows if row[6]]
+rates = [row[7] for row in rows if row[7]]
 print(f"sum of the runs' train images/s (side by side): {sum(rates):.0f} over {len(rates)} runs")
 EOF
 }
@@ -133,6 +150,13 @@ for stage in "$@"; do
             sample_gpu "$OUT_DIR/gpu_usage.csv" & sampler=$!
             EVAL_OPTIONS=() GRID_JOBS=6 LONG_JOBS=2
             stage_recipe 30 40 data.root="$root"
+            kill "$sampler" 2>/dev/null
+            ;;
+        recipe50)
+            root=$(cifar_root) || { failed+=("cifar10 build"); continue; }
+            sample_gpu "$OUT_DIR/gpu_usage.csv" & sampler=$!
+            EVAL_OPTIONS=()
+            stage_recipe50 50 data.root="$root"
             kill "$sampler" 2>/dev/null
             ;;
         dry)
