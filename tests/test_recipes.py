@@ -1,0 +1,360 @@
+"""The open trainer and the recipe features, each against an independent formula.
+
+Callbacks (order, counts, state through a checkpoint), the weight average (a hand recurrence),
+test-time augmentation (logits averaged by hand), cutout (box areas, fill, every loader path the
+same), and resuming a checkpoint written by the 0.1.0 release, before any of these keys existed.
+"""
+
+import gzip
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attn_resnet.app import _check_trajectory, _checkpoint_weights
+from attn_resnet.config.validate import ConfigError
+from attn_resnet.data import DeviceImageLoader, build_loader
+from attn_resnet.data.common import TensorImageDataset, cutout_fill, cutout_params
+from attn_resnet.data.sampler import mix_seed
+from attn_resnet.engine.callbacks import Callback, CallbackList
+from attn_resnet.engine.checkpoint import load_training_checkpoint
+from attn_resnet.engine.ema import WeightAverage, ema_decay_at
+from attn_resnet.engine.trainer import evaluate_model
+from attn_resnet.engine.tta import tta_logits
+
+from helpers import compose_train, run_script
+from test_trainer_fast import BATCH, PreloadedLoader, counting_host_reads, fixed_batches, tiny_model
+from attn_resnet.engine.optim import build_optimizer
+from attn_resnet.engine.trainer import Trainer, TrainerSettings
+from helpers import tiny_dataset
+
+FIXTURE = Path(__file__).parent / "data" / "checkpoint_v0.1.0_epoch1.pt.gz"
+
+
+def make_trainer(run_dir, model=None, *, train_size=3 * BATCH, val_size=2 * BATCH, classes=4, loader=None,
+                 callbacks=None, **settings) -> Trainer:
+    """A CPU trainer of a tiny BatchNorm model on in-memory images (as test_trainer_fast's), with callbacks."""
+    model = model if model is not None else tiny_model(classes)
+    train_loader = loader or build_loader(tiny_dataset(train_size, classes), BATCH, train=True, num_workers=0)
+    val_loader = build_loader(tiny_dataset(val_size, classes, seed=1, train=False), BATCH, train=False,
+                              num_workers=0)
+    return Trainer(model, build_optimizer(model, "sgd", 0.1, device="cpu"), lambda steps: (lambda step: 1.0),
+                   train_loader, val_loader, TrainerSettings(**{"progress": False, **settings}), run_dir,
+                   torch.device("cpu"), tensorboard=False, callbacks=callbacks)
+
+
+# ------------------------------------------------------------------ callbacks
+class Recorder(Callback):
+    """Logs every hook call; keeps a counter as its checkpointed state."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.steps = 0
+
+    def setup(self, trainer):
+        self.calls.append("setup")
+
+    def on_train_start(self, trainer):
+        self.calls.append("train_start")
+
+    def on_after_backward(self, trainer):
+        # The group's gradients exist and the step has not been taken yet.
+        assert all(p.grad is not None for p in trainer.model.parameters())
+        self.calls.append(f"after_backward@{trainer.global_step}")
+
+    def on_optimizer_step(self, trainer):
+        self.steps += 1
+        self.calls.append(f"step@{trainer.global_step}")
+
+    def on_eval_start(self, trainer):
+        self.calls.append("eval_start")
+
+    def on_eval_end(self, trainer):
+        self.calls.append("eval_end")
+
+    def on_epoch_end(self, trainer, epoch, record):
+        assert record is trainer.history[-1] and record["epoch"] == epoch
+        self.calls.append(f"epoch_end{epoch}")
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"] if state else -1
+
+
+def test_callbacks_are_called_in_order_and_their_state_travels_in_checkpoints(tmp_path):
+    recorder = Recorder()
+    trainer = make_trainer(tmp_path / "a", train_size=8, epochs=2, callbacks=[recorder])  # 2 steps per epoch
+    trainer.fit()
+    assert recorder.calls == [
+        "setup", "train_start",
+        "after_backward@0", "step@1", "after_backward@1", "step@2", "eval_start", "eval_end", "epoch_end1",
+        "after_backward@2", "step@3", "after_backward@3", "step@4", "eval_start", "eval_end", "epoch_end2"]
+    checkpoint = load_training_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert checkpoint["callbacks"] == {"recorder": {"steps": 4}}
+    restored = Recorder()
+    resumed = make_trainer(tmp_path / "b", train_size=8, epochs=2, callbacks=[restored])
+    resumed.load_state_dict(checkpoint)
+    assert restored.steps == 4
+    old = dict(checkpoint)
+    del old["callbacks"]  # a checkpoint from before callbacks: each callback is told there is nothing
+    again = Recorder()
+    make_trainer(tmp_path / "c", train_size=8, callbacks=[again]).load_state_dict(old)
+    assert again.steps == -1
+
+
+def test_two_callbacks_may_not_share_a_name():
+    with pytest.raises(ValueError, match="share the name 'recorder'"):
+        CallbackList([Recorder(), Recorder()])
+
+
+# ------------------------------------------------------------ weight average
+def test_ema_decay_warmup_is_the_tensorflow_num_updates_rule():
+    assert ema_decay_at(0.999, 0, False) == 0.999
+    assert [ema_decay_at(0.999, t, True) for t in (0, 1, 2)] == [1 / 10, 2 / 11, 3 / 12]
+    assert ema_decay_at(0.9, 1000, True) == 0.9  # the ramp passes the decay, which then holds
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_average_follows_the_hand_recurrence_over_k_steps(warmup):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    average = WeightAverage(0.9, warmup=warmup)
+    average.setup(SimpleNamespace(model=model))
+    expected = {name: tensor.detach().clone().double() for name, tensor in model.state_dict().items()}
+    for step in range(5):
+        with torch.no_grad():
+            for tensor in model.state_dict().values():  # new "trained" weights and statistics
+                if tensor.is_floating_point():
+                    tensor.add_(torch.randn_like(tensor))
+                else:
+                    tensor.add_(3)
+        average.update(model)
+        decay = min(0.9, (1 + step) / (10 + step)) if warmup else 0.9
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                expected[name] = decay * expected[name] + (1 - decay) * tensor.double()
+            else:
+                expected[name] = tensor.clone()  # integer buffers (BatchNorm's batch count) are copied
+    averaged = average.module.state_dict()
+    for name, value in expected.items():
+        assert torch.allclose(averaged[name].double(), value.double(), atol=1e-6), name
+    assert averaged["1.num_batches_tracked"].item() == 15
+    assert average.updates == 5 and int(average.average.n_averaged) == 5
+
+
+def test_the_average_is_validated_and_saved_beside_the_trained_weights(tmp_path):
+    trainer = make_trainer(tmp_path, train_size=12, epochs=2, ema_decay=0.5)
+    summary = trainer.fit()
+    average = trainer.callbacks.callbacks[0]
+    trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert not all(torch.equal(trained[k], v) for k, v in average.module.state_dict().items())
+    # The reported metrics are the average's; the model holds the trained weights again afterwards.
+    expected = evaluate_model(average.module, trainer.val_loader, trainer.device)
+    assert summary["final"]["acc1"] == expected["acc1"]
+    assert summary["final"]["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    checkpoint = load_training_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert all(torch.equal(checkpoint["model"][k], trained[k]) for k in trained)
+    state = checkpoint["callbacks"]["ema"]
+    assert state["updates"] == 6 and state["decay"] == 0.5
+    assert all(torch.equal(state["weights"][k], v) for k, v in average.module.state_dict().items())
+
+
+def test_the_average_adds_no_host_read_to_a_step(tmp_path):
+    reads = {}
+    for count in (3, 9):
+        trainer = make_trainer(tmp_path / str(count), loader=PreloadedLoader(fixed_batches(count)),
+                               log_every_steps=100, ema_decay=0.9, ema_warmup=True)
+        with counting_host_reads() as counted:
+            trainer.train_epoch(0)
+        reads[count] = counted
+    assert reads[3] == reads[9] and len(reads[3]) == 1
+
+
+def test_a_run_resumed_after_epoch_one_ends_with_the_uninterrupted_average(tmp_path):
+    def run(folder, epochs, checkpoint=None):
+        trainer = make_trainer(folder, model=tiny_model(dropout=0.3), train_size=12, epochs=epochs,
+                               ema_decay=0.8, ema_warmup=True)
+        if checkpoint is not None:
+            trainer.load_state_dict(load_training_checkpoint(checkpoint))
+        trainer.fit()
+        return trainer
+
+    whole = run(tmp_path / "whole", 3)
+    run(tmp_path / "part", 1)
+    resumed = run(tmp_path / "resumed", 3, tmp_path / "part" / "checkpoints" / "last.pt")
+    for a, b in ((whole.model, resumed.model), (whole.callbacks.callbacks[0].module,
+                                                 resumed.callbacks.callbacks[0].module)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_ema_decay_out_of_range_is_refused():
+    with pytest.raises(ValueError, match=r"ema_decay=1.0 is not valid"):
+        WeightAverage(1.0)
+
+
+# --------------------------------------------------------- test-time augmentation
+def _reflect_shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The image moved by (dy, dx) pixels with the border reflected (numpy's own reflect padding)."""
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    height, width = images.shape[-2:]
+    return padded[:, :, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tta_is_the_mean_of_the_views_logits(channels_last):
+    model = tiny_model().eval()
+    images = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    array = images.numpy()
+
+    def logits(view: np.ndarray) -> torch.Tensor:
+        return model(torch.from_numpy(np.ascontiguousarray(view))).detach()
+
+    def mirrored(view: np.ndarray) -> torch.Tensor:
+        return (logits(view) + logits(view[..., ::-1])) / 2
+
+    with torch.no_grad():
+        assert torch.equal(tta_logits(model, images, "none"), model(images))
+        assert torch.allclose(tta_logits(model, images, "flip"), mirrored(array), atol=1e-6)
+        by_hand = mirrored(array) / 2 + (mirrored(_reflect_shift(array, -1, -1))
+                                         + mirrored(_reflect_shift(array, 1, 1))) / 4
+        assert torch.allclose(tta_logits(model, images, "flip_translate"), by_hand, atol=1e-6)
+    with pytest.raises(ValueError, match="flip_translate"):
+        tta_logits(model, images, "rotate")
+
+
+def test_evaluation_with_tta_reports_the_averaged_logits_metrics(tmp_path):
+    trainer = make_trainer(tmp_path, tta="flip")
+    images, targets = next(iter(trainer.val_loader))
+    with torch.no_grad():
+        averaged = (trainer.model.eval()(images) + trainer.model(images.flip(-1))) / 2
+    loader = [(images, targets)]
+    metrics = evaluate_model(trainer.model, loader, trainer.device, tta="flip")
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(averaged, targets).item(), rel=1e-6)
+    assert metrics["acc1"] == pytest.approx(100.0 * (averaged.argmax(1) == targets).float().mean().item())
+    assert trainer.evaluate(trainer.val_loader)["loss"] != evaluate_model(trainer.model, trainer.val_loader,
+                                                                          trainer.device)["loss"]
+
+
+# -------------------------------------------------------------------- cutout
+def cifar_like(count: int = 16, size: int = 32, train: bool = True) -> TensorImageDataset:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.arange(count) % 4
+    return TensorImageDataset(images, labels, list("abcd"), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), train,
+                              pad=4, flip=True)
+
+
+@pytest.mark.parametrize(("cy", "cx", "area"), [(16, 16, 144), (0, 0, 6 * 6), (31, 5, 7 * 11), (2, 30, 8 * 8)])
+def test_cutout_box_is_the_clipped_square_around_its_centre(cy, cx, area):
+    seed = (cy << 41) | (cx << 52) | 12345  # the centre's bit fields; the crop's bits below are free
+    y0, y1, x0, x1 = cutout_params(seed, 12, 32, 32)
+    assert (y1 - y0) * (x1 - x0) == area
+    assert (y0, x0) == (max(cy - 6, 0), max(cx - 6, 0))
+    batch = cutout_params(torch.tensor([seed]), 12, 32, 32)
+    assert tuple(int(v) for v in batch) == (y0, y1, x0, x1)
+
+
+def test_cutout_paints_the_mean_colour_in_its_box_only_and_the_device_loader_matches_the_workers():
+    dataset = cifar_like()
+    plain = cifar_like()
+    dataset.set_cutout(12)
+    fill = cutout_fill(dataset.mean)
+    assert fill.tolist() == [round(255 * 0.49), round(255 * 0.48), round(255 * 0.45)]
+    raw, raw_plain = dataset.uint8_items(), plain.uint8_items()
+    centres = set()
+    for index in range(len(dataset)):
+        seed = mix_seed(7, index)  # a 63-bit hash, as the sampler draws them
+        painted, _ = raw[(index, seed)]
+        original, _ = raw_plain[(index, seed)]  # same crop and flip, no cutout
+        y0, y1, x0, x1 = cutout_params(seed, 12, 32, 32)
+        box = torch.zeros(32, 32, dtype=torch.bool)
+        box[y0:y1, x0:x1] = True
+        assert torch.equal(painted[:, box], fill[:, None].expand(-1, int(box.sum())))
+        assert torch.equal(painted[:, ~box], original[:, ~box])
+        centres.add((y0 + y1, x0 + x1))
+    assert len(centres) > 8  # the boxes move
+    # The device loader paints the same boxes for the same sampler keys, bit for bit.
+    loader = DeviceImageLoader(dataset, batch_size=8, train=True, seed=5)
+    workers = build_loader(dataset, 8, train=True, seed=5, num_workers=0)
+    for (device_images, device_labels), (worker_images, worker_labels) in zip(loader, workers):
+        assert torch.equal(device_images, worker_images) and torch.equal(device_labels, worker_labels)
+
+
+def test_cutout_marks_a_fraction_of_pixels_that_matches_the_expected_area():
+    dataset = cifar_like(count=1)
+    dataset.set_cutout(8)
+    seeds = torch.randint(0, 2**62, (4000,), generator=torch.Generator().manual_seed(1))
+    y0, y1, x0, x1 = cutout_params(seeds, 8, 32, 32)
+    area = ((y1 - y0) * (x1 - x0)).double().mean().item()
+    # A box of 8 centred at c covers rows c-4 .. c+3: centres 0-3 lose 4, 3, 2, 1 rows at the top and
+    # centres 29-31 lose 1, 2, 3 at the bottom, so for a uniform centre the length averages
+    # (32 * 8 - 16) / 32 = 7.5 per axis, and the axes are independent: mean area 7.5 ** 2.
+    assert area == pytest.approx(7.5**2, rel=0.02)
+
+
+def test_cutout_is_ignored_by_a_validation_split():
+    dataset = cifar_like(train=False)
+    dataset.set_cutout(12)
+    assert dataset.cutout == 0
+
+
+# ------------------------------------------------------------- config and resume
+def test_aug_and_recipe_keys_are_validated_before_anything_runs(tmp_path):
+    result = run_script("train.py", ["data=imagenet", "aug.cutout=8", f"hydra.run.dir={tmp_path / 'r'}"])
+    assert result.returncode != 0 and "aug.cutout=8 is not available with data=imagenet" in result.stderr
+    result = run_script("train.py", ["trainer.ema_decay=1.5", f"hydra.run.dir={tmp_path / 'r'}"])
+    assert "trainer.ema_decay=1.5: it must be in [0, 1)" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_of_the_0_1_0_release_resumes_with_todays_keys(tmp_path):
+    checkpoint_path = tmp_path / "last.pt"
+    with gzip.open(FIXTURE, "rb") as packed, open(checkpoint_path, "wb") as out:
+        shutil.copyfileobj(packed, out)
+    checkpoint = load_training_checkpoint(checkpoint_path)
+    saved = checkpoint["config"]
+    assert "aug" not in saved and "ema_decay" not in saved["trainer"]  # written before these keys existed
+    overrides = ["data=synthetic", "data.train_size=128", "data.val_size=64", "trainer.epochs=3",
+                 "trainer.limit_train_batches=2", "trainer.progress=false", "trainer.tensorboard=false",
+                 "trainer.device=cpu"]
+    from omegaconf import OmegaConf
+
+    today = OmegaConf.to_container(compose_train(overrides), resolve=True)
+    today.pop("hydra", None)
+    assert _check_trajectory(checkpoint, today, checkpoint_path) == {}
+    cutout = OmegaConf.to_container(compose_train([*overrides, "aug.cutout=8"]), resolve=True)
+    with pytest.raises(ConfigError, match=r"aug.cutout: 0 -> 8"):
+        _check_trajectory(checkpoint, cutout, checkpoint_path)
+    # And the whole run resumes from it: epochs 2 and 3 on top of the stored epoch 1.
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint_path, run_dir / "checkpoints" / "last.pt")
+    result = run_script("train.py", [*overrides, f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Resumed from" in (run_dir / "train.log").read_text()
+    import json
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed" and [r["epoch"] for r in results["history"]] == [1, 2, 3]
+    assert math.isfinite(results["final"]["loss"])
+
+
+def test_evaluate_weights_ema_needs_a_run_that_kept_an_average(tmp_path):
+    trainer = make_trainer(tmp_path / "run", epochs=1)
+    trainer.fit()
+    checkpoint = load_training_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert _checkpoint_weights(checkpoint, "model", "last.pt") is checkpoint["model"]
+    with pytest.raises(ConfigError, match="holds no weight average: its run was trained without"):
+        _checkpoint_weights(checkpoint, "ema", "last.pt")
