@@ -80,7 +80,7 @@ def test_validation_and_checkpoint_frequencies_may_change_on_resume():
 
 def test_cifar10_fast_validates_and_checkpoints_once_after_the_last_epoch_whatever_the_epochs():
     cfg = compose_train(["experiment=cifar10_fast"])
-    assert cfg.trainer.val_every_epochs == cfg.trainer.checkpoint_every_epochs == 30
+    assert cfg.trainer.val_every_epochs == cfg.trainer.checkpoint_every_epochs == cfg.trainer.epochs == 50
     cfg = compose_train(["experiment=cifar10_fast", "trainer.epochs=7"])
     validate_train_config(cfg)
     assert cfg.trainer.val_every_epochs == cfg.trainer.checkpoint_every_epochs == 7

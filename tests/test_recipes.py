@@ -25,6 +25,7 @@ from attn_resnet.data.sampler import mix_seed
 from attn_resnet.engine.callbacks import Callback, CallbackList
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.ema import WeightAverage, ema_decay_at
+from attn_resnet.engine.objectives import BatchMix, Objective, smooth_one_hot
 from attn_resnet.engine.trainer import evaluate_model
 from attn_resnet.engine.tta import tta_logits
 
@@ -38,7 +39,7 @@ FIXTURE = Path(__file__).parent / "data" / "checkpoint_v0.1.0_epoch1.pt.gz"
 
 
 def make_trainer(run_dir, model=None, *, train_size=3 * BATCH, val_size=2 * BATCH, classes=4, loader=None,
-                 callbacks=None, **settings) -> Trainer:
+                 callbacks=None, objective=None, **settings) -> Trainer:
     """A CPU trainer of a tiny BatchNorm model on in-memory images (as test_trainer_fast's), with callbacks."""
     model = model if model is not None else tiny_model(classes)
     train_loader = loader or build_loader(tiny_dataset(train_size, classes), BATCH, train=True, num_workers=0)
@@ -46,7 +47,7 @@ def make_trainer(run_dir, model=None, *, train_size=3 * BATCH, val_size=2 * BATC
                               num_workers=0)
     return Trainer(model, build_optimizer(model, "sgd", 0.1, device="cpu"), lambda steps: (lambda step: 1.0),
                    train_loader, val_loader, TrainerSettings(**{"progress": False, **settings}), run_dir,
-                   torch.device("cpu"), tensorboard=False, callbacks=callbacks)
+                   torch.device("cpu"), tensorboard=False, callbacks=callbacks, objective=objective)
 
 
 # ------------------------------------------------------------------ callbacks
@@ -372,3 +373,94 @@ def test_the_readme_callback_example_runs_and_logs_the_gradient_norm(tmp_path):
     trainer.fit()
     assert [r["grad_norm_mean"] > 0 for r in trainer.history] == [True, True]
     assert callback.norms == []
+
+
+# ------------------------------------------------------------ objectives and mixing
+def test_mixup_blends_images_and_targets_with_the_same_lam():
+    mix = BatchMix(num_classes=3, mixup=0.4, seed=1)
+    images = torch.rand(4, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 1, 2, 1])
+    draw = mix.draw(epoch=2, batch=5, height=6, width=6)
+    assert draw.kind == "mixup" and mix.draw(2, 5, 6, 6) == draw and mix.draw(2, 6, 6, 6) != draw
+    mixed, soft = BatchMix.apply(images, smooth_one_hot(targets, 3), draw)
+    # lam read back from the pixels: mixed = lam * x + (1 - lam) * x[::-1]
+    partner = images.flip(0)
+    lam = ((mixed - partner) / (images - partner))[0].median().item()
+    assert lam == pytest.approx(draw.lam, abs=1e-4)
+    expected = lam * F.one_hot(targets, 3).float() + (1 - lam) * F.one_hot(targets.flip(0), 3).float()
+    assert torch.allclose(soft, expected, atol=1e-4)
+
+
+def test_cutmix_pastes_a_box_whose_area_sets_the_target_weights():
+    mix = BatchMix(num_classes=4, cutmix=1.0, seed=3)
+    images = torch.arange(4.0)[:, None, None, None].expand(4, 3, 16, 16).clone()  # image i is all i
+    targets = torch.tensor([0, 1, 2, 3])
+    for batch in range(20):
+        draw = mix.draw(0, batch, 16, 16)
+        mixed, soft = BatchMix.apply(images, smooth_one_hot(targets, 4), draw)
+        pasted = (mixed[0, 0] == 3).float().mean().item()  # image 0 received pixels of image 3
+        assert pasted == pytest.approx(1 - draw.lam, abs=1e-6)
+        assert soft[0].tolist() == pytest.approx([1 - pasted, 0, 0, pasted], abs=1e-6)
+        y0, y1, x0, x1 = draw.box
+        assert torch.all(mixed[0, :, y0:y1, x0:x1] == 3) and (y1 - y0) * (x1 - x0) == round(pasted * 256)
+
+
+def test_mixing_draws_follow_their_probabilities_and_the_beta_law():
+    mix = BatchMix(num_classes=10, mixup=0.2, cutmix=1.0, mix_prob=0.6, switch_prob=0.25, seed=0)
+    draws = [mix.draw(0, batch, 32, 32) for batch in range(4000)]
+    kinds = [draw.kind for draw in draws]
+    assert kinds.count(None) / 4000 == pytest.approx(0.4, abs=0.03)
+    mixed = [d for d in draws if d.kind is not None]
+    assert sum(d.kind == "cutmix" for d in mixed) / len(mixed) == pytest.approx(0.25, abs=0.03)
+    lams = np.array([d.lam for d in mixed if d.kind == "mixup"])
+    # Beta(0.2, 0.2): mean 1/2, variance 1 / (4 (2 * 0.2 + 1)) = 0.17857
+    assert lams.mean() == pytest.approx(0.5, abs=0.02) and lams.var() == pytest.approx(1 / 5.6, abs=0.01)
+    off = BatchMix(num_classes=10, mixup=0.2, mix_off_epoch=3)
+    assert off.draw(2, 0, 8, 8).kind == "mixup" and off.draw(3, 0, 8, 8).kind is None
+
+
+def test_soft_cross_entropy_and_bce_against_their_formulas():
+    logits = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([0, 4, 2, 2, 1, 3])
+    soft = smooth_one_hot(targets, 5, 0.1)
+    assert torch.allclose(soft.sum(1), torch.ones(6)) and soft[0, 0].item() == pytest.approx(0.92)
+    ce = Objective("ce", label_smoothing=0.1)
+    by_hand = -(soft * torch.log(torch.softmax(logits, 1))).sum(1).mean()
+    assert ce(logits, targets, soft).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert ce(logits, targets, None).item() == pytest.approx(by_hand.item(), rel=1e-6)  # the hard-label path
+    sigmoid = torch.sigmoid(logits)
+
+    def bce_by_hand(goal):
+        return -(goal * torch.log(sigmoid) + (1 - goal) * torch.log(1 - sigmoid)).mean().item()
+
+    assert Objective("bce", 0.1)(logits, targets, None).item() == pytest.approx(bce_by_hand(soft), rel=1e-5)
+    mixed = 0.7 * soft + 0.3 * soft.flip(0)
+    thresholded = Objective("bce", 0.1, bce_target_threshold=0.2)(logits, targets, mixed)
+    assert thresholded.item() == pytest.approx(bce_by_hand((mixed > 0.2).float()), rel=1e-5)
+
+
+def test_training_accuracy_under_mixing_counts_the_heavier_label(tmp_path):
+    objective = Objective("ce", mix=BatchMix(num_classes=4, mixup=1.0, seed=0))
+    images, targets = torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    for batch in range(10):
+        _, soft, hard = objective.batch(images, targets, 0, batch)
+        assert torch.equal(hard, soft.argmax(1)) or soft.max(1).values.min() == 0.5
+
+
+def test_a_mixed_run_with_every_feature_resumes_bit_exactly(tmp_path):
+    def run(folder, epochs, checkpoint=None):
+        objective = Objective("bce", 0.1, 0.2, mix=BatchMix(4, mixup=0.2, cutmix=1.0, mix_prob=0.7, seed=0))
+        trainer = make_trainer(folder, model=tiny_model(dropout=0.3), train_size=12, epochs=epochs,
+                               ema_decay=0.8, ema_warmup=True, objective=objective)
+        if checkpoint is not None:
+            trainer.load_state_dict(load_training_checkpoint(checkpoint))
+        trainer.fit()
+        return trainer
+
+    whole = run(tmp_path / "whole", 3)
+    run(tmp_path / "part", 1)
+    resumed = run(tmp_path / "resumed", 3, tmp_path / "part" / "checkpoints" / "last.pt")
+    for a, b in ((whole.model, resumed.model), (whole.callbacks.callbacks[0].module,
+                                                 resumed.callbacks.callbacks[0].module)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert whole.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]

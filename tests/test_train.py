@@ -193,8 +193,12 @@ def _weights(path: Path) -> dict:
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     # 5 batches per epoch, a checkpoint after each: the run is killed after batch 2, 3 or 4 of epoch 2.
+    # Every recipe feature that draws random numbers or keeps state is on: cutout, mixup/CutMix, the
+    # weight average, BCE against smoothed targets.
     args = FAST + ["data.train_size=40", "trainer.epochs=2", "trainer.checkpoint_every_steps=1",
-                   "model.att_type=CBAM", "data.image_size=16"]
+                   "model.att_type=CBAM", "data.image_size=16", "aug.cutout=6", "aug.mixup=0.2", "aug.cutmix=1.0",
+                   "aug.mix_prob=0.8", "trainer.ema_decay=0.9", "trainer.ema_warmup=true", "trainer.loss=bce",
+                   "trainer.label_smoothing=0.1"]
     reference = run_script("train.py", args + [f"hydra.run.dir={tmp_path / 'ref'}"])
     assert reference.returncode == 0, reference.stderr[-2000:]
 
@@ -221,8 +225,11 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     resumed = run_script("train.py", args + [f"hydra.run.dir={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resumed from" in (run_dir / "train.log").read_text()
-    a, b = _weights(tmp_path / "ref" / "checkpoints" / "last.pt"), _weights(last)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reference_state, resumed_state = load_training_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt"), \
+        load_training_checkpoint(last)
+    for a, b in ((reference_state["model"], resumed_state["model"]),
+                 (reference_state["callbacks"]["ema"]["weights"], resumed_state["callbacks"]["ema"]["weights"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_results(run_dir)["final"] == read_results(tmp_path / "ref")["final"]
 
 

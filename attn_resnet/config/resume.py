@@ -34,6 +34,13 @@ OPERATIONAL_KEYS = frozenset({
 # feature off is no change (and with it on, one).
 OFF_VALUES: dict[str, Any] = {
     "aug.cutout": 0,
+    "aug.mixup": 0.0,
+    "aug.cutmix": 0.0,
+    "aug.mix_prob": 1.0,
+    "aug.switch_prob": 0.5,
+    "aug.mix_off_epoch": 0,
+    "trainer.loss": "ce",
+    "trainer.bce_target_threshold": None,
     "trainer.ema_decay": 0.0,
     "trainer.ema_warmup": False,
 }

@@ -289,6 +289,13 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _boolean(cfg, "trainer.compile_eval")
     if "tta" in trainer and str(trainer.tta) not in C.TTA_MODES:
         fail_choice("trainer.tta", trainer.tta, C.TTA_MODES)
+    if "loss" in trainer and trainer.loss not in C.LOSSES:
+        fail_choice("trainer.loss", trainer.loss, C.LOSSES)
+    if trainer.get("bce_target_threshold") is not None:
+        _number(cfg, "trainer.bce_target_threshold", allow_zero=True)
+        if not 0 <= trainer.bce_target_threshold < 1:
+            raise ConfigError(f"Invalid config value trainer.bce_target_threshold={trainer.bce_target_threshold}: "
+                              f"it must be in [0, 1) (timm's recipes use 0.2), or null for soft targets.")
     if "ema_decay" in trainer:
         _number(cfg, "trainer.ema_decay", allow_zero=True)
         if not 0 <= trainer.ema_decay < 1:
@@ -309,6 +316,16 @@ def validate_aug(cfg: DictConfig) -> None:
     aug = cfg.get("aug")
     if not isinstance(aug, DictConfig):
         return
+    for key in ("mixup", "cutmix"):
+        if key in aug:
+            _number(cfg, f"aug.{key}", allow_zero=True)
+    for key in ("mix_prob", "switch_prob"):
+        if key in aug:
+            _number(cfg, f"aug.{key}", allow_zero=True)
+            if aug[key] > 1:
+                raise ConfigError(f"Invalid config value aug.{key}={aug[key]}: it must be a probability in [0, 1].")
+    if "mix_off_epoch" in aug:
+        _number(cfg, "aug.mix_off_epoch", integer=True, allow_zero=True)
     if "cutout" in aug:
         _number(cfg, "aug.cutout", integer=True, allow_zero=True)
         name = cfg.data.get("name")

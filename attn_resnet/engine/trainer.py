@@ -29,6 +29,7 @@ from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfini
 from .compilation import check_compile_mode, compile_pass, compiling_calls
 from .distributed import Distributed, PeerRankError
 from .metrics import MeterReading, TopKAccuracy, TrainingMeters
+from .objectives import Objective
 from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
 from .throughput import Throughput
@@ -64,7 +65,9 @@ class TrainerSettings:
     ``ema_decay``: keep an exponential moving average of the weights with this decay and
     validate it instead of the trained weights (``ema.WeightAverage``; 0: none); ``ema_warmup``:
     its decay ramps up as ``(1 + t) / (10 + t)``. ``tta``: test-time augmentation of the
-    validation and test passes (``tta.TTA_CHOICES``).
+    validation and test passes (``tta.TTA_CHOICES``). ``loss`` (ce | bce), ``label_smoothing``
+    and ``bce_target_threshold``: the training loss (``objectives.Objective``; evaluation always
+    reports the cross-entropy).
     """
 
     epochs: int = 1
@@ -90,6 +93,8 @@ class TrainerSettings:
     ema_decay: float = 0.0
     ema_warmup: bool = False
     tta: str = "none"
+    loss: str = "ce"
+    bce_target_threshold: float | None = None
 
 
 def resolve_device(name: str = "auto", purpose: str = "training") -> torch.device:
@@ -210,11 +215,11 @@ def _metrics_text(name: str, metrics: dict) -> str:
     return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
 
 
-def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                  label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and mean cross-entropy of one training batch: the part of the step that is compiled."""
+def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, objective: Objective,
+                  soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and mean loss of one training batch (``Objective``): the part of the step that is compiled."""
     logits = model(images)
-    return logits, F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    return logits, objective(logits, targets, soft)
 
 
 def eval_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -253,6 +258,7 @@ class Trainer:
         test_loader=None,
         progress: ProgressReporter | None = None,
         callbacks: list[Callback] | None = None,
+        objective: Objective | None = None,
         input_info: dict | None = None,
         distributed: Distributed | None = None,
     ) -> None:
@@ -268,6 +274,9 @@ class Trainer:
                 raise ValueError(f"trainer.{key}={value!r} is not valid: it must be a positive integer "
                                  f"(1: after every epoch).")
         self.settings = settings
+        # The loss (and batch mixing); by default the settings' cross-entropy or BCE, unmixed.
+        self.objective = objective or Objective(settings.loss, settings.label_smoothing,
+                                                settings.bce_target_threshold)
         self.device = device
         self.model = model.to(device)
         if settings.channels_last:
@@ -418,9 +427,10 @@ class Trainer:
         ends_group = (batch + 1) % settings.accumulate == 0 or batch + 1 == total_batches
         # Across ranks, gradients are all-reduced only in the backward that ends an accumulation group.
         with self.distributed.grad_sync(self.step_model, ends_group):
+            images, soft, hard = self.objective.batch(images, targets, self._training_epoch, batch)
             with autocast_context(self.device, settings.precision):
-                logits, loss = self._train_forward(self.step_model, images, targets, settings.label_smoothing)
-            self.meters.update(loss.detach(), logits.detach(), targets, batch)
+                logits, loss = self._train_forward(self.step_model, images, targets, self.objective, soft)
+            self.meters.update(loss.detach(), logits.detach(), hard, batch)
             scaled = loss / self._accumulation_group_size(batch, total_batches)
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         if ends_group:
