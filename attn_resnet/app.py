@@ -39,7 +39,7 @@ from .engine.checkpointing import check_room_for_checkpoints, checkpoint_size_es
 from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
 from .engine.objectives import BatchMix, Objective
 from .engine.progress import ProgressReporter
-from .engine.optim import build_optimizer, lr_factor_schedule
+from .engine.optim import build_optimizer, build_scheduler
 from .engine.tb_logger import flatten_hparams
 from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
@@ -188,6 +188,10 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
         lr = lr * batch_size / float(optim_cfg["reference_batch_size"])
     optim_options = {k: v for k, v in optim_cfg.items() if k not in ("name", "lr", "reference_batch_size")}
     optimizer = build_optimizer(model, optim_cfg["name"], lr, device=device, **optim_options)
+    if optim_cfg.get("layer_decay") is not None:
+        scales = sorted({round(group["lr_scale"], 6) for group in optimizer.param_groups})
+        log.info("optim.layer_decay=%s: %d layers, lr x %.3g (stem) .. x 1 (classifier).",
+                 optim_cfg["layer_decay"], len(scales), scales[0])
     if distributed.is_main:  # rank 0 writes the checkpoints; refuse now rather than after an epoch
         check_room_for_checkpoints(run_dir / "checkpoints", checkpoint_size_estimate(
             model, optimizer, weight_copies=2 if trainer_cfg.get("ema_decay") else 1))
@@ -195,7 +199,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     settings = TrainerSettings(**{k: v for k, v in trainer_cfg.items() if k in settings_keys})
     settings.precision = precision
     sched_options = {k: v for k, v in config["sched"].items() if k != "name"}
-    schedule = partial(lr_factor_schedule, config["sched"]["name"], settings.epochs, **sched_options)
+    schedule = partial(build_scheduler, optimizer, config["sched"]["name"], settings.epochs, **sched_options)
 
     hooks = []
     every = int(trainer_cfg.get("attention_maps_every", 0) or 0)

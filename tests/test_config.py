@@ -98,7 +98,7 @@ def test_model_choices_validate(depth, att):
         ("model.depth=42", "model.depth=42", "101"),
         ("model.att_type=XYZ", "model.att_type='XYZ'", "CBAM"),
         ("trainer.precision=fp8", "trainer.precision='fp8'", "bf16"),
-        ("optim.name=lion", "optim.name='lion'", "adamw"),
+        ("optim.name=adagrad", "optim.name='adagrad'", "lion"),
         ("model.init=xavier", "model.init='xavier'", "torchvision"),
         ("model.att_placement=middle", "model.att_placement='middle'", "post_add"),
         ("data.batch_size=0", "data.batch_size=0", "positive"),

@@ -6,6 +6,7 @@ tests check that these lists equal them.
 
 from __future__ import annotations
 
+from .. import optim_registry
 from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names, canonical_attention
 
 DEPTHS = (18, 34, 50, 101)
@@ -16,8 +17,8 @@ NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "ze
 # lower-case spelling -> canonical spelling
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "multistep", "cosine", "constant")
+OPTIMIZERS = tuple(optim_registry.OPTIMIZERS)
+SCHEDULES = tuple(optim_registry.SCHEDULES)
 PRECISIONS = ("32", "bf16", "fp16")
 INITS = ("reference", "torchvision")
 CHECKPOINT_FORMATS = ("ours", "official")

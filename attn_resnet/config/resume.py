@@ -40,6 +40,7 @@ OFF_VALUES: dict[str, Any] = {
     "aug.switch_prob": 0.5,
     "aug.mix_off_epoch": 0,
     "trainer.loss": "ce",
+    "optim.layer_decay": None,
     "trainer.bce_target_threshold": None,
     "trainer.ema_decay": 0.0,
     "trainer.ema_warmup": False,

@@ -249,9 +249,19 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
     _number(cfg, "optim.lr")
     _number(cfg, "optim.weight_decay", allow_zero=True)
     _number(cfg, "optim.reference_batch_size", integer=True, allow_none=True)
+    if cfg.optim.get("layer_decay") is not None:
+        _number(cfg, "optim.layer_decay")
+        if cfg.optim.layer_decay > 1:
+            raise ConfigError(f"Invalid config value optim.layer_decay={cfg.optim.layer_decay}: it must be in (0, 1] "
+                              f"(e.g. 0.7; each layer trains at that times the lr of the layer above), or null.")
     if cfg.sched.name not in C.SCHEDULES:
         fail_choice("sched.name", cfg.sched.name, C.SCHEDULES)
-    _number(cfg, "sched.warmup_epochs", allow_zero=True)
+    _number(cfg, "sched.warmup_epochs", allow_zero=True, allow_none=cfg.sched.name == "onecycle")
+    if cfg.sched.name == "onecycle" and cfg.sched.warmup_epochs is not None \
+            and not 0 < cfg.sched.warmup_epochs < cfg.trainer.epochs:
+        raise ConfigError(f"Invalid config value sched.warmup_epochs={cfg.sched.warmup_epochs} for sched=onecycle: its "
+                          f"rising phase must last more than 0 and fewer than trainer.epochs={cfg.trainer.epochs} "
+                          f"epochs.")
     trainer = cfg.trainer
     if str(trainer.precision) not in ("auto", *C.PRECISIONS):
         fail_choice("trainer.precision", trainer.precision, ("auto", *C.PRECISIONS))
@@ -303,12 +313,33 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
                               f"(e.g. 0.999; 0 keeps no average).")
         _boolean(cfg, "trainer.ema_warmup")
     validate_aug(cfg)
+    check_callables(cfg)
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():
         raise ConfigError(
             f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
             f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
         )
+
+
+def check_callables(cfg: DictConfig) -> None:
+    """The chosen optimizer and schedule are installed and take every option their config files give.
+
+    Imports torch (and the optimizer's package), so it runs after the torch-free checks: a bad
+    choice is still reported within a second, an option the optimizer does not take before any
+    data is read.
+    """
+    from ..optim_registry import OPTIMIZERS, PROJECT_OPTIM_KEYS, SCHEDULES, RegistryError, check_options, resolve
+
+    optim = plain(cfg.optim)
+    sched = plain(cfg.sched)
+    try:
+        check_options(resolve(OPTIMIZERS, optim["name"], "optimizer"),
+                      {k: v for k, v in optim.items() if k not in PROJECT_OPTIM_KEYS}, 1, "optim", PROJECT_OPTIM_KEYS)
+        check_options(resolve(SCHEDULES, sched["name"], "schedule"),
+                      {k: v for k, v in sched.items() if k != "name"}, 3, "sched", ("name",))
+    except RegistryError as error:
+        raise ConfigError(f"{error} Fix the key on the command line or in conf/optim/, conf/sched/.") from None
 
 
 def validate_aug(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ Writing one's own is one file::
         name = "print_lr"
 
         def on_epoch_end(self, trainer, epoch, record):
-            print(epoch, trainer.optimizer.param_groups[0]["lr"])
+            print(epoch, trainer.current_lr())
 
 and ``Trainer(..., callbacks=[PrintLr()])``.
 """

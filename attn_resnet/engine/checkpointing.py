@@ -95,8 +95,8 @@ def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer,
             group_slots = 1 if group.get("momentum", 0) else 0
         elif isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
             group_slots = 3 if group.get("amsgrad") else 2
-        else:
-            group_slots = 1
+        else:  # LAMB keeps two moments, Lion one: counted as two, a bound from above for Lion
+            group_slots = 2
         state_bytes += group_slots * sum(p.numel() * p.element_size() for p in group["params"] if p.requires_grad)
     return model_bytes + state_bytes
 

@@ -230,7 +230,9 @@ def eval_forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Owns one run: the model, its optimizer and schedule, the loaders and the run folder.
 
-    ``lr_schedule(optimizer_steps_per_epoch)`` returns the lr multiplier per optimizer step.
+    ``lr_schedule(optimizer_steps_per_epoch)`` returns the scheduler (``optim.build_scheduler``), or a
+    function of the optimizer step giving the lr multiplier (run by ``LambdaLR``); it is stepped
+    after every optimizer step.
     ``val_loader`` is evaluated every epoch and picks best.pt. With a ``test_loader``, ``val_loader``
     is a held-out part of the training data and the test set is evaluated every epoch beside it;
     the summary's final metrics are then the test set's. ``progress`` defaults to a reporter built
@@ -315,7 +317,10 @@ class Trainer:
         self._training_epoch, self._epoch_first_step = 0, 0  # the epoch being trained and its first step
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(self.optimizer_steps_per_epoch()))
+        # lr_schedule(steps per epoch) gives a scheduler, or a per-step lr factor function for LambdaLR.
+        schedule = lr_schedule(self.optimizer_steps_per_epoch())
+        self.scheduler = schedule if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler) \
+            else torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.callbacks = CallbackList([*self._setting_callbacks(), *(callbacks or [])])
         self.callbacks.call("setup", self)
 
@@ -341,6 +346,10 @@ class Trainer:
         total = self._full_epoch_batches
         limit = self.settings.limit_train_batches
         return min(total, limit) if limit else total
+
+    def current_lr(self) -> float:
+        """The lr of the groups trained at the full rate (with layer-wise decay, the classifier's)."""
+        return max(group["lr"] for group in self.optimizer.param_groups)
 
     def optimizer_steps_per_epoch(self) -> int:
         return math.ceil(self.train_batches_per_epoch() / self.settings.accumulate)
@@ -487,7 +496,7 @@ class Trainer:
         """
         reading = self.meters.read(local=True) if self.distributed.enabled else self._read_meters()
         return {"loss": f"{reading.loss:.3f}", "acc": f"{reading.acc1:.1f}",
-                "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}"}
+                "lr": f"{self.current_lr():.3g}"}
 
     def fit(self) -> dict[str, Any]:
         """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says."""
@@ -496,7 +505,7 @@ class Trainer:
         while self.epoch < settings.epochs:
             epoch = self.epoch
             self.throughput.new_epoch()
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.current_lr()
             train = self.train_epoch(epoch)
             evaluated = {}
             if self._epoch_is_due(epoch + 1, settings.val_every_epochs):
