@@ -464,3 +464,35 @@ def test_a_mixed_run_with_every_feature_resumes_bit_exactly(tmp_path):
                                                  resumed.callbacks.callbacks[0].module)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert whole.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]
+
+
+# ------------------------------------------------------------------ drop path
+def test_drop_path_rates_rise_linearly_with_depth_in_both_block_types():
+    from attn_resnet.models import ResidualNet
+
+    for depth, blocks in ((18, 8), (50, 16)):
+        model = ResidualNet("CIFAR10", depth, 10, "SE", drop_path=0.2)
+        rates = [getattr(block.drop_path, "p", 0.0) for stage in (model.layer1, model.layer2, model.layer3,
+                                                                   model.layer4) for block in stage]
+        assert rates == pytest.approx([0.2 * i / (blocks - 1) for i in range(blocks)])
+        plain = ResidualNet("CIFAR10", depth, 10, "SE")
+        assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+        assert model.state_dict().keys() == plain.state_dict().keys()  # checkpoints stay interchangeable
+
+
+def test_a_dropped_branch_leaves_the_shortcut_and_kept_ones_are_scaled_to_keep_the_expectation():
+    from attn_resnet.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    block = BasicBlock(4, 4, drop_path=0.3)
+    x = torch.randn(4000, 4, 3, 3)
+    block.train()
+    out = block(x)
+    dropped = torch.isclose(out, torch.relu(x)).flatten(1).all(1)  # the branch added nothing
+    assert dropped.float().mean().item() == pytest.approx(0.3, abs=0.03)
+    # Survivors carry the branch times 1 / (1 - 0.3): over many samples the branch's mean is kept.
+    branch_scaled = block.drop_path(torch.ones(20000, 1, 1, 1))
+    assert branch_scaled.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
+    assert branch_scaled.mean().item() == pytest.approx(1.0, abs=0.02)
+    block.eval()
+    assert torch.equal(block.drop_path(x), x)  # evaluation: every branch, unscaled

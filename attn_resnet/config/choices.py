@@ -13,7 +13,8 @@ DEPTHS = (18, 34, 50, 101)
 ATTENTION_TYPES = attention_names()
 ATT_PLACEMENTS = (DEFAULT_PLACEMENT, *PLACEMENTS)
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
-NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init")
+NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
+                      "drop_path")
 # lower-case spelling -> canonical spelling
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits")

@@ -41,6 +41,7 @@ OFF_VALUES: dict[str, Any] = {
     "aug.mix_off_epoch": 0,
     "trainer.loss": "ce",
     "optim.layer_decay": None,
+    "model.drop_path": 0.0,
     "trainer.bce_target_threshold": None,
     "trainer.ema_decay": 0.0,
     "trainer.ema_warmup": False,

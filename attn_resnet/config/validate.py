@@ -166,6 +166,11 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
         fail_choice("model.att_placement", placement, C.ATT_PLACEMENTS)
     for key in ("stride_in_1x1", "zero_init_residual"):
         _boolean(cfg, f"model.{key}")
+    if "drop_path" in model:
+        _number(cfg, "model.drop_path", allow_zero=True)
+        if not model.drop_path < 1:
+            raise ConfigError(f"Invalid config value model.drop_path={model.drop_path}: it must be in [0, 1) "
+                              f"(e.g. 0.05 for ResNet-50; the last block's drop rate).")
     network_keys = group_keys(conf_dir or default_conf_dir(), "model", "resnet") or set(C.NETWORK_MODEL_KEYS)
     options = {str(key): value for key, value in model.items() if key not in network_keys}
     if options or placement != C.DEFAULT_PLACEMENT:

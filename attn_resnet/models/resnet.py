@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, check_options, init_block_,
                         name_rule_init_, resolve_placement, torchvision_rule_init_)
@@ -28,6 +29,15 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def _drop_path(rate: float) -> nn.Module:
+    """Stochastic depth of a residual branch (Huang et al., 2016): in training each sample's branch is
+    dropped with probability ``rate`` and kept ones are scaled by ``1 / (1 - rate)`` (torchvision's
+    ``StochasticDepth``, "row" mode); an identity in evaluation and at rate 0."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path={rate!r} is not valid: it must be in [0, 1).")
+    return StochasticDepth(rate, "row") if rate > 0 else nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -44,6 +54,7 @@ class BasicBlock(nn.Module):
         attention: Callable[[int], nn.Module] | None = None,
         stride_in_1x1: bool = False,
         post_attention: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -54,6 +65,7 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.attn = attention(planes) if attention is not None else nn.Identity()
         self.post_attn = post_attention(planes) if post_attention is not None else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -62,7 +74,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attn(self.bn2(self.conv2(out)))
+        out = self.drop_path(self.attn(self.bn2(self.conv2(out))))
         return self.post_attn(self.relu(out + shortcut))
 
 
@@ -80,6 +92,7 @@ class Bottleneck(nn.Module):
         attention: Callable[[int], nn.Module] | None = None,
         stride_in_1x1: bool = False,
         post_attention: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
@@ -93,6 +106,7 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
         self.attn = attention(planes * self.expansion) if attention is not None else nn.Identity()
         self.post_attn = post_attention(planes * self.expansion) if post_attention is not None else nn.Identity()
+        self.drop_path = _drop_path(drop_path)
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -102,7 +116,7 @@ class Bottleneck(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.attn(self.bn3(self.conv3(out)))
+        out = self.drop_path(self.attn(self.bn3(self.conv3(out))))
         return self.post_attn(self.relu(out + shortcut))
 
 
@@ -132,6 +146,7 @@ class ResNet(nn.Module):
         attention_options: dict | None = None,
         stride_in_1x1: bool = False,
         att_placement: str | None = DEFAULT_PLACEMENT,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.att_type = canonical_name(att_type)
@@ -156,10 +171,14 @@ class ResNet(nn.Module):
 
         self.inplanes = 64
         stages = []
+        # Stochastic depth rising linearly from 0 at the first block to drop_path at the last (as timm).
+        total = sum(layers)
+        rates = [drop_path * index / max(total - 1, 1) for index in range(total)]
         for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, layers)):
             stride = 1 if index == 0 else 2
+            first = sum(layers[:index])
             stages.append(self._make_layer(block, width, blocks, stride, slot["residual"], stride_in_1x1,
-                                           slot["post_add"]))
+                                           slot["post_add"], rates[first:first + blocks]))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         # Stage attention (BAM's place) on the outputs of stages 1-3; identities otherwise.
         self.stage_attn = nn.ModuleList(
@@ -180,17 +199,19 @@ class ResNet(nn.Module):
                 found.append((name, module))
         return found
 
-    def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1, post_attention) -> nn.Sequential:
+    def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1, post_attention,
+                    drop_paths: list[float]) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1, post_attention)]
+        layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1, post_attention,
+                        drop_paths[0])]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1, post_attention)
-                   for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1, post_attention, drop_paths[i])
+                   for i in range(1, blocks)]
         return nn.Sequential(*layers)
 
     @property
@@ -280,6 +301,7 @@ def ResidualNet(
     stride_in_1x1: bool = False,
     zero_init_residual: bool = False,
     init: str = "reference",
+    drop_path: float = 0.0,
     **attention_options,
 ) -> ResNet:
     """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
@@ -291,6 +313,8 @@ def ResidualNet(
     stride_in_1x1: put the Bottleneck stride on the first 1x1 conv (original ResNet).
     zero_init_residual: zero each block's last BN weight so blocks start as identities.
     init: "reference" (the authors' name-based init) or "torchvision"; attention blocks own theirs.
+    drop_path: stochastic depth of the residual branches, rising linearly with depth from 0 at the
+    first block to this rate at the last (0: none; no parameters either way).
     attention_options: the block's own options, e.g. ``reduction=8`` or CBAM's ``kernel_size=3``;
     one the block does not take is an error naming those it does.
     """
@@ -317,6 +341,7 @@ def ResidualNet(
         attention_options=attention_options,
         stride_in_1x1=stride_in_1x1,
         att_placement=att_placement,
+        drop_path=float(drop_path),
     )
     model.network_type, model.depth = network_type, depth
     (_reference_init if init == "reference" else _torchvision_init)(model)
