@@ -14,6 +14,7 @@ import torch
 from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, canonical_attention
 from .data import (DataError, DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
+from .data.policies import AugmentSpec
 from .models import ResidualNet
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,13 @@ def _loader_options(data: Mapping[str, Any], seed: int, device: torch.device, da
         persistent_workers=bool(data.get("persistent_workers")))
 
 
+def augment_spec(aug: Mapping[str, Any]) -> AugmentSpec:
+    """The per-image ops of an ``aug`` config group (its mixing keys are the objective's)."""
+    return AugmentSpec(policy=str(aug.get("policy", "none")), num_ops=int(aug.get("num_ops", 2)),
+                       magnitude=int(aug.get("magnitude", 9)), cutout=int(aug.get("cutout", 0) or 0),
+                       random_erasing=float(aug.get("random_erasing", 0.0)))
+
+
 def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
                  dtype: torch.dtype = torch.float32, sharding: Sharding = Sharding(),
                  aug: Mapping[str, Any] | None = None) -> Loaders:
@@ -142,12 +150,12 @@ def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, chann
     validation refuses it for the others).
     """
     splits = build_splits(data["name"], **dataset_options(data))
-    cutout = int((aug or {}).get("cutout", 0) or 0)
-    if cutout:
-        if not hasattr(splits.train, "set_cutout"):
-            raise DataError(f"aug.cutout={cutout}: {data['name']} decodes its images one by one on the CPU, and "
-                            f"its loaders do not implement cutout; use aug.cutout=0 with it.")
-        splits.train.set_cutout(cutout)
+    spec = augment_spec(aug or {})
+    if spec.active:
+        if not hasattr(splits.train, "set_augment"):
+            raise DataError(f"The aug ops {spec} are done by the loaders of in-memory image sets; {data['name']} "
+                            f"decodes its images one by one and does not do them. Leave them off for it.")
+        splits.train.set_augment(spec)
     build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
                                      sharding)
     val_batch = int(data.get("val_batch_size") or data["batch_size"])

@@ -496,3 +496,95 @@ def test_a_dropped_branch_leaves_the_shortcut_and_kept_ones_are_scaled_to_keep_t
     assert branch_scaled.mean().item() == pytest.approx(1.0, abs=0.02)
     block.eval()
     assert torch.equal(block.drop_path(x), x)  # evaluation: every branch, unscaled
+
+
+# --------------------------------------------------- augmentation policies, random erasing
+from attn_resnet.data.policies import (AugmentSpec, _draws, _erasing_boxes, _space, apply_policy,  # noqa: E402
+                                       apply_random_erasing, hash_seeds)
+
+
+def test_seed_hashes_are_the_same_alone_and_in_a_batch_and_spread_evenly():
+    seeds = torch.tensor([mix_seed(3, i) for i in range(20000)])
+    batch = hash_seeds(seeds, 17)
+    assert torch.equal(hash_seeds(seeds[5:6], 17), batch[5:6]) and bool((batch >= 0).all())
+    assert not torch.equal(hash_seeds(seeds, 18), batch)
+    counts = torch.bincount(batch % 7, minlength=7).double() / len(seeds)
+    assert torch.allclose(counts, torch.full((7,), 1 / 7, dtype=torch.float64), atol=0.01)
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_policy_op_statistics(policy):
+    spec = AugmentSpec(policy=policy, num_ops=2, magnitude=9)
+    seeds = torch.tensor([mix_seed(0, i) for i in range(28000)])
+    space = _space(policy, 32, 32)
+    assert [name for name, _, _ in space][:3] == ["Identity", "ShearX", "ShearY"] and len(space) == 14
+    draws = _draws(seeds, spec, len(space))
+    assert len(draws) == (2 if policy == "randaugment" else 1)
+    for op, bin_, negate in draws:
+        share = torch.bincount(op, minlength=14).double() / len(seeds)
+        assert torch.allclose(share, torch.full((14,), 1 / 14, dtype=torch.float64), atol=0.01)  # uniform over ops
+        assert negate.double().mean().item() == pytest.approx(0.5, abs=0.01)
+        if policy == "randaugment":
+            assert bool((bin_ == 9).all())  # one fixed magnitude
+        else:
+            bins = torch.bincount(bin_, minlength=31).double() / len(seeds)  # TrivialAugment: uniform bins
+            assert torch.allclose(bins, torch.full((31,), 1 / 31, dtype=torch.float64), atol=0.005)
+    if policy == "randaugment":
+        assert not torch.equal(draws[0][0], draws[1][0])  # the two rounds draw independently
+
+
+def _seed_drawing(policy, op_name, magnitude=9):
+    """A seed whose single TrivialAugment/RandAugment round (num_ops=1) draws ``op_name``, and its bin."""
+    spec = AugmentSpec(policy=policy, num_ops=1, magnitude=magnitude)
+    names = [name for name, _, _ in _space(policy, 16, 16)]
+    seeds = torch.tensor([mix_seed(9, i) for i in range(400)])
+    (op, bin_, negate), = _draws(seeds, spec, len(names))
+    hit = int((op == names.index(op_name)).nonzero()[0])
+    return spec, seeds[hit], int(bin_[hit])
+
+
+def test_policy_ops_match_their_formulas():
+    image = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    spec, seed, _ = _seed_drawing("randaugment", "Identity")
+    assert torch.equal(apply_policy(image, seed, spec), image)
+    spec, seed, bin_ = _seed_drawing("trivialaugment", "Solarize")
+    threshold = 255.0 * (1 - bin_ / 30)  # torchvision's Solarize bins: 255 down to 0
+    expected = torch.where(image.float() >= threshold, 255 - image, image)
+    assert torch.equal(apply_policy(image, seed, spec), expected)
+    spec, seed, bin_ = _seed_drawing("trivialaugment", "Posterize")
+    bits = 8 - round(bin_ / 5)  # TrivialAugmentWide: 8 bits down to 2 over the 31 bins
+    assert torch.equal(apply_policy(image, seed, spec), image & (0xFF << (8 - bits) & 0xFF))
+
+
+def test_device_loader_equals_the_workers_path_with_every_per_image_op():
+    dataset = cifar_like(count=24)
+    dataset.set_augment(AugmentSpec(policy="trivialaugment", cutout=8, random_erasing=0.5))
+    loader = DeviceImageLoader(dataset, batch_size=8, train=True, seed=2)
+    workers = build_loader(dataset, 8, train=True, seed=2, num_workers=0)
+    changed = 0
+    for (device_images, _), (worker_images, _) in zip(loader, workers):
+        assert torch.equal(device_images, worker_images)
+        changed += 1
+    assert changed == 3
+    plain = cifar_like(count=24)
+    assert not torch.equal(next(iter(DeviceImageLoader(plain, batch_size=8, train=True, seed=2)))[0],
+                           next(iter(loader))[0])
+
+
+def test_random_erasing_boxes_follow_torchvisions_ranges():
+    seeds = torch.tensor([mix_seed(1, i) for i in range(5000)])
+    boxes = _erasing_boxes(seeds, 0.4, 32, 32)
+    height, width = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    erased = height > 0
+    assert erased.double().mean().item() == pytest.approx(0.4, abs=0.02)  # some tries never fit: a bit under p
+    area = (height * width)[erased].double() / 1024
+    assert area.min() >= 0.015 and area.max() <= 0.35  # 2-33% of the image, up to rounding
+    aspect = (height.double() / width.double())[erased]
+    assert aspect.min() >= 0.25 and aspect.max() <= 4.0  # 0.3-3.3, up to rounding
+    assert bool((boxes[erased, 1] <= 32).all() & (boxes[erased, 3] <= 32).all())
+    images = torch.full((5000, 3, 32, 32), 7, dtype=torch.uint8)[:50]
+    fill = torch.tensor([1, 2, 3], dtype=torch.uint8)
+    out = apply_random_erasing(images, seeds[:50], 0.4, fill)
+    for image, (y0, y1, x0, x1) in zip(out, boxes[:50].tolist()):
+        assert bool((image[:, y0:y1, x0:x1] == fill.view(3, 1, 1)).all())
+        assert int((image != 7).any(0).sum()) == (y1 - y0) * (x1 - x0)

@@ -28,6 +28,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")
 TTA_MODES = ("none", "flip", "flip_translate")
 LOSSES = ("ce", "bce")
+AUG_POLICIES = ("none", "randaugment", "trivialaugment")
 EVAL_WEIGHTS = ("model", "ema")  # evaluate.py weights=: the trained weights or the run's weight average
 # Data sets held in memory as uint8 tensors: the ones whose loaders do cutout.
 IN_MEMORY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")

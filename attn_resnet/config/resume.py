@@ -34,6 +34,10 @@ OPERATIONAL_KEYS = frozenset({
 # feature off is no change (and with it on, one).
 OFF_VALUES: dict[str, Any] = {
     "aug.cutout": 0,
+    "aug.policy": "none",
+    "aug.num_ops": 2,
+    "aug.magnitude": 9,
+    "aug.random_erasing": 0.0,
     "aug.mixup": 0.0,
     "aug.cutmix": 0.0,
     "aug.mix_prob": 1.0,

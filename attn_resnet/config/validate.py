@@ -362,15 +362,31 @@ def validate_aug(cfg: DictConfig) -> None:
                 raise ConfigError(f"Invalid config value aug.{key}={aug[key]}: it must be a probability in [0, 1].")
     if "mix_off_epoch" in aug:
         _number(cfg, "aug.mix_off_epoch", integer=True, allow_zero=True)
+    if "policy" in aug and aug.policy not in C.AUG_POLICIES:
+        fail_choice("aug.policy", aug.policy, C.AUG_POLICIES)
+    if "num_ops" in aug:
+        _number(cfg, "aug.num_ops", integer=True)
+    if "magnitude" in aug:
+        _number(cfg, "aug.magnitude", integer=True, allow_zero=True)
+        if aug.magnitude > 30:
+            raise ConfigError(f"Invalid config value aug.magnitude={aug.magnitude}: a magnitude bin in 0..30.")
+    if "random_erasing" in aug:
+        _number(cfg, "aug.random_erasing", allow_zero=True)
+        if aug.random_erasing > 1:
+            raise ConfigError(f"Invalid config value aug.random_erasing={aug.random_erasing}: a probability in "
+                              f"[0, 1].")
     if "cutout" in aug:
         _number(cfg, "aug.cutout", integer=True, allow_zero=True)
-        name = cfg.data.get("name")
-        if aug.cutout and (name not in C.IN_MEMORY_DATASETS or cfg.data.get("loader") == "dali"):
-            path = "data.loader=dali" if cfg.data.get("loader") == "dali" else f"data={name}"
-            raise ConfigError(
-                f"aug.cutout={aug.cutout} is not available with {path}: cutout is done by the loaders of the "
-                f"in-memory image sets ({', '.join(C.IN_MEMORY_DATASETS)}), which paint the box on the uint8 image "
-                f"before normalizing it. Use aug.cutout=0 with {path}.")
+    per_image = [f"aug.{key}={aug[key]}" for key, off in (("policy", "none"), ("cutout", 0), ("random_erasing", 0))
+                 if key in aug and aug[key] != off]
+    name = cfg.data.get("name")
+    if per_image and (name not in C.IN_MEMORY_DATASETS or cfg.data.get("loader") == "dali"):
+        path = "data.loader=dali" if cfg.data.get("loader") == "dali" else f"data={name}"
+        raise ConfigError(
+            f"{per_image[0]} is not available with {path}: the per-image ops of the aug group (policy, cutout, "
+            f"random_erasing) are done by the loaders of the in-memory image sets ({', '.join(C.IN_MEMORY_DATASETS)}), "
+            f"on the device or in the workers, from each image's aug seed; {path} does not do them. Leave them off "
+            f"with {path} (mixup and CutMix work with every data path).")
 
 
 def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,

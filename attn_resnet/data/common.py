@@ -4,6 +4,7 @@ and normalization (one definition for every loader), subsets and the held-out va
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
 from dataclasses import dataclass
 from numbers import Integral
@@ -12,6 +13,17 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from .policies import (  # noqa: F401 (cutout's helpers re-exported)
+    _FIELD_MASK,
+    _FLIP_SHIFT,
+    AUG_FIELD_BITS,
+    AugmentSpec,
+    apply_cutout,
+    augment_uint8,
+    cutout_fill,
+    cutout_params,
+)
 
 
 class DataError(ValueError):
@@ -69,9 +81,6 @@ def split_key(key) -> tuple[int, int | None]:
 # aug_seed (a splitmix64 hash, see sampler.py) instead of from a generator seeded with it: plain
 # integer arithmetic that a whole batch of seeds can do at once, on any device. With 20 bits per
 # offset the modulo bias (a relative (2 * pad + 1) / 2**20) stays below 1e-5 for CIFAR's pad 4.
-AUG_FIELD_BITS = 20
-_FIELD_MASK = (1 << AUG_FIELD_BITS) - 1
-_FLIP_SHIFT = 2 * AUG_FIELD_BITS
 
 
 def crop_flip_params(aug_seeds, pad: int, flip: bool):
@@ -89,78 +98,20 @@ def crop_flip_params(aug_seeds, pad: int, flip: bool):
     return dy, dx, do_flip
 
 
-# Cutout's box centre comes from the bits above the flip bit: two 11-bit fields (bits 41-51 and
-# 52-62 of the 63-bit seed), so that it is independent of the crop and the flip. For the 32-pixel
-# CIFAR images 2**11 is a multiple of the size: no modulo bias at all.
-_CUTOUT_SHIFT = _FLIP_SHIFT + 1
-_CUTOUT_BITS = 11
-_CUTOUT_MASK = (1 << _CUTOUT_BITS) - 1
-
-
-def cutout_params(aug_seeds, size: int, height: int, width: int):
-    """``(y0, y1, x0, x1)``: the rows and columns (end exclusive) of the cutout box ``aug_seeds`` select.
-
-    As in DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout"
-    (2017): a ``size`` x ``size`` square centred on a uniformly drawn pixel (so it may hang over the
-    border and be clipped there). One int or an int64 tensor of seeds, as ``crop_flip_params``.
-    """
-    cy = ((aug_seeds >> _CUTOUT_SHIFT) & _CUTOUT_MASK) % height
-    cx = ((aug_seeds >> (_CUTOUT_SHIFT + _CUTOUT_BITS)) & _CUTOUT_MASK) % width
-    y0, x0 = cy - size // 2, cx - size // 2
-    if isinstance(aug_seeds, torch.Tensor):
-        return y0.clamp(min=0), (y0 + size).clamp(max=height), x0.clamp(min=0), (x0 + size).clamp(max=width)
-    return max(y0, 0), min(y0 + size, height), max(x0, 0), min(x0 + size, width)
-
-
-def cutout_fill(mean: Sequence[float]) -> torch.Tensor:
-    """uint8 (C,): the data set's mean colour, the value cutout paints (about 0 once normalized).
-
-    Cutout is done on the uint8 image, before normalization, so that every loader (workers, the
-    prefetcher, the device loader) paints the same bits; the mean rounded to a uint8 level is
-    within half a level of the paper's 0 of the normalized image.
-    """
-    return torch.tensor([round(255 * float(value)) for value in mean], dtype=torch.uint8)
-
-
-def apply_cutout(images: torch.Tensor, aug_seeds, size: int, fill: torch.Tensor) -> torch.Tensor:
-    """``images`` (C, H, W) or a batch (B, C, H, W) of uint8, with each one's cutout box painted ``fill``.
-
-    A batch takes one int64 tensor of seeds (on the images' device) and is painted with one
-    masked select, without a loop over the images.
-    """
-    height, width = images.shape[-2:]
-    y0, y1, x0, x1 = cutout_params(aug_seeds, size, height, width)
-    fill = fill.to(images.device).view(-1, 1, 1)
-    if images.ndim == 3:
-        images = images.clone()
-        images[:, y0:y1, x0:x1] = fill.expand(-1, max(y1 - y0, 0), max(x1 - x0, 0))
-        return images
-    rows = torch.arange(height, device=images.device)
-    cols = torch.arange(width, device=images.device)
-    inside = (((rows >= y0[:, None]) & (rows < y1[:, None]))[:, :, None]
-              & ((cols >= x0[:, None]) & (cols < x1[:, None]))[:, None, :])
-    return torch.where(inside[:, None], fill, images)
-
-
 def draw_aug_seed() -> int:
     """A 63-bit aug_seed from the global RNG, for items asked for without one."""
     return int(torch.randint(0, 2**63 - 1, ()).item())
 
 
-def random_crop_flip(image: torch.Tensor, pad: int, flip: bool, aug_seed: int | None = None,
-                     cutout: int = 0, fill: torch.Tensor | None = None) -> torch.Tensor:
+def random_crop_flip(image: torch.Tensor, pad: int, flip: bool, aug_seed: int | None = None) -> torch.Tensor:
     """Same-size crop of ``image`` (C, H, W) zero-padded by ``pad``, then maybe mirrored, as
-    ``crop_flip_params(aug_seed, pad, flip)`` says (a seed from the global RNG when None); with
-    ``cutout`` > 0, then the seed's cutout box painted ``fill`` (``apply_cutout``)."""
-    aug_seed = draw_aug_seed() if aug_seed is None else aug_seed
-    dy, dx, do_flip = crop_flip_params(aug_seed, pad, flip)
+    ``crop_flip_params(aug_seed, pad, flip)`` says (a seed from the global RNG when None)."""
+    dy, dx, do_flip = crop_flip_params(draw_aug_seed() if aug_seed is None else aug_seed, pad, flip)
     if pad > 0:
         height, width = image.shape[-2:]
         image = F.pad(image, (pad, pad, pad, pad))[..., dy : dy + height, dx : dx + width]
     if do_flip:
         image = image.flip(-1)
-    if cutout > 0:
-        image = apply_cutout(image, aug_seed, cutout, fill if fill is not None else torch.zeros(image.shape[0], dtype=image.dtype))
     return image
 
 
@@ -250,13 +201,21 @@ class UInt8ImageDataset(Dataset):
         self.train = train
         self.pad = pad if train else 0
         self.flip = flip and train
-        self.cutout = 0
+        self.augment = AugmentSpec()
         self._fill = cutout_fill(self.mean)
         self._shift, self._scale = normalization_constants(self.mean, self.std)
 
+    def set_augment(self, spec: AugmentSpec) -> None:
+        """Train-time ops after the crop and flip (``policies.AugmentSpec``); a val split ignores them."""
+        self.augment = spec if self.train else AugmentSpec()
+
     def set_cutout(self, size: int) -> None:
-        """Train-time cutout of ``size`` pixels (0: none), after the crop and flip; a val split ignores it."""
-        self.cutout = int(size) if self.train else 0
+        """Train-time cutout of ``size`` pixels (0: none), with the other ops as they are."""
+        self.set_augment(dataclasses.replace(self.augment, cutout=int(size)))
+
+    @property
+    def cutout(self) -> int:
+        return self.augment.cutout
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -282,7 +241,10 @@ class UInt8ImageDataset(Dataset):
         index, aug_seed = split_key(key)
         image = self.image(index)
         if self.train:
-            image = random_crop_flip(image, self.pad, self.flip, aug_seed, self.cutout, self._fill)
+            aug_seed = draw_aug_seed() if aug_seed is None else aug_seed
+            image = random_crop_flip(image, self.pad, self.flip, aug_seed)
+            if self.augment.active:
+                image = augment_uint8(image, torch.tensor(aug_seed), self.augment, self._fill)
         return (self.normalize(image) if self.normalized else image), self.targets[index]
 
 

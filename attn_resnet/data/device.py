@@ -22,13 +22,13 @@ from .common import (
     DataError,
     TensorImageDataset,
     UInt8ImageDataset,
-    apply_cutout,
     crop_flip_params,
     cutout_fill,
     normalization_constants,
     normalize_uint8,
 )
 from .loader import build_loader, epoch_sampler, iterate_batches
+from .policies import AugmentSpec, augment_uint8
 
 LOADER_CHOICES = ("auto", "device", "workers", "dali")
 
@@ -41,8 +41,8 @@ class DeviceImageLoader:
     ``batch_sampler``, a ``ResumableBatchSampler`` built as ``build_loader`` builds it (same
     ``set_epoch``, ``set_start_batch``, sharding and ``drop_last``, default ``train``); a train
     dataset's crops and flips are ``crop_flip_params`` of the seeds, gathered for the whole
-    batch with one indexing op, and its cutout boxes (``dataset.cutout``) ``apply_cutout`` of
-    them, one masked select. Images come out normalized as ``dtype`` (float32 by default),
+    batch with one indexing op; then the data set's ``augment`` ops (``policies.augment_uint8``:
+    the policy grouped by op, cutout and erasing boxes each one masked select). Images come out normalized as ``dtype`` (float32 by default),
     in the channels_last memory format on request; targets as int64, both on ``device``.
     """
 
@@ -67,8 +67,8 @@ class DeviceImageLoader:
         self.channels_last = channels_last
         self.dtype = dtype
         self.batch_sampler = epoch_sampler(len(dataset), batch_size, train, seed, drop_last, num_replicas, rank)
-        self.cutout = getattr(dataset, "cutout", 0) if dataset.train else 0
-        self.augment = dataset.train and (dataset.pad > 0 or dataset.flip or self.cutout > 0)
+        self.spec = dataset.augment if dataset.train else AugmentSpec()
+        self.augment = dataset.train and (dataset.pad > 0 or dataset.flip or self.spec.active)
         self.pad, self.flip = dataset.pad, dataset.flip
         self._fill = cutout_fill(dataset.mean).to(self.device)
         images = dataset.all_images().to(self.device)
@@ -108,8 +108,8 @@ class DeviceImageLoader:
             keys = keys.pin_memory()  # a truly asynchronous copy: the host does not wait for the GPU
         index, seeds = keys.to(self.device, non_blocking=True).unbind(1)
         images = self._crops(index, seeds) if self.augment else self.images[index]
-        if self.cutout:
-            images = apply_cutout(images, seeds, self.cutout, self._fill)
+        if self.spec.active:  # the policy's and erasing's draws are made from the host's copy of the seeds
+            images = augment_uint8(images, keys[:, 1], self.spec, self._fill, device_seeds=seeds)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return normalize_uint8(images, self.shift, self.scale, self.dtype), self.labels[index]

@@ -120,6 +120,17 @@ def check_room_for_checkpoints(directory: str | Path, size: int) -> None:
                f"copy while one is written)")
 
 
+def _network_defaults(keys: set[str]) -> dict[str, Any]:
+    """``ResidualNet``'s default for each of ``keys`` that is one of its keyword options."""
+    import inspect
+
+    from ..models import ResidualNet
+
+    parameters = inspect.signature(ResidualNet).parameters
+    return {key: parameters[key].default for key in keys
+            if key in parameters and parameters[key].default is not inspect.Parameter.empty}
+
+
 class Checkpointer:
     """Writes a trainer's state to ``directory`` and reads it back; remembers the last good checkpoint.
 
@@ -178,6 +189,9 @@ class Checkpointer:
     def load(self, trainer: Trainer, checkpoint: dict, source: str = "checkpoint") -> None:
         """Restore ``trainer`` from ``checkpoint``; refuse one written for another model."""
         spec = checkpoint.get("model_spec", {})
+        if spec:
+            # A spec written before a ResidualNet option existed meant that option's default.
+            spec = {**_network_defaults(set(self.model_spec) - set(spec)), **spec}
         if self.model_spec and spec and spec != self.model_spec:
             differing = sorted(k for k in set(spec) | set(self.model_spec) if spec.get(k) != self.model_spec.get(k))
             raise CheckpointError(
