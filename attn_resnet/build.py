@@ -19,7 +19,8 @@ from .models import ResidualNet
 
 log = logging.getLogger(__name__)
 
-LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader")
+LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader",
+               "repeat_aug")
 DATA_META_KEYS = ("name", "network_type")
 # The network's own keys in model.* beside depth and att_type; every other model.* key is an
 # option of the chosen block.
@@ -156,10 +157,12 @@ def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, chann
             raise DataError(f"The aug ops {spec} are done by the loaders of in-memory image sets; {data['name']} "
                             f"decodes its images one by one and does not do them. Leave them off for it.")
         splits.train.set_augment(spec)
+    repeats = int(data.get("repeat_aug", 1) or 1)
     build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
                                      sharding)
     val_batch = int(data.get("val_batch_size") or data["batch_size"])
     train = build(splits.train, batch_size=int(data["batch_size"]), train=True, **options)
+    train.batch_sampler.set_repeats(repeats)
     test = build(splits.test, batch_size=val_batch, train=False, **options)
     if splits.val is None:
         return Loaders(train, test, None, splits.info)

@@ -124,6 +124,7 @@ class Settings:
     att_types: tuple[str, ...] = ATT_TYPES
     notes: list[str] = field(default_factory=list)
     profile_dir: Path | None = None
+    aug_policy: str = "none"
 
     @property
     def torch_device(self) -> torch.device:
@@ -449,6 +450,8 @@ def model_ratios(records: list[dict], depths: list[int]) -> tuple[list[dict], li
 
 
 # ---------------------------------------------------------------------------------------------- data
+TARGETS_DATA_NOTE = ("loader target (>= 10x) in the table above is that of the plain crop + flip pipeline and does "
+                     "not apply to a run with a policy.")
 class PerImageCifar(torch.utils.data.Dataset):
     """What ``torchvision.datasets.CIFAR10`` does per item: a uint8 HWC row -> PIL image -> transform."""
 
@@ -508,8 +511,16 @@ def benchmark_data(settings: Settings, log: Callable[[str], None]) -> dict:
                              "loader exists")
         return result
     dataset, hwc, labels = cifar_like(batch_size * batches)
+    policy = []
+    if settings.aug_policy != "none":
+        from attn_resnet.data.policies import AugmentSpec
+
+        dataset.set_augment(AugmentSpec(policy=settings.aug_policy, num_ops=2, magnitude=9))
+        policy = [T.RandAugment(num_ops=2, magnitude=9) if settings.aug_policy == "randaugment"
+                  else T.TrivialAugmentWide()]
+        result["aug_policy"] = settings.aug_policy
     device_loader = make_device_loader(loader_class, dataset, batch_size, device, settings.channels_last)
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *policy, T.ToTensor(),
                            T.Normalize(CIFAR_MEAN, CIFAR_STD)])
     per_image = torch.utils.data.DataLoader(
         PerImageCifar(hwc, labels, transform), batch_size=batch_size, shuffle=True, drop_last=True,
@@ -537,9 +548,11 @@ def benchmark_data(settings: Settings, log: Callable[[str], None]) -> dict:
     log(f"data: device loader vs per-image pipeline ({settings.workers} workers), {cfg['repeats']} repeats")
     device_pass(), per_image_pass()  # warm-up; starts the workers
     seconds = timed_turns({"device_loader": device_pass, "per_image": per_image_pass}, cfg["repeats"], device)
-    result["device_loader"] = {"name": f"attn_resnet.data.{loader_class.__name__}", "seconds_per_image":
+    policy_note = f" + aug.policy={settings.aug_policy}" if policy else ""
+    result["device_loader"] = {"name": f"attn_resnet.data.{loader_class.__name__}{policy_note}", "seconds_per_image":
                                seconds["device_loader"], "images_per_second": 1 / median(seconds["device_loader"])}
-    result["per_image"] = {"name": "DataLoader + PIL + RandomCrop/Flip/ToTensor/Normalize",
+    result["per_image"] = {"name": "DataLoader + PIL + RandomCrop/Flip/" + (type(policy[0]).__name__ + "/" if policy
+                                                                            else "") + "ToTensor/Normalize",
                            "seconds_per_image": seconds["per_image"],
                            "images_per_second": 1 / median(seconds["per_image"])}
     return result  # its ratio and spread: derive()
@@ -832,8 +845,12 @@ def markdown(report: dict) -> str:
     else:
         lines += [
             f"Batches of {data['batch_size']} CIFAR-sized uint8 images ({data['images_per_pass']} per pass, random crop "
-            f"with padding 4 + flip + normalize), delivered on {s['device']}; per-image pipeline with "
-            f"{data['workers']} DataLoader workers.", "",
+            f"with padding 4 + flip{' + ' + data['aug_policy'] + ' (2 ops, magnitude 9)' if data.get('aug_policy') else ''}"
+            f" + normalize), delivered on {s['device']}; per-image pipeline with "
+            f"{data['workers']} DataLoader workers"
+            f"{': torchvision ' + data['per_image']['name'].split('/')[2] + ' per image' if data.get('aug_policy') else ''}.",
+            *([f"The policy makes both paths do more per image; the {TARGETS_DATA_NOTE}"] if data.get("aug_policy")
+              else []), "",
             "| ratio | device loader img/s | per-image pipeline img/s |", "|---|---|---|",
             f"| {data['ratio']:.1f}x{spread_text(data.get('spread'), 1)} | "
             f"{data['device_loader']['images_per_second']:,.0f} | "
@@ -913,6 +930,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "off with --quick)")
     parser.add_argument("--no-timm", action="store_true", help="leave out the timm peers even when timm is installed")
     parser.add_argument("--sections", default="models,data,trainer", help="any of models,data,trainer")
+    parser.add_argument("--aug-policy", choices=("none", "randaugment", "trivialaugment"), default="none",
+                        help="data section: both contenders also apply this policy (ours: aug.policy on the "
+                             "device loader; the per-image path: torchvision's RandAugment / TrivialAugmentWide)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report (e.g. how busy the "
                                                                     "machine was)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
@@ -949,7 +969,8 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         compile=pick("compile"), repeats=pick("repeats"), warmup=pick("warmup"), iters=pick("iters"),
         data=dict(base["data"]), trainer=dict(base["trainer"]), threads=torch.get_num_threads(), quick=args.quick,
         cpu_memory=(not args.quick) if args.cpu_memory is None else args.cpu_memory, timm=not args.no_timm,
-        workers=workers, att_types=tuple(args.att_types), notes=list(args.note), profile_dir=args.profile_trainer)
+        workers=workers, att_types=tuple(args.att_types), notes=list(args.note), profile_dir=args.profile_trainer,
+        aug_policy=args.aug_policy)
 
 
 def main(argv: list[str] | None = None) -> int:

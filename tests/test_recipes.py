@@ -588,3 +588,41 @@ def test_random_erasing_boxes_follow_torchvisions_ranges():
     for image, (y0, y1, x0, x1) in zip(out, boxes[:50].tolist()):
         assert bool((image[:, y0:y1, x0:x1] == fill.view(3, 1, 1)).all())
         assert int((image != 7).any(0).sum()) == (y1 - y0) * (x1 - x0)
+
+
+# ------------------------------------------------------------ repeated augmentation
+def test_repeated_augmentation_takes_each_image_n_times_with_its_own_seeds():
+    from attn_resnet.data.sampler import ResumableBatchSampler
+
+    sampler = ResumableBatchSampler(12, 4, shuffle=True, seed=3, drop_last=True)
+    sampler.set_repeats(3)
+    sampler.set_epoch(1)
+    keys = [key for batch in sampler for key in batch]
+    indices = [index for index, _ in keys]
+    assert len(keys) == 12 and len(set(indices)) == 4  # the epoch's length, 12 / 3 distinct images
+    assert all(indices[i] == indices[i - i % 3] for i in range(12))  # each three times in a row
+    assert len({seed for _, seed in keys}) == 12  # every copy augmented anew
+    # Two ranks: each takes every other position, so an image's copies go to both ranks.
+    ranks = []
+    for rank in (0, 1):
+        shard = ResumableBatchSampler(12, 2, shuffle=True, seed=3, drop_last=True, num_replicas=2, rank=rank)
+        shard.set_repeats(3)
+        shard.set_epoch(1)
+        ranks.append([key for batch in shard for key in batch])
+    assert sorted(ranks[0] + ranks[1]) == sorted(keys)
+    assert set(i for i, _ in ranks[0]) & set(i for i, _ in ranks[1])
+    # A resume mid-epoch continues with the same keys.
+    sampler.set_epoch(1)
+    sampler.set_start_batch(2)
+    assert [key for batch in sampler for key in batch] == keys[8:]
+    with pytest.raises(ValueError, match="repeat_aug=0 is not valid"):
+        sampler.set_repeats(0)
+
+
+def test_repeat_aug_reaches_the_training_loader_only():
+    from attn_resnet.build import make_loaders
+
+    loaders = make_loaders({"name": "synthetic", "network_type": "CIFAR10", "num_classes": 4, "image_size": 8,
+                            "train_size": 24, "val_size": 8, "batch_size": 4, "num_workers": 0, "repeat_aug": 2,
+                            "loader": "workers"}, seed=0, device=torch.device("cpu"))
+    assert loaders.train.batch_sampler.repeats == 2 and loaders.val.batch_sampler.repeats == 1

@@ -46,6 +46,7 @@ OFF_VALUES: dict[str, Any] = {
     "trainer.loss": "ce",
     "optim.layer_decay": None,
     "model.drop_path": 0.0,
+    "data.repeat_aug": 1,
     "trainer.bce_target_threshold": None,
     "trainer.ema_decay": 0.0,
     "trainer.ema_warmup": False,

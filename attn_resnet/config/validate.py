@@ -224,6 +224,8 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
         fail_choice("data.loader", data.get("loader"), C.LOADERS)
     if data.get("loader") == "dali":
         _check_dali(str(data.get("name")))
+    if "repeat_aug" in data:
+        _number(cfg, "data.repeat_aug", integer=True)
     for key in ("train_subset", "val_subset", "val_split"):
         if key in data:
             _number(cfg, f"data.{key}", integer=True, allow_none=True)

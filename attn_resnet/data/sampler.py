@@ -70,6 +70,7 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         self.rank = rank
         self.epoch = 0
         self.start_batch = 0
+        self.repeats = 1
         if drop_last:
             # Every rank gets the same count so collective ops stay in step.
             self.num_positions = num_samples // num_replicas
@@ -91,12 +92,28 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
             raise ValueError(f"start_batch must be in 0..{self.num_batches}, got {start_batch}.")
         self.start_batch = int(start_batch)
 
+    def set_repeats(self, repeats: int) -> None:
+        """Repeated augmentation (Hoffer et al., 2020; DeiT's ``RASampler``): each image of the
+        shuffled order is taken ``repeats`` times in a row and the order is cut back to the epoch's
+        length, so an epoch holds ``num_samples / repeats`` distinct images, each ``repeats`` times with
+        its own aug seed (its own crop, flip, policy...). Across ranks the copies of an image go to
+        consecutive ranks (each rank takes every ``num_replicas``-th position), as DeiT's sampler
+        sends them; on one process they share a batch."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"data.repeat_aug={repeats!r} is not valid: a positive integer (1: no repeats).")
+        if repeats > 1 and not self.shuffle:
+            raise ValueError("Repeated augmentation is for a shuffled (training) order.")
+        self.repeats = repeats
+
     def epoch_order(self) -> list[int]:
         """The dataset indices of the whole current epoch, in order (before sharding)."""
         if not self.shuffle:
             return list(range(self.num_samples))
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
-        return torch.randperm(self.num_samples, generator=generator).tolist()
+        order = torch.randperm(self.num_samples, generator=generator)
+        if self.repeats > 1:
+            order = order.repeat_interleave(self.repeats)[: self.num_samples]
+        return order.tolist()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = self.epoch_order()
