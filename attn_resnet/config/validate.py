@@ -381,14 +381,12 @@ def validate_aug(cfg: DictConfig) -> None:
         _number(cfg, "aug.cutout", integer=True, allow_zero=True)
     per_image = [f"aug.{key}={aug[key]}" for key, off in (("policy", "none"), ("cutout", 0), ("random_erasing", 0))
                  if key in aug and aug[key] != off]
-    name = cfg.data.get("name")
-    if per_image and (name not in C.IN_MEMORY_DATASETS or cfg.data.get("loader") == "dali"):
-        path = "data.loader=dali" if cfg.data.get("loader") == "dali" else f"data={name}"
+    if per_image and cfg.data.get("loader") == "dali":
         raise ConfigError(
-            f"{per_image[0]} is not available with {path}: the per-image ops of the aug group (policy, cutout, "
-            f"random_erasing) are done by the loaders of the in-memory image sets ({', '.join(C.IN_MEMORY_DATASETS)}), "
-            f"on the device or in the workers, from each image's aug seed; {path} does not do them. Leave them off "
-            f"with {path} (mixup and CutMix work with every data path).")
+            f"{per_image[0]} is not available with data.loader=dali: the per-image ops of the aug group (policy, "
+            f"cutout, random_erasing) are done by the device loader and the DataLoader workers, from each image's "
+            f"aug seed, and the DALI pipeline does not do them yet. Use data.loader=workers (or auto) with them, or "
+            f"leave them off with DALI (mixup and CutMix work with every data path).")
 
 
 def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,

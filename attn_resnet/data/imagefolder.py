@@ -19,9 +19,13 @@ from .common import (
     Splits,
     carve_val_split,
     check_positive_int,
+    draw_aug_seed,
+    normalization_constants,
+    normalize_uint8,
     split_key,
     stratified_subset,
 )
+from .policies import AugmentSpec, augment_uint8, cutout_fill
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,7 +77,7 @@ class FolderDataset(Dataset):
     std = IMAGENET_STD
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: tuple[int, int], train: bool,
-                 uint8: bool = False):
+                 uint8: bool = False, augment: AugmentSpec | None = None):
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.classes = classes
@@ -81,6 +85,22 @@ class FolderDataset(Dataset):
         self.train = train
         self.uint8 = uint8
         self.transform = train_transform(image_size, uint8) if train else val_transform(image_size, uint8)
+        self.augment = augment if augment is not None and train else AugmentSpec()
+        self._crop = train_transform(image_size, uint8=True) if train else None
+        self._fill = cutout_fill(IMAGENET_MEAN)
+        self._shift, self._scale = normalization_constants(IMAGENET_MEAN, IMAGENET_STD)
+
+    def set_augment(self, spec: AugmentSpec) -> None:
+        """Per-image ops after the crop and flip (``policies.AugmentSpec``); a val set ignores them."""
+        self.augment = spec if self.train else AugmentSpec()
+
+    def _augmented(self, image: Image.Image, aug_seed: int) -> torch.Tensor:
+        """The crop and flip (torchvision's, seeded), then the spec's ops on the uint8 image."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(aug_seed)
+            crop = self._crop(image)
+        crop = augment_uint8(crop, torch.tensor(aug_seed), self.augment, self._fill)
+        return crop if self.uint8 else normalize_uint8(crop, self._shift, self._scale)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -89,6 +109,8 @@ class FolderDataset(Dataset):
         index, aug_seed = split_key(key)
         path, label = self.samples[index]
         image = load_rgb(path)
+        if self.train and self.augment.active:
+            return self._augmented(image, draw_aug_seed() if aug_seed is None else aug_seed), label
         if self.train and aug_seed is not None:
             # devices=[] forks only the CPU generator, the one torchvision's transforms use;
             # seeding default_generator rather than torch.manual_seed leaves CUDA's alone.
@@ -101,11 +123,12 @@ class FolderDataset(Dataset):
         """The given samples; the val transform with ``train=False``, else this dataset's."""
         samples = [self.samples[i] for i in torch.as_tensor(indices).tolist()]
         return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train,
-                             self.uint8)
+                             self.uint8, self.augment)
 
     def uint8_items(self) -> FolderDataset:
         """The same samples and draws, with uint8 (3, H, W) images as items (not normalized)."""
-        return FolderDataset(self.samples, self.classes, self.image_size, self.train, uint8=True)
+        return FolderDataset(self.samples, self.classes, self.image_size, self.train, uint8=True,
+                             augment=self.augment)
 
 
 def _scan(folder: Path, root: Path) -> ImageFolder:
@@ -183,6 +206,7 @@ def build_imagefolder(
     val_subset: int | None = None,
     val_split: int | None = None,
     download: bool = False,
+    val_image_size: int | tuple[int, int] | None = None,
 ) -> Splits:
     """Train (RandomResizedCrop + flip) and val (resize to size/0.875 + center crop) sets from ``root``.
 
@@ -190,17 +214,20 @@ def build_imagefolder(
     that many training images out (class-balanced, fixed, with the val transform) for
     validation; ``train_subset`` (of the training images left) / ``val_subset`` keep a
     class-balanced subset, the same every time (seed ``SUBSET_SEED``). ``download`` is
-    accepted and ignored: these datasets cannot be fetched automatically.
+    accepted and ignored: these datasets cannot be fetched automatically. ``val_image_size``:
+    evaluate at another size than the training crops (FixRes, Touvron et al. 2019: train at 160,
+    test at 224; None: the same).
     """
     root = _needs_root(name, root)
     size = _image_size(image_size)
+    eval_size = size if val_image_size is None else _image_size(val_image_size)
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     val_split = check_positive_int("val_split", val_split, allow_none=True)
     train_scan, val_scan = _scan(root / "train", root), _scan(root / "val", root)
     _check_same_classes(train_scan.classes, val_scan.classes, root)
     train_set = FolderDataset(train_scan.samples, train_scan.classes, size, train=True)
-    test_set = _val_set(val_scan, size, val_subset)
+    test_set = _val_set(val_scan, eval_size, val_subset)
     train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_scan.classes), name)
     info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
     return Splits(train_set, held_out, test_set, info)
@@ -213,6 +240,7 @@ def build_imagefolder_eval(
     image_size: int | tuple[int, int] = 224,
     val_subset: int | None = None,
     download: bool = False,
+    val_image_size: int | tuple[int, int] | None = None,
 ) -> tuple[FolderDataset, DataInfo]:
     """The val set of ``build_imagefolder`` alone: ``root/val`` is enough, its folder names are the classes.
 
@@ -225,5 +253,5 @@ def build_imagefolder_eval(
     val_scan = _scan(root / "val", root)
     if (root / "train").is_dir():
         _check_same_classes(_class_folders(root / "train"), val_scan.classes, root)
-    test_set = _val_set(val_scan, size, val_subset)
+    test_set = _val_set(val_scan, size if val_image_size is None else _image_size(val_image_size), val_subset)
     return test_set, _info(name, test_set, None)
