@@ -674,3 +674,23 @@ def test_the_imagenet_recipes_run_end_to_end_on_a_tiny_folder(tmp_path, experime
             tmp_path / "run" / "checkpoints" / "last.pt")["callbacks"]
     else:
         assert results["loss"] == "bce" and config["optim"]["name"] == "lamb" and config["aug"]["magnitude"] == 18
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_dali_runs_the_policy_with_its_own_auto_augment(tmp_path, policy):
+    pytest.importorskip("nvidia.dali", reason="needs NVIDIA DALI (the test extras install it on Linux)")
+    from attn_resnet.data.dali import DaliImageLoader
+    from attn_resnet.data.imagefolder import build_imagefolder
+
+    from helpers import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "folders", classes=2, per_class=8, size=40)
+    splits = build_imagefolder("imagefolder", root=root, image_size=24)
+    plain = next(iter(DaliImageLoader(splits.train, batch_size=8, train=True, device=torch.device("cpu"), seed=3)))
+    splits.train.set_augment(AugmentSpec(policy=policy, num_ops=2, magnitude=20))
+    loader = DaliImageLoader(splits.train, batch_size=8, train=True, device=torch.device("cpu"), seed=3)
+    images, labels = next(iter(loader))
+    assert images.shape == plain[0].shape == (8, 3, 24, 24) and torch.equal(labels, plain[1])
+    assert not torch.equal(images, plain[0])  # the same crops, then the policy's ops
+    again, _ = next(iter(DaliImageLoader(splits.train, batch_size=8, train=True, device=torch.device("cpu"), seed=3)))
+    assert torch.equal(again, images)  # seeded per (seed, epoch, rank): repeatable

@@ -379,14 +379,15 @@ def validate_aug(cfg: DictConfig) -> None:
                               f"[0, 1].")
     if "cutout" in aug:
         _number(cfg, "aug.cutout", integer=True, allow_zero=True)
-    per_image = [f"aug.{key}={aug[key]}" for key, off in (("policy", "none"), ("cutout", 0), ("random_erasing", 0))
+    # DALI runs the policy with its own auto-augment; the boxes are painted by our loaders only.
+    per_image = [f"aug.{key}={aug[key]}" for key, off in (("cutout", 0), ("random_erasing", 0))
                  if key in aug and aug[key] != off]
     if per_image and cfg.data.get("loader") == "dali":
         raise ConfigError(
-            f"{per_image[0]} is not available with data.loader=dali: the per-image ops of the aug group (policy, "
-            f"cutout, random_erasing) are done by the device loader and the DataLoader workers, from each image's "
-            f"aug seed, and the DALI pipeline does not do them yet. Use data.loader=workers (or auto) with them, or "
-            f"leave them off with DALI (mixup and CutMix work with every data path).")
+            f"{per_image[0]} is not available with data.loader=dali: cutout and random erasing are painted by the "
+            f"device loader and the DataLoader workers, from each image's aug seed, and the DALI pipeline does not "
+            f"paint them. Use data.loader=workers (or auto) with them, or leave them off with DALI (aug.policy, "
+            f"mixup and CutMix work with DALI too).")
 
 
 def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,

@@ -96,8 +96,12 @@ class DaliImageLoader:
         layout = "HWC" if self.channels_last else "CHW"
         seed = mix_seed(self.seed, self.batch_sampler.epoch, self.rank) % (2**31 - 1)
 
+        policy = getattr(self.dataset, "augment", None)
+        policy = policy if self.augment and policy is not None and policy.policy != "none" else None
+
         @pipeline_def(batch_size=self.batch_sampler.batch_size, num_threads=self.num_threads,
-                      device_id=(self.device.index or 0) if on_gpu else None, seed=seed, prefetch_queue_depth=2)
+                      device_id=(self.device.index or 0) if on_gpu else None, seed=seed, prefetch_queue_depth=2,
+                      enable_conditionals=policy is not None)  # DALI's auto-augment branches per sample
         def pipeline():
             jpegs, labels = fn.external_source(source=self._feed(batches), num_outputs=2, batch=True,
                                                dtype=[types.UINT8, types.INT64])
@@ -107,6 +111,8 @@ class DaliImageLoader:
                                                        num_attempts=10)
                 images = fn.resize(images, resize_x=self.width, resize_y=self.height,
                                    interp_type=types.INTERP_LINEAR, antialias=True)
+                if policy is not None:
+                    images = _dali_policy(images, policy, (self.height, self.width))
                 mirror = fn.random.coin_flip(probability=0.5)
                 images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout=layout, mean=self.mean,
                                                   std=self.std, mirror=mirror)
@@ -153,3 +159,14 @@ class DaliImageLoader:
                 yield images.to(self.dtype), self._to_torch(labels, torch.int64).reshape(-1).to(self.device)
         finally:
             del pipeline
+
+
+def _dali_policy(images, spec, shape: tuple[int, int]):
+    """``aug.policy`` in the DALI pipeline: DALI's own RandAugment / TrivialAugmentWide (``nvidia.dali.auto_aug``),
+    with the same op counts and magnitude bins as torchvision's; its draws come from the pipeline's seed."""
+    from nvidia.dali.auto_aug import rand_augment, trivial_augment
+
+    if spec.policy == "randaugment":
+        return rand_augment.rand_augment(images, n=spec.num_ops, m=spec.magnitude, num_magnitude_bins=31, shape=shape,
+                                         fill_value=0)
+    return trivial_augment.trivial_augment_wide(images, num_magnitude_bins=31, shape=shape, fill_value=0)
