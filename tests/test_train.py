@@ -195,11 +195,12 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     # 5 batches per epoch, a checkpoint after each: the run is killed after batch 2, 3 or 4 of epoch 2.
     # Every recipe feature that draws random numbers or keeps state is on: cutout, mixup/CutMix, the
     # weight average, BCE against smoothed targets, LAMB, the one-cycle schedule (lr and momentum),
-    # stochastic depth.
+    # stochastic depth, RandAugment, random erasing, repeated augmentation.
     args = FAST + ["data.train_size=40", "trainer.epochs=2", "trainer.checkpoint_every_steps=1",
                    "model.att_type=CBAM", "data.image_size=16", "aug.cutout=6", "aug.mixup=0.2", "aug.cutmix=1.0",
                    "aug.mix_prob=0.8", "trainer.ema_decay=0.9", "trainer.ema_warmup=true", "trainer.loss=bce",
-                   "trainer.label_smoothing=0.1", "optim=lamb", "sched=onecycle", "optim.layer_decay=0.8", "model.drop_path=0.1"]
+                   "trainer.label_smoothing=0.1", "optim=lamb", "sched=onecycle", "optim.layer_decay=0.8", "model.drop_path=0.1",
+                   "aug.policy=randaugment", "aug.random_erasing=0.3", "data.repeat_aug=2"]
     reference = run_script("train.py", args + [f"hydra.run.dir={tmp_path / 'ref'}"])
     assert reference.returncode == 0, reference.stderr[-2000:]
 
