@@ -33,16 +33,8 @@ left() { echo $(( BUDGET - ($(date +%s) - started) )); }
 note() { echo "[$(( $(date +%s) - started )) s] $*" | tee -a "$OUT_DIR/summary.txt"; }
 failed=()
 
-if ! python3 -c "import hydra, omegaconf, hydra_plugins.hydra_joblib_launcher" 2>/dev/null; then
-    if compgen -G "$WHEELS/*.whl" >/dev/null; then
-        python3 -m pip install -q --no-index --no-deps --target /tmp/attn_resnet_site "$WHEELS"/*.whl
-        export PYTHONPATH="/tmp/attn_resnet_site${PYTHONPATH:+:$PYTHONPATH}"
-    else
-        echo "Hydra or its joblib launcher is not installed and no wheels were found in $WHEELS" | tee "$OUT_DIR/summary.txt"
-        exit 2
-    fi
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/gpu_env.sh
+use_wheels "$WHEELS" "hydra, omegaconf, hydra_plugins.hydra_joblib_launcher" "$OUT_DIR/summary.txt"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
     python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"

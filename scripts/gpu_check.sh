@@ -45,16 +45,8 @@ started=$(stamp)
 elapsed() { echo $(( $(stamp) - started )); }
 note() { echo "[$(elapsed) s] $*" | tee -a "$LOGS/stages.txt"; }
 
-if ! python3 -c "import hydra, omegaconf" 2>/dev/null; then
-    if compgen -G "$WHEELS/*.whl" >/dev/null; then
-        python3 -m pip install -q --no-index --no-deps --target /tmp/attn_resnet_site "$WHEELS"/*.whl
-        export PYTHONPATH="/tmp/attn_resnet_site${PYTHONPATH:+:$PYTHONPATH}"
-    else
-        echo "Hydra is not installed and no wheels were found in $WHEELS" | tee "$OUT_DIR/summary.txt"
-        exit 2
-    fi
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/gpu_env.sh
+use_wheels "$WHEELS" "hydra, omegaconf" "$OUT_DIR/summary.txt"
 
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader

@@ -181,23 +181,6 @@ def test_the_average_adds_no_host_read_to_a_step(tmp_path):
     assert reads[3] == reads[9] and len(reads[3]) == 1
 
 
-def test_a_run_resumed_after_epoch_one_ends_with_the_uninterrupted_average(tmp_path):
-    def run(folder, epochs, checkpoint=None):
-        trainer = make_trainer(folder, model=tiny_model(dropout=0.3), train_size=12, epochs=epochs,
-                               ema_decay=0.8, ema_warmup=True)
-        if checkpoint is not None:
-            trainer.load_state_dict(load_training_checkpoint(checkpoint))
-        trainer.fit()
-        return trainer
-
-    whole = run(tmp_path / "whole", 3)
-    run(tmp_path / "part", 1)
-    resumed = run(tmp_path / "resumed", 3, tmp_path / "part" / "checkpoints" / "last.pt")
-    for a, b in ((whole.model, resumed.model), (whole.callbacks.callbacks[0].module,
-                                                 resumed.callbacks.callbacks[0].module)):
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-
-
 def test_ema_decay_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r"ema_decay=1.0 is not valid"):
         WeightAverage(1.0)
@@ -449,7 +432,7 @@ def test_training_accuracy_under_mixing_counts_the_heavier_label(tmp_path):
         assert torch.equal(hard, soft.argmax(1)) or soft.max(1).values.min() == 0.5
 
 
-def test_a_mixed_run_with_every_feature_resumes_bit_exactly(tmp_path):
+def test_a_run_with_ema_mixing_and_bce_resumed_after_epoch_one_ends_bit_exactly(tmp_path):
     def run(folder, epochs, checkpoint=None):
         objective = Objective("bce", 0.1, 0.2, mix=BatchMix(4, mixup=0.2, cutmix=1.0, mix_prob=0.7, seed=0))
         trainer = make_trainer(folder, model=tiny_model(dropout=0.3), train_size=12, epochs=epochs,
