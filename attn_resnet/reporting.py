@@ -610,6 +610,18 @@ def mixed_experiments(rows: list[Row]) -> list[str]:
     return lines
 
 
+def mixed_recipes(rows: list[Row]) -> list[str]:
+    """One line per row whose completed runs trained with different recipes (``recipe=paper|modern``):
+    averaged together they would be neither."""
+    lines = []
+    for row in rows:
+        recipes = {run_recipe(row_run) for row_run in row.completed}
+        if len(recipes) > 1:
+            lines.append(f"{row.label} ({row.dataset}) mixes runs of several recipes ({', '.join(sorted(recipes))}): "
+                         "select one with --where recipe_name=<name>, or compare them with --by recipe.")
+    return lines
+
+
 def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
            header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
     """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
@@ -628,7 +640,7 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
     notes = [line for line in (caption, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
                                paper and paper.get("note")) if line]
     if cells is table_cells:
-        notes += mixed_experiments(rows)
+        notes += mixed_experiments(rows) + mixed_recipes(rows)
     if fmt == "md":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [f"| {' | '.join(cells(row))} |" for row in rows]
@@ -775,3 +787,85 @@ def _pivot_cell(err: float | None, std: float | None, seeds: int, bold: bool = F
         return "–"
     value = f"{err:.2f}" + (f" ± {std:.2f}" if std is not None else "")
     return (f"**{value}**" if bold else value) + f" ({seeds})"
+
+
+# ------------------------------------------------------------ blocks x recipes
+NO_RECIPE = "(no recipe)"
+RECIPE_LEGEND = ("vs plain: the block's top-1 accuracy minus the plain ResNet's trained with the same recipe "
+                 "(same data and depth), in points, averaged over the seeds both ran (paired by seed; n: how many), "
+                 "with its 95% interval mean ± t(0.975, n-1) sd/sqrt(n); " + SIGNIFICANT + " the interval excludes 0; "
+                 "n/a: fewer than 2 pairs.")
+
+
+def run_recipe(run: Run) -> str:
+    """The recipe a run trained with: ``recipe_name`` in its resolved config (each ``conf/recipe/`` file
+    sets it), else the ``recipe=`` choice of its command line (a job rejected before its config was
+    recorded, or one rebuilt from its sweep's record); ``NO_RECIPE`` when neither names one."""
+    for key in ("recipe_name", "recipe"):
+        value = run_setting(run, key)
+        if value is not None:
+            return str(value)
+    return NO_RECIPE
+
+
+def _recipe_order(recipe: str) -> tuple:
+    """The papers' recipe first (the reference), then the others by name, runs without a recipe last."""
+    return (recipe != "paper", recipe == NO_RECIPE, recipe)
+
+
+def recipe_rows(runs: list[Run]) -> dict[str, list[Row]]:
+    """Per recipe, one row per architecture; a block's plain baseline is the plain network of its own recipe."""
+    by_recipe: dict[str, list[Run]] = {}
+    for run in runs:
+        by_recipe.setdefault(run_recipe(run), []).append(run)
+    return {recipe: build_rows(by_recipe[recipe]) for recipe in sorted(by_recipe, key=_recipe_order)}
+
+
+def _accuracy_cell(row: Row | None) -> str:
+    """Top-1 accuracy, mean ± std over the completed seeds, and how many: ``80.00 ± 2.00 (3)``."""
+    if row is None:
+        return "—"
+    err, std = row.err("err1")
+    seeds = sum(run.err1 is not None for run in row.completed)
+    return _pivot_cell(None if err is None else 100.0 - err, std, seeds)
+
+
+def _vs_plain_cell(row: Row | None) -> str:
+    if row is None or row.vs_plain is None:
+        return "—" if row is None else "–"
+    text, pairs = _paired_cells(row.vs_plain)
+    return text if text == "n/a" else f"{text} (n={pairs})"
+
+
+def recipe_pivot(runs: list[Run], caption: str | None = None) -> str:
+    """Markdown: one table per (data set, depth), a row per block, a column per recipe (top-1 accuracy),
+    and per recipe the block's paired difference from the plain network trained with that recipe.
+
+    The question it answers: does a block's gain over the plain network hold under every recipe?
+    The plain network is the first row.
+    """
+    per_recipe = recipe_rows(runs)
+    recipes = list(per_recipe)
+    tables: dict[tuple, dict[str, dict[str, Row]]] = {}
+    for recipe, rows in per_recipe.items():
+        for row in rows:
+            tables.setdefault((row.dataset, row.depth), {}).setdefault(str(row.att_type), {})[recipe] = row
+    text = []
+    for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
+        header = ["Block", *recipes, *(f"{recipe}: vs plain (95% CI)" for recipe in recipes)]
+        text += [f"**{dataset}, ResNet-{depth}**: top-1 accuracy (%), mean ± std over seeds (seeds), per recipe; "
+                 "then each block minus the plain network of the same recipe.", "",
+                 f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+        for name in sorted(blocks, key=_attention_order):
+            cells = blocks[name]
+            label = "none (plain)" if name == "none" else name
+            text.append(f"| {label} | " + " | ".join([*(_accuracy_cell(cells.get(r)) for r in recipes),
+                                                      *(_vs_plain_cell(cells.get(r)) for r in recipes)]) + " |")
+        text.append("")
+    text += [RECIPE_LEGEND, ""]
+    if caption:
+        text += [caption, ""]
+    issues = [f"{recipe}: {line}" for recipe, rows in per_recipe.items() for line in problems(rows)]
+    if issues:
+        text += ["Runs not completed:", *(f"- {line}" for line in issues), ""]
+    return "\n".join(text)

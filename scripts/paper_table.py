@@ -10,7 +10,8 @@ listed under the table; top-5 errors undefined for fewer than 5 classes print as
 Each block's row also gives its top-1 accuracy minus the plain network's, paired by seed,
 with a 95% t interval.
     python scripts/paper_table.py --complexity-only --paper cbam_table4
-    python scripts/paper_table.py runs/zoo --by-placement    # blocks x placements (attention_zoo_cifar10)
+    python scripts/paper_table.py runs/zoo --by placement    # blocks x placements (attention_zoo_cifar10)
+    python scripts/paper_table.py multirun/<time> --by recipe  # blocks x recipes (recipe_study_cifar10)
 
 The folder is searched at any depth, so a ledger of committed runs (docs/results/runs/<card>/,
 see its README) gives one table over every session's seeds; --where selects one recipe:
@@ -38,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the paper's models and report params / GFLOPs, without any runs")
     parser.add_argument("--caption", help="a line printed under the table (e.g. the budget of the runs)")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
-    parser.add_argument("--by-placement", action="store_true",
-                        help="Markdown: blocks as rows, placements (residual, post_add, stage, head) as columns")
+    parser.add_argument("--by", choices=("placement", "recipe"),
+                        help="Markdown: blocks as rows and, as columns, placements (residual, post_add, stage, "
+                             "head), or recipes (recipe=paper, modern: top-1 accuracy, then each block minus the "
+                             "plain network of the same recipe, paired by seed)")
+    parser.add_argument("--by-placement", action="store_const", const="placement", dest="by",
+                        help="the same as --by placement")
     parser.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
                         help="only runs whose resolved config has these values (model.att_type=CBAM, "
                              "trainer.epochs=30) or whose command line chose them (experiment=cifar10_fast)")
@@ -83,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no run under {args.sweep_dir} has {' '.join(args.where)}", file=sys.stderr)
             return 2
         rows = reporting.build_rows(runs, paper)
-        if args.by_placement:
+        if args.by == "placement":
             text = reporting.placement_pivot(rows, args.caption)
+        elif args.by == "recipe":
+            text = reporting.recipe_pivot(runs, args.caption)
         else:
             text = reporting.render(rows, args.format, paper, args.caption)
         status = 0
