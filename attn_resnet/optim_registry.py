@@ -23,6 +23,10 @@ OPTIMIZERS: dict[str, str] = {
     "lion": "timm.optim:Lion",
 }
 
+# Options the project gives an optimizer when the caller does not: SGD here means SGD with momentum
+# 0.9, as in the papers (torch's own default is no momentum).
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {"sgd": {"momentum": 0.9}}
+
 # name -> "module:callable"; called as builder(optimizer, total_epochs, steps_per_epoch, **options) -> LRScheduler
 SCHEDULES: dict[str, str] = {
     "step": "attn_resnet.engine.optim:factor_scheduler",

@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..optim_registry import OPTIMIZERS, PROJECT_OPTIM_KEYS, SCHEDULES, accepted_options, check_options, resolve
+from ..optim_registry import (OPTIMIZER_DEFAULTS, OPTIMIZERS, PROJECT_OPTIM_KEYS, SCHEDULES, accepted_options,
+                              check_options, resolve)
 
 OPTIMIZER_CHOICES = tuple(OPTIMIZERS)
 SCHEDULE_CHOICES = tuple(SCHEDULES)
@@ -103,7 +104,8 @@ def build_optimizer(
     **options: Any,
 ) -> torch.optim.Optimizer:
     """The optimizer registered as ``name`` over ``model``'s parameter groups, with the update kernel that
-    suits ``device``; ``options`` go to its constructor (``momentum``, ``betas``, ...), which must take them.
+    suits ``device``; ``options`` go to its constructor (``momentum``, ``betas``, ...), which must take them,
+    on top of the project's ``OPTIMIZER_DEFAULTS`` (SGD: momentum 0.9).
 
     ``device`` is where the parameters will train (that of the model's parameters by default; pass
     it when the model moves there later). ``fused=None`` picks one fused kernel per step on CUDA and
@@ -112,6 +114,7 @@ def build_optimizer(
     a host sync.
     """
     cls = optimizer_class(name)
+    options = {**OPTIMIZER_DEFAULTS.get(name, {}), **options}
     check_options(cls, options, 1, "optim", PROJECT_OPTIM_KEYS)
     groups = parameter_groups(model, weight_decay, exempt_bn_and_bias, lr, layer_decay)
     takes = accepted_options(cls, 1)
