@@ -622,6 +622,28 @@ def mixed_recipes(rows: list[Row]) -> list[str]:
     return lines
 
 
+def evaluation_notes(rows: list[Row]) -> list[str]:
+    """One line saying how the reported accuracies were evaluated, when any run used TTA or a weight average.
+
+    Both change the number a run reports (``trainer.tta``, ``trainer.ema_decay``): a table must say
+    so, and say when its runs differ in it.
+    """
+    settings: dict[tuple[str, float], int] = {}
+    for row in rows:
+        for run in row.completed:
+            trainer = (run.config or {}).get("trainer", {})
+            key = (str(trainer.get("tta", "none")), float(trainer.get("ema_decay", 0.0) or 0.0))
+            settings[key] = settings.get(key, 0) + 1
+    if all(key == ("none", 0.0) for key in settings):
+        return []
+    parts = []
+    for (tta, ema), count in sorted(settings.items()):
+        how = ", ".join(filter(None, [f"TTA {tta}" if tta != "none" else "no TTA",
+                                      f"the weight average (EMA {ema:g})" if ema else "the trained weights"]))
+        parts.append(f"{count} run{'s' if count != 1 else ''} with {how}")
+    return [f"Evaluated with: {'; '.join(parts)}."]
+
+
 def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
            header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
     """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
@@ -641,6 +663,7 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
                                paper and paper.get("note")) if line]
     if cells is table_cells:
         notes += mixed_experiments(rows) + mixed_recipes(rows)
+    notes += evaluation_notes(rows)
     if fmt == "md":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
         lines += [f"| {' | '.join(cells(row))} |" for row in rows]

@@ -120,3 +120,18 @@ def disk_with_free(monkeypatch, free: int) -> list[str]:
 
     monkeypatch.setattr(runfiles.shutil, "disk_usage", usage)
     return asked
+
+
+def write_run_results(folder: Path, config: dict, overrides: list[str], status: str = "completed",
+                      err1: float = 10.0, error: str = "RunTerminated: killed") -> None:
+    """A results.json in ``folder`` as a training job leaves it: its config and command line, and how it ended."""
+    import json
+
+    folder.mkdir(parents=True)
+    results = {"status": status, "job": {"num": None, "overrides": overrides}, "config": config}
+    if status == "completed":
+        results |= {"final": {"acc1": 100 - err1, "acc5": 99.0, "err1": err1, "err5": 1.0},
+                    "params": 11_000_000, "gflops": 0.56}
+    else:
+        results["error"] = error
+    (folder / "results.json").write_text(json.dumps(results))

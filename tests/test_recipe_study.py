@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from attn_resnet import reporting
 from attn_resnet.config.validate import validate_train_config
 
-from helpers import CONF, FAST, compose_train, run_script
+from helpers import CONF, FAST, compose_train, run_script, write_run_results
 
 # The knobs recipe=modern turns on, with the values the recipe study asks for.
 MODERN = {"aug.policy": "trivialaugment", "aug.cutout": 16, "aug.random_erasing": 0.0, "aug.mixup": 0.2,
@@ -102,19 +102,13 @@ ACC1 = {
 
 def _write(folder, *, recipe, att_type, seed, acc1=None, status="completed"):
     """A results.json as a run of the recipe study leaves it (recipe None: a run that chose none)."""
-    folder.mkdir(parents=True)
     config = {"seed": seed, "model": {"depth": 18, "att_type": att_type}, "data": {"name": "cifar10"}}
     overrides = ["experiment=recipe_study_cifar10", f"model.att_type={att_type}", f"seed={seed}"]
     if recipe is not None:
         config["recipe_name"] = recipe
         overrides.insert(1, f"recipe={recipe}")
-    results = {"status": status, "job": {"num": None, "overrides": overrides}, "config": config}
-    if status == "completed":
-        results |= {"final": {"acc1": acc1, "err1": 100 - acc1, "acc5": 99.0, "err5": 1.0},
-                    "params": 11_000_000, "gflops": 0.56}
-    else:
-        results["error"] = "NonFiniteLossError: loss is nan"
-    (folder / "results.json").write_text(json.dumps(results))
+    write_run_results(folder, config, overrides, status, None if acc1 is None else 100 - acc1,
+                      "NonFiniteLossError: loss is nan")
 
 
 @pytest.fixture

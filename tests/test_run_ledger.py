@@ -6,23 +6,16 @@ import pytest
 
 from attn_resnet import reporting
 
-from helpers import run_script
+from helpers import run_script, write_run_results
 
 FAST_CBAM = ["experiment=cifar10_fast", "model.att_type=CBAM"]
 
 
 def _write(folder, *, seed, att_type, overrides, status="completed", err1=10.0, epochs=30):
     """A results.json as a training run leaves it, with the config and command line of its job."""
-    folder.mkdir(parents=True)
-    results = {"status": status, "job": {"num": None, "overrides": [*overrides, f"seed={seed}"]},
-               "config": {"seed": seed, "model": {"depth": 18, "att_type": att_type}, "data": {"name": "cifar10"},
-                          "optim": {"weight_decay": 0.0005, "nesterov": True}, "trainer": {"epochs": epochs}}}
-    if status == "completed":
-        results |= {"final": {"acc1": 100 - err1, "acc5": 99.0, "err1": err1, "err5": 1.0},
-                    "params": 11_000_000, "gflops": 0.56}
-    else:
-        results["error"] = "RunTerminated: killed"
-    (folder / "results.json").write_text(json.dumps(results))
+    config = {"seed": seed, "model": {"depth": 18, "att_type": att_type}, "data": {"name": "cifar10"},
+              "optim": {"weight_decay": 0.0005, "nesterov": True}, "trainer": {"epochs": epochs}}
+    write_run_results(folder, config, [*overrides, f"seed={seed}"], status, err1)
 
 
 @pytest.fixture
@@ -109,3 +102,20 @@ def test_table_over_a_ledger_selects_one_recipe(ledger):
         result.stdout)
     result = run_script("scripts/paper_table.py", [str(ledger), "--where", "experiment=cbam_imagenet"])
     assert result.returncode == 2 and "experiment=cbam_imagenet" in result.stderr
+
+
+def test_a_table_says_how_its_runs_were_evaluated(tmp_path):
+    card = tmp_path / "card"
+    for seed, (tta, ema) in enumerate([("none", 0.0), ("flip_translate", 0.998), ("flip_translate", 0.998)]):
+        _write(card / f"run{seed}", seed=seed, att_type="none", overrides=["experiment=cifar10_fast"])
+        path = card / f"run{seed}" / "results.json"
+        results = json.loads(path.read_text())
+        results["config"]["trainer"] |= {"tta": tta, "ema_decay": ema}
+        path.write_text(json.dumps(results))
+    result = run_script("scripts/paper_table.py", [str(card)])
+    assert result.returncode == 0, result.stderr
+    assert ("Evaluated with: 2 runs with TTA flip_translate, the weight average (EMA 0.998); 1 run with no TTA, "
+            "the trained weights.") in result.stdout
+    plain = tmp_path / "plain"
+    _write(plain / "run0", seed=0, att_type="none", overrides=[])
+    assert "Evaluated with" not in run_script("scripts/paper_table.py", [str(plain)]).stdout  # the default: no line
