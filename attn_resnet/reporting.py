@@ -630,7 +630,7 @@ def evaluation_notes(rows: list[Row]) -> list[str]:
     """
     settings: dict[tuple[str, float], int] = {}
     for row in rows:
-        for run in row.completed:
+        for run in getattr(row, "completed", ()):  # a complexity-only row has no runs
             trainer = (run.config or {}).get("trainer", {})
             key = (str(trainer.get("tta", "none")), float(trainer.get("ema_decay", 0.0) or 0.0))
             settings[key] = settings.get(key, 0) + 1
