@@ -9,8 +9,14 @@
 #            pair; afterwards every run's last.pt is evaluated with the trained and the averaged
 #            weights, each without TTA, with flip and with flip+translate (scripts/evaluate_runs.py),
 #            so one training run answers six questions. GPU use is sampled while they run.
-#   dry      the same commands on the CPU with a tiny budget (synthetic data, 1 epoch, 2 jobs):
-#            checks that the stage's commands compose and run, with no GPU.
+#   attention  the converged attention table: experiment=cifar10_fast (as it stands: 50 epochs, cutout 12,
+#            EMA, flip+translate TTA) for none, SE, CBAM, BAM and ECA, topping the ledger
+#            (docs/results/runs/<card>/, or LEDGER) up to ATTENTION_SEEDS seeds (default 3): seeds a
+#            block already has there are skipped, and at most ATTENTION_JOBS runs (default 8) start,
+#            side by side, in block order.
+#   dry      the recipe stage's commands on the CPU with a tiny budget (synthetic data, 1 epoch, 2 jobs);
+#   dry-attention  the attention stage's, likewise (LEDGER must name a ledger folder, which may be empty):
+#            checks that the stages' commands compose and run, with no GPU.
 # Environment:
 #   CIFAR10_ROOT       a folder holding cifar-10-batches-py/, or
 #   GPU_CHECK_DATA     a folder holding cifar10-jpg.tar.gz and make_cifar10.py (built on the fly)
@@ -21,7 +27,7 @@
 #                      checkpoints), gpu_usage.csv
 set -uo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,24p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '/^set -uo/q;2,$p' "$0"; exit 2; }
 OUT_DIR="${OUT:-campaign_out}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
@@ -115,6 +121,33 @@ stage_recipe50() {  # 50 epochs: cutout 12 vs 16 (3 seeds each) and batch 256 at
     for name in e50_cutout12 e50_cutout16 e50_batch256; do evaluate_sweep "$name" "${EVAL_OPTIONS[@]}"; done
 }
 
+card_name() {  # "NVIDIA H200" -> nvidia-h200: the ledger's folder for this machine's GPU
+    nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr '[:upper:] ' '[:lower:]-'
+}
+
+stage_attention() {  # stage_attention SEEDS MAX_JOBS OVERRIDE...: per block, the ledger's missing seeds
+    local seeds="$1" budget="$2"
+    shift 2
+    local ledger="${LEDGER:-docs/results/runs/$(card_name)}"
+    # The recipe's values that tell its runs apart in the ledger (earlier variants had others).
+    local where=(experiment=cifar10_fast trainer.epochs=50 aug.cutout=12 trainer.tta=flip_translate)
+    local pids=() att missing take
+    mkdir -p "$OUT_DIR/sweeps"
+    for att in none SE CBAM BAM ECA; do
+        [ "$budget" -gt 0 ] || break
+        missing=$(python3 scripts/paper_table.py --count-seeds "$ledger" --missing-seeds "$seeds" \
+            --where "${where[@]}" model.att_type="$att" 2>>"$OUT_DIR/summary.txt") || { failed+=("seeds of $att"); continue; }
+        if [ -z "$missing" ]; then note "attention $att: $seeds seeds in $ledger already"; continue; fi
+        IFS=, read -ra take <<< "$missing"
+        take=("${take[@]:0:$budget}")
+        budget=$(( budget - ${#take[@]} ))
+        multirun "attention_$att" "${#take[@]}" "$(( $(left) - 30 ))" experiment=cifar10_fast \
+            trainer.val_every_epochs=10 "$@" model.att_type="$att" seed="$(IFS=,; echo "${take[*]}")" &
+        pids+=($!)
+    done
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+}
+
 summarize() {
     python3 - "$OUT_DIR/sweeps" >> "$OUT_DIR/summary.txt" 2>&1 <<'EOF'
 import json, sys
@@ -151,6 +184,18 @@ for stage in "$@"; do
             stage_recipe50 50 data.root="$root"
             kill "$sampler" 2>/dev/null
             ;;
+        attention)
+            root=$(cifar_root) || { failed+=("cifar10 build"); continue; }
+            sample_gpu "$OUT_DIR/gpu_usage.csv" & sampler=$!
+            stage_attention "${ATTENTION_SEEDS:-3}" "${ATTENTION_JOBS:-8}" data.root="$root"
+            kill "$sampler" 2>/dev/null
+            ;;
+        dry-attention)
+            BUDGET=600
+            stage_attention "${ATTENTION_SEEDS:-2}" "${ATTENTION_JOBS:-2}" data=synthetic data.train_size=128 \
+                data.val_size=64 trainer.device=cpu trainer.precision=32 trainer.compile=false \
+                trainer.channels_last=false data.batch_size=32 data.val_batch_size=64 trainer.epochs=1
+            ;;
         dry)
             EVAL_OPTIONS=(--device cpu) GRID_JOBS=2 LONG_JOBS=1
             BUDGET=600
@@ -158,7 +203,7 @@ for stage in "$@"; do
                 trainer.precision=32 trainer.compile=false trainer.channels_last=false data.batch_size=32 \
                 data.val_batch_size=64
             ;;
-        *) echo "unknown stage $stage (recipe, dry)"; exit 2 ;;
+        *) echo "unknown stage $stage (recipe, recipe50, attention, dry, dry-attention)"; exit 2 ;;
     esac
 done
 summarize

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count-seeds", type=Path, metavar="FOLDER",
                         help="print how many distinct seeds completed under FOLDER (with --where: of that "
                              "configuration), e.g. for a campaign that skips configurations already done")
+    parser.add_argument("--missing-seeds", type=int, metavar="N",
+                        help="with --count-seeds: print instead the seeds of 0..N-1 not yet completed, comma-"
+                             "separated (an empty line when all are done), for a campaign that tops a ledger up")
     args = parser.parse_args(argv)
     try:
         where = reporting.parse_where(args.where)
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.count_seeds is not None:
         if args.sweep_dir is not None or args.complexity_only:
             parser.error("--count-seeds takes its folder itself; give no other folder nor --complexity-only")
-        return count_seeds(args.count_seeds, where)
+        return count_seeds(args.count_seeds, where, args.missing_seeds)
+    if args.missing_seeds is not None:
+        parser.error("--missing-seeds goes with --count-seeds FOLDER")
 
     paper = reporting.paper_table(args.paper) if args.paper else None
     if args.complexity_only:
@@ -112,11 +117,12 @@ def check_keys(runs: list[reporting.Run], where: dict[str, str], folder: Path) -
     return not unknown
 
 
-def count_seeds(folder: Path, where: dict[str, str]) -> int:
-    """Print the number of distinct completed seeds (stdout, for scripts) and which they are (stderr)."""
+def count_seeds(folder: Path, where: dict[str, str], wanted: int | None = None) -> int:
+    """Print the number of distinct completed seeds (stdout, for scripts) and which they are (stderr); with
+    ``wanted``, print the seeds of 0..wanted-1 still to run instead of the number."""
     if not folder.exists():
         print(f"{folder} does not exist yet: 0 seeds", file=sys.stderr)
-        print(0)
+        print(0 if wanted is None else ",".join(map(str, range(wanted))))
         return 0
     try:
         runs = reporting.collect_runs(folder)
@@ -127,7 +133,7 @@ def count_seeds(folder: Path, where: dict[str, str]) -> int:
         return 2
     seeds = reporting.distinct_seeds(run for run in runs if reporting.run_matches(run, where))
     print(f"completed seeds under {folder}: {', '.join(map(str, seeds)) or 'none'}", file=sys.stderr)
-    print(len(seeds))
+    print(len(seeds) if wanted is None else ",".join(str(seed) for seed in range(wanted) if seed not in seeds))
     return 0
 
 

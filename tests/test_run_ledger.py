@@ -119,3 +119,14 @@ def test_a_table_says_how_its_runs_were_evaluated(tmp_path):
     plain = tmp_path / "plain"
     _write(plain / "run0", seed=0, att_type="none", overrides=[])
     assert "Evaluated with" not in run_script("scripts/paper_table.py", [str(plain)]).stdout  # the default: no line
+
+
+def test_missing_seeds_lists_what_a_campaign_still_has_to_run(ledger, tmp_path):
+    result = run_script("scripts/paper_table.py", ["--count-seeds", str(ledger), "--missing-seeds", "4", "--where",
+                                                   *FAST_CBAM, "trainer.epochs=30"])
+    assert result.returncode == 0 and result.stdout.strip() == "2,3"  # seeds 0 and 1 done; 2 failed, 4 is 40 epochs
+    result = run_script("scripts/paper_table.py", ["--count-seeds", str(tmp_path / "new"), "--missing-seeds", "3"])
+    assert result.stdout.strip() == "0,1,2"  # a card's first session: every seed
+    result = run_script("scripts/paper_table.py", ["--count-seeds", str(ledger), "--missing-seeds", "2", "--where",
+                                                   *FAST_CBAM])
+    assert result.returncode == 0 and result.stdout == "\n"  # all done: an empty line
