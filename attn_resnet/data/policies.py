@@ -33,7 +33,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import autoaugment as _torchvision_autoaugment
 
-POLICIES = ("none", "randaugment", "trivialaugment")
+from ..config.choices import AUG_POLICIES as POLICIES  # the one list, torch-free for the config checks
+
 NUM_BINS = 31  # torchvision's magnitude bins for both policies
 
 __all__ = ["AugmentSpec", "POLICIES", "apply_cutout", "apply_policy", "apply_random_erasing", "augment_uint8",

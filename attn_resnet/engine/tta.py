@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-TTA_CHOICES = ("none", "flip", "flip_translate")
+from ..config.choices import TTA_MODES as TTA_CHOICES  # the one list, torch-free for the config checks
 
 __all__ = ["TTA_CHOICES", "TTA_VIEWS", "tta_logits"]
 
