@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build import (
     Sharding,
+    batch_mix,
     build_model,
     configure_determinism,
     describe_spec,
@@ -37,7 +38,7 @@ from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
 from .engine.checkpointing import check_room_for_checkpoints, checkpoint_size_estimate
 from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
-from .engine.objectives import BatchMix, Objective
+from .engine.objectives import Objective
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, build_scheduler
 from .engine.tb_logger import flatten_hparams
@@ -208,11 +209,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                                      every))
     input_info = {"mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
                   "class_names": [str(name) for name in info.class_names]}
-    aug_cfg = config.get("aug") or {}
-    mix = BatchMix(info.num_classes, float(aug_cfg.get("mixup", 0.0)), float(aug_cfg.get("cutmix", 0.0)),
-                   float(aug_cfg.get("mix_prob", 1.0)), float(aug_cfg.get("switch_prob", 0.5)),
-                   int(aug_cfg.get("mix_off_epoch", 0)), seed)
-    objective = Objective(settings.loss, settings.label_smoothing, settings.bce_target_threshold, mix)
+    objective = Objective(settings.loss, settings.label_smoothing, settings.bce_target_threshold,
+                          batch_mix(config.get("aug") or {}, info.num_classes, seed))
     trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
                       objective=objective,
                       config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, canonical_attention
-from .data import (DataError, DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
+from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .data.policies import AugmentSpec
+from .engine.objectives import BatchMix
 from .models import ResidualNet
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,13 @@ def augment_spec(aug: Mapping[str, Any]) -> AugmentSpec:
                        random_erasing=float(aug.get("random_erasing", 0.0)))
 
 
+def batch_mix(aug: Mapping[str, Any], num_classes: int, seed: int) -> BatchMix:
+    """The batch mixing of an ``aug`` config group (mixup, CutMix), for the objective."""
+    return BatchMix(num_classes, float(aug.get("mixup", 0.0)), float(aug.get("cutmix", 0.0)),
+                    float(aug.get("mix_prob", 1.0)), float(aug.get("switch_prob", 0.5)),
+                    int(aug.get("mix_off_epoch", 0)), seed)
+
+
 def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
                  dtype: torch.dtype = torch.float32, sharding: Sharding = Sharding(),
                  aug: Mapping[str, Any] | None = None) -> Loaders:
@@ -146,17 +154,11 @@ def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, chann
     ``_loader_options`` for the choice between the device loader and DataLoader workers.
     With ``sharding`` each loader yields this rank's share: ``data.batch_size`` images per
     batch on every rank (the train shards equal, the val/test shards together covering each
-    image once). ``aug`` (the ``aug`` config group) adds train-time augmentation on top of the
-    data set's own crop and flip: ``cutout`` pixels (in-memory image sets only; the config
-    validation refuses it for the others).
+    image once). ``aug`` (the ``aug`` config group) adds the training split's per-image ops after
+    the data set's own crop and flip (``augment_spec``); ``data.repeat_aug`` repeats its images.
     """
     splits = build_splits(data["name"], **dataset_options(data))
-    spec = augment_spec(aug or {})
-    if spec.active:
-        if not hasattr(splits.train, "set_augment"):
-            raise DataError(f"The aug ops {spec} are done by the loaders of in-memory image sets; {data['name']} "
-                            f"decodes its images one by one and does not do them. Leave them off for it.")
-        splits.train.set_augment(spec)
+    splits.train.set_augment(augment_spec(aug or {}))
     repeats = int(data.get("repeat_aug", 1) or 1)
     build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
                                      sharding)

@@ -21,6 +21,7 @@ from attn_resnet.app import _check_trajectory, _checkpoint_weights
 from attn_resnet.config.validate import ConfigError
 from attn_resnet.data import DeviceImageLoader, build_loader
 from attn_resnet.data.common import TensorImageDataset, cutout_fill, cutout_params
+from attn_resnet.data.policies import AugmentSpec
 from attn_resnet.data.sampler import mix_seed
 from attn_resnet.engine.callbacks import Callback, CallbackList
 from attn_resnet.engine.checkpoint import load_training_checkpoint
@@ -253,7 +254,7 @@ def test_cutout_box_is_the_clipped_square_around_its_centre(cy, cx, area):
 def test_cutout_paints_the_mean_colour_in_its_box_only_and_the_device_loader_matches_the_workers():
     dataset = cifar_like()
     plain = cifar_like()
-    dataset.set_cutout(12)
+    dataset.set_augment(AugmentSpec(cutout=12))
     fill = cutout_fill(dataset.mean)
     assert fill.tolist() == [round(255 * 0.49), round(255 * 0.48), round(255 * 0.45)]
     raw, raw_plain = dataset.uint8_items(), plain.uint8_items()
@@ -278,7 +279,7 @@ def test_cutout_paints_the_mean_colour_in_its_box_only_and_the_device_loader_mat
 
 def test_cutout_marks_a_fraction_of_pixels_that_matches_the_expected_area():
     dataset = cifar_like(count=1)
-    dataset.set_cutout(8)
+    dataset.set_augment(AugmentSpec(cutout=8))
     seeds = torch.randint(0, 2**62, (4000,), generator=torch.Generator().manual_seed(1))
     y0, y1, x0, x1 = cutout_params(seeds, 8, 32, 32)
     area = ((y1 - y0) * (x1 - x0)).double().mean().item()
@@ -290,8 +291,8 @@ def test_cutout_marks_a_fraction_of_pixels_that_matches_the_expected_area():
 
 def test_cutout_is_ignored_by_a_validation_split():
     dataset = cifar_like(train=False)
-    dataset.set_cutout(12)
-    assert dataset.cutout == 0
+    dataset.set_augment(AugmentSpec(cutout=12))
+    assert dataset.augment.cutout == 0
 
 
 # ------------------------------------------------------------- config and resume
@@ -484,7 +485,7 @@ def test_a_dropped_branch_leaves_the_shortcut_and_kept_ones_are_scaled_to_keep_t
 
 
 # --------------------------------------------------- augmentation policies, random erasing
-from attn_resnet.data.policies import (AugmentSpec, _draws, _erasing_boxes, _space, apply_policy,  # noqa: E402
+from attn_resnet.data.policies import (_draws, _erasing_boxes, _space, apply_policy,  # noqa: E402
                                        apply_random_erasing, hash_seeds)
 
 

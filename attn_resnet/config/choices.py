@@ -30,7 +30,5 @@ TTA_MODES = ("none", "flip", "flip_translate")
 LOSSES = ("ce", "bce")
 AUG_POLICIES = ("none", "randaugment", "trivialaugment")
 EVAL_WEIGHTS = ("model", "ema")  # evaluate.py weights=: the trained weights or the run's weight average
-# Data sets held in memory as uint8 tensors.
-IN_MEMORY_DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 # What train.py returns to a sweeper (optimized_metric).
 OPTIMIZED_METRICS = ("val_acc1", "best_val_acc1", "val_loss")

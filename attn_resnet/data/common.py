@@ -4,7 +4,6 @@ and normalization (one definition for every loader), subsets and the held-out va
 from __future__ import annotations
 
 import copy
-import dataclasses
 import operator
 from dataclasses import dataclass
 from numbers import Integral
@@ -171,8 +170,8 @@ def stratified_subset(labels: torch.Tensor, size: int | None, seed: int = 0) -> 
 
 
 class UInt8ImageDataset(Dataset):
-    """Labelled images given as uint8 (3, H, W) tensors; train-time pad-crop/flip (and cutout, see
-    ``set_cutout``); normalized floats out.
+    """Labelled images given as uint8 (3, H, W) tensors; train-time pad-crop/flip (and the ``aug``
+    group's per-image ops, see ``set_augment``); normalized floats out.
 
     Subclasses provide ``image(index)``. ``dataset[index]`` augments (train only) with a seed
     drawn from the global RNG; ``dataset[(index, aug_seed)]`` takes the crop and flip from
@@ -208,14 +207,6 @@ class UInt8ImageDataset(Dataset):
     def set_augment(self, spec: AugmentSpec) -> None:
         """Train-time ops after the crop and flip (``policies.AugmentSpec``); a val split ignores them."""
         self.augment = spec if self.train else AugmentSpec()
-
-    def set_cutout(self, size: int) -> None:
-        """Train-time cutout of ``size`` pixels (0: none), with the other ops as they are."""
-        self.set_augment(dataclasses.replace(self.augment, cutout=int(size)))
-
-    @property
-    def cutout(self) -> int:
-        return self.augment.cutout
 
     def __len__(self) -> int:
         return len(self.labels)

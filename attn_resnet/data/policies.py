@@ -264,8 +264,11 @@ def augment_uint8(images: torch.Tensor, seeds: torch.Tensor, spec: AugmentSpec, 
     if spec.policy != "none":
         images = apply_policy(images, seeds, spec)
     if spec.cutout > 0:
-        on_device = device_seeds if device_seeds is not None else seeds.to(images.device)
-        images = apply_cutout(images, on_device if images.ndim == 4 else int(seeds), spec.cutout, fill)
+        if images.ndim == 3:
+            box_seeds = int(seeds)
+        else:
+            box_seeds = device_seeds if device_seeds is not None else seeds.to(images.device)
+        images = apply_cutout(images, box_seeds, spec.cutout, fill)
     if spec.random_erasing > 0:
         images = apply_random_erasing(images, seeds, spec.random_erasing, fill)
     return images

@@ -62,6 +62,7 @@ class WeightAverage(Callback):
         self.updates = 0
         self._saved: list[torch.Tensor] | None = None
         self._model: nn.Module | None = None
+        self._pairs_of_model: tuple | None = None  # the trained model's tensor pairs, listed once
 
     @property
     def module(self) -> nn.Module:
@@ -76,6 +77,9 @@ class WeightAverage(Callback):
         self.average.requires_grad_(False)
         self.updates = 0
         self._model = trainer.model
+        # The tensors stay the same objects for the run (loading a state copies into them), so the
+        # per-step update need not walk both modules again.
+        self._pairs_of_model = self._pairs(trainer.model)
 
     @torch.no_grad()
     def restart(self) -> None:
@@ -99,7 +103,7 @@ class WeightAverage(Callback):
     def update(self, model: nn.Module) -> None:
         """One EMA step towards ``model``'s weights; nothing is read back from the device."""
         decay = ema_decay_at(self.decay, self.updates, self.warmup)
-        averaged, current, others = self._pairs(model)
+        averaged, current, others = self._pairs_of_model if model is self._model else self._pairs(model)
         if averaged:
             torch._foreach_lerp_(averaged, current, 1.0 - decay)
         for target, source in others:
