@@ -38,12 +38,14 @@ from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
 from .engine.checkpointing import check_room_for_checkpoints, checkpoint_size_estimate
 from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
+from .engine.finetune import FrozenNormsInEval, InitRecord
 from .engine.objectives import Objective
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, build_scheduler
 from .engine.tb_logger import flatten_hparams
 from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
+from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
 from .signals import sigterm_as_error
@@ -173,11 +175,26 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
         )
     spec = model_spec(config["model"], data_cfg["network_type"], info.num_classes)
     model = build_model(spec)
+    model_cfg = config["model"]
+    init_record = InitRecord()
+    if model_cfg.get("init_from") and checkpoint is None:
+        report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")))
+        log.info("%s", report.describe())
+        init_record.summary = report.summary()
+    elif model_cfg.get("init_from"):
+        log.info("model.init_from is not read again: the resumed weights come from %s.", resume_path)
     if trainer_cfg.get("sync_bn"):
         if world_size > 1:
             model = convert_sync_batchnorm(model, device)
         else:
             log.info("trainer.sync_bn=true has no effect in a run of one process.")
+    frozen_norms = freeze_(model, str(model_cfg.get("freeze", "none")))
+    if model_cfg.get("freeze", "none") != "none":
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("model.freeze=%s: %.2fM of %.2fM parameters train%s.", model_cfg["freeze"], trainable / 1e6,
+                 sum(p.numel() for p in model.parameters()) / 1e6,
+                 "; the frozen BatchNorm layers keep their running statistics" if model_cfg.get("freeze_bn_stats", True)
+                 else "; the frozen BatchNorm layers still update their running statistics")
     with torch.device("meta"):
         complexity = measure(build_model(spec), (3, *info.image_size))
 
@@ -191,8 +208,11 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     optimizer = build_optimizer(model, optim_cfg["name"], lr, device=device, **optim_options)
     if optim_cfg.get("layer_decay") is not None:
         scales = sorted({round(group["lr_scale"], 6) for group in optimizer.param_groups})
-        log.info("optim.layer_decay=%s: %d layers, lr x %.3g (stem) .. x 1 (classifier).",
+        log.info("optim.layer_decay=%s: %d layers, lr x %.3g (stem) .. x 1 (last block).",
                  optim_cfg["layer_decay"], len(scales), scales[0])
+    if float(optim_cfg.get("head_lr_scale", 1.0)) != 1.0:
+        log.info("optim.head_lr_scale=%s: the classifier trains at lr x %s.", optim_cfg["head_lr_scale"],
+                 optim_cfg["head_lr_scale"])
     if distributed.is_main:  # rank 0 writes the checkpoints; refuse now rather than after an epoch
         check_room_for_checkpoints(run_dir / "checkpoints", checkpoint_size_estimate(
             model, optimizer, weight_copies=2 if trainer_cfg.get("ema_decay") else 1))
@@ -202,7 +222,9 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     sched_options = {k: v for k, v in config["sched"].items() if k != "name"}
     schedule = partial(build_scheduler, optimizer, config["sched"]["name"], settings.epochs, **sched_options)
 
-    hooks = []
+    hooks = [init_record]
+    if frozen_norms and model_cfg.get("freeze_bn_stats", True):
+        hooks.append(FrozenNormsInEval(frozen_norms))
     every = int(trainer_cfg.get("attention_maps_every", 0) or 0)
     if every and trainer_cfg["tensorboard"] and distributed.is_main and has_attention_maps(model):
         hooks.append(AttentionImages(fixed_images(loaders.val, int(trainer_cfg.get("attention_maps_images", 8))),
@@ -268,6 +290,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     }
     if summary.get("final_val") is not None:
         results["final_val"] = _with_errors(summary["final_val"])
+    if init_record.summary is not None:
+        results["init_from"] = init_record.summary
     if resume_changes:
         results["resume_changes"] = resume_changes
     return results

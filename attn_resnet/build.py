@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, canonical_attention
+from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, TRANSFER_MODEL_KEYS, canonical_attention
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .data.policies import AugmentSpec
@@ -25,8 +25,8 @@ LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "per
 DATA_META_KEYS = ("name", "network_type")
 # The network's own keys in model.* beside depth and att_type; every other model.* key is an
 # option of the chosen block.
-MODEL_KEYS = NETWORK_MODEL_KEYS
-MODEL_OPTION_KEYS = tuple(key for key in MODEL_KEYS if key not in ("depth", "att_type"))
+MODEL_KEYS = NETWORK_MODEL_KEYS + TRANSFER_MODEL_KEYS
+MODEL_OPTION_KEYS = tuple(key for key in NETWORK_MODEL_KEYS if key not in ("depth", "att_type"))
 # Block options that checkpoints written before blocks declared their own options stored for
 # every block; such a checkpoint is rebuilt with the ones its block takes.
 LEGACY_BLOCK_KEYS = ("reduction", "kernel_size", "combine")

@@ -37,7 +37,8 @@ SCHEDULES: dict[str, str] = {
 }
 
 # optim.* keys the project handles itself (parameter groups, lr scaling); the rest go to the optimizer.
-PROJECT_OPTIM_KEYS = ("name", "lr", "reference_batch_size", "weight_decay", "exempt_bn_and_bias", "layer_decay")
+PROJECT_OPTIM_KEYS = ("name", "lr", "reference_batch_size", "weight_decay", "exempt_bn_and_bias", "layer_decay",
+                      "head_lr_scale")
 
 # The package a module needs, and how to install it, for the ones outside the core dependencies.
 INSTALL_HINTS = {

@@ -15,6 +15,12 @@ ATT_PLACEMENTS = (DEFAULT_PLACEMENT, *PLACEMENTS)
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
                       "drop_path")
+# model.* keys of a fine-tuning run's start (not part of the network: not in the checkpoints' model spec).
+TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "freeze", "freeze_bn_stats")
+# model.init_from_format: the key names of the pretrained file.
+INIT_FORMATS = ("auto", "ours", "official", "torchvision", "timm")
+# model.freeze: the last part of the network that does not train (each includes the ones before it).
+FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4")
 # lower-case spelling -> canonical spelling
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits")

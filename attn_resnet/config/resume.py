@@ -50,6 +50,11 @@ OFF_VALUES: dict[str, Any] = {
     "trainer.bce_target_threshold": None,
     "trainer.ema_decay": 0.0,
     "trainer.ema_warmup": False,
+    "model.init_from": None,
+    "model.init_from_format": "auto",
+    "model.freeze": "none",
+    "model.freeze_bn_stats": True,
+    "optim.head_lr_scale": 1.0,
 }
 
 

@@ -171,10 +171,37 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
         if not model.drop_path < 1:
             raise ConfigError(f"Invalid config value model.drop_path={model.drop_path}: it must be in [0, 1) "
                               f"(e.g. 0.05 for ResNet-50; the last block's drop rate).")
-    network_keys = group_keys(conf_dir or default_conf_dir(), "model", "resnet") or set(C.NETWORK_MODEL_KEYS)
+    _validate_transfer(cfg)
+    network_keys = (group_keys(conf_dir or default_conf_dir(), "model", "resnet")
+                    or set(C.NETWORK_MODEL_KEYS + C.TRANSFER_MODEL_KEYS))
     options = {str(key): value for key, value in model.items() if key not in network_keys}
     if options or placement != C.DEFAULT_PLACEMENT:
         check_block(str(model.att_type), placement, options, sorted(network_keys))
+
+
+def _validate_transfer(cfg: DictConfig) -> None:
+    """model.init_from (a readable file), init_from_format, freeze and freeze_bn_stats."""
+    model = cfg.model
+    if model.get("init_from_format", "auto") not in C.INIT_FORMATS:
+        fail_choice("model.init_from_format", model.get("init_from_format"), C.INIT_FORMATS)
+    if model.get("freeze", "none") not in C.FREEZE_CHOICES:
+        fail_choice("model.freeze", model.get("freeze"), C.FREEZE_CHOICES)
+    if "freeze_bn_stats" in model:
+        _boolean(cfg, "model.freeze_bn_stats")
+    path = model.get("init_from")
+    if path is None:
+        return
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"Invalid config value model.init_from={path!r}: it must be the path of a weights file "
+                          f"(a checkpoint .pt, a .safetensors or a .pth state dict), or null.")
+    import os
+
+    if not os.path.isfile(path):
+        where = "a folder, not a file" if os.path.isdir(path) else "not found"
+        raise ConfigError(f"model.init_from={path!r} is {where}. Pass the weights file to start from: a training "
+                          f"run's checkpoints/best.pt, an exported .safetensors, the authors' .pth.tar, or a "
+                          f"torchvision/timm ResNet state dict (relative paths start at the folder train.py is run "
+                          f"from).")
 
 
 def check_block(att_type: str, placement: str, options: dict, network_keys: list[str]) -> None:
@@ -256,6 +283,8 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
     _number(cfg, "optim.lr")
     _number(cfg, "optim.weight_decay", allow_zero=True)
     _number(cfg, "optim.reference_batch_size", integer=True, allow_none=True)
+    if "head_lr_scale" in cfg.optim:
+        _number(cfg, "optim.head_lr_scale")
     if cfg.optim.get("layer_decay") is not None:
         _number(cfg, "optim.layer_decay")
         if cfg.optim.layer_decay > 1:

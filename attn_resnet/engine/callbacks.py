@@ -8,6 +8,8 @@ order, all on every rank of a data-parallel run:
 - ``setup(trainer)``: once, when the trainer is built (model on its device, before a resume
   loads any state);
 - ``on_train_start(trainer)``: at the start of ``fit``, after a resume;
+- ``on_train_epoch_start(trainer, epoch)``: after the model is put in training mode for the
+  (0-based) ``epoch``, also when a resume continues that epoch part-way;
 - ``on_after_backward(trainer)``: after the backward that ends an accumulation group, before
   gradient clipping and the optimizer step (the gradients are the group's, still scaled under
   fp16);
@@ -56,6 +58,9 @@ class Callback:
         pass
 
     def on_train_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_train_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         pass
 
     def on_after_backward(self, trainer: Trainer) -> None:

@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules, built from the registries in ``optim_registry``.
 
 Parameter groups: weight decay off for BN parameters and biases on request, and layer-wise lr
-decay (``layer_decay``). Schedules: per-step lr factors with a linear warmup (step, multistep,
+decay (``layer_decay``) and a classifier lr factor (``head_lr_scale``). Schedules: per-step lr factors with a linear warmup (step, multistep,
 cosine, constant) and torch's one-cycle schedule with momentum cycling (onecycle).
 """
 
@@ -56,17 +56,19 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, exempt_bn_and_bias: bool,
-                     lr: float | None = None, layer_decay: float | None = None) -> list[dict]:
-    """The optimizer's parameter groups.
+                     lr: float | None = None, layer_decay: float | None = None,
+                     head_lr_scale: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups, over the parameters that train (frozen ones are left out).
 
-    Without ``layer_decay``: one group, or two when BN/bias parameters (every parameter with < 2
-    dims) skip weight decay. With it, each layer's parameters (``layer_ids``) get the lr
-    ``lr * layer_decay ** (last id - id)``: the classifier trains at ``lr`` and each layer below it
-    at ``layer_decay`` times the lr of the one above (BEiT's layer-wise decay); each group records
-    its ``lr_scale``.
+    Without ``layer_decay`` and ``head_lr_scale``: one group, or two when BN/bias parameters (every
+    parameter with < 2 dims) skip weight decay. With ``layer_decay``, each layer's parameters
+    (``layer_ids``) get the lr ``lr * layer_decay ** (last id - id)``: the classifier trains at ``lr``
+    and each layer below it at ``layer_decay`` times the lr of the one above (BEiT's layer-wise decay).
+    ``head_lr_scale`` multiplies the classifier's (``fc``) lr on top, e.g. 10 for a new head on a
+    pretrained trunk. Each scaled group records its ``lr_scale``.
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if layer_decay is None:
+    if layer_decay is None and head_lr_scale == 1.0:
         if not exempt_bn_and_bias:
             return [{"params": [p for _, p in named], "weight_decay": weight_decay}]
         decay, no_decay = [], []
@@ -74,15 +76,18 @@ def parameter_groups(model: nn.Module, weight_decay: float, exempt_bn_and_bias: 
             (no_decay if param.dim() <= 1 else decay).append(param)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if lr is None:
-        raise ValueError("parameter_groups needs the base lr to scale per layer (optim.layer_decay).")
-    ids, count = layer_ids(model)
-    groups: dict[tuple[int, bool], dict] = {}
+        raise ValueError("parameter_groups needs the base lr to scale per layer (optim.layer_decay) or for the "
+                         "classifier (optim.head_lr_scale).")
+    ids, count = layer_ids(model) if layer_decay is not None else ({name: 0 for name, _ in named}, 1)
+    groups: dict[tuple[int, bool, bool], dict] = {}
     for name, param in named:
         exempt = exempt_bn_and_bias and param.dim() <= 1
+        head = name.startswith("fc.")
         layer = ids[name]
-        scale = layer_decay ** (count - 1 - layer)
-        group = groups.setdefault((layer, exempt), {"params": [], "weight_decay": 0.0 if exempt else weight_decay,
-                                                    "lr": lr * scale, "lr_scale": scale})
+        scale = (layer_decay ** (count - 1 - layer) if layer_decay is not None else 1.0) * \
+            (head_lr_scale if head else 1.0)
+        group = groups.setdefault((layer, head, exempt), {"params": [], "weight_decay": 0.0 if exempt else weight_decay,
+                                                          "lr": lr * scale, "lr_scale": scale})
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]
 
@@ -99,6 +104,7 @@ def build_optimizer(
     weight_decay: float = 0.0,
     exempt_bn_and_bias: bool = False,
     layer_decay: float | None = None,
+    head_lr_scale: float = 1.0,
     device: torch.device | str | None = None,
     fused: bool | None = None,
     **options: Any,
@@ -116,7 +122,7 @@ def build_optimizer(
     cls = optimizer_class(name)
     options = {**OPTIMIZER_DEFAULTS.get(name, {}), **options}
     check_options(cls, options, 1, "optim", PROJECT_OPTIM_KEYS)
-    groups = parameter_groups(model, weight_decay, exempt_bn_and_bias, lr, layer_decay)
+    groups = parameter_groups(model, weight_decay, exempt_bn_and_bias, lr, layer_decay, head_lr_scale)
     takes = accepted_options(cls, 1)
     if "fused" in takes and _use_fused(model, device, fused):
         options["fused"] = True

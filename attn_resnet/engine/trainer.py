@@ -348,8 +348,11 @@ class Trainer:
         return min(total, limit) if limit else total
 
     def current_lr(self) -> float:
-        """The lr of the groups trained at the full rate (with layer-wise decay, the classifier's)."""
-        return max(group["lr"] for group in self.optimizer.param_groups)
+        """The base lr: that of the groups trained at the full rate (``lr_scale`` 1; with layer-wise decay the
+        classifier's, with ``optim.head_lr_scale`` the trunk's), or the largest when no group has scale 1."""
+        groups = self.optimizer.param_groups
+        full = [group["lr"] for group in groups if group.get("lr_scale", 1.0) == 1.0]
+        return max(full or [group["lr"] / group["lr_scale"] for group in groups])
 
     def optimizer_steps_per_epoch(self) -> int:
         return math.ceil(self.train_batches_per_epoch() / self.settings.accumulate)
@@ -395,6 +398,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         settings = self.settings
         self.model.train()
+        self.callbacks.call("on_train_epoch_start", self, epoch)
         sampler = self.train_loader.batch_sampler
         sampler.set_epoch(epoch)
         sampler.set_start_batch(self.batch_in_epoch)
