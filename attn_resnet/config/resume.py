@@ -55,6 +55,8 @@ OFF_VALUES: dict[str, Any] = {
     "model.freeze": "none",
     "model.freeze_bn_stats": True,
     "optim.head_lr_scale": 1.0,
+    "data.classes": None,
+    "data.image_size": None,
 }
 
 

@@ -256,6 +256,33 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
     for key in ("train_subset", "val_subset", "val_split"):
         if key in data:
             _number(cfg, f"data.{key}", integer=True, allow_none=True)
+    if "image_size" in data:
+        _image_size(data.get("image_size"))
+    if data.get("classes") is not None:
+        _classes(data.get("classes"))
+
+
+def _image_size(value: Any) -> None:
+    sides = list(value) if isinstance(value, ListConfig) else [value]
+    if value is None or (len(sides) in (1, 2) and all(
+            isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in sides)):
+        return
+    raise ConfigError(f"Invalid config value data.image_size={value!r}: it must be a positive integer (a square "
+                      f"side) or [height, width]; null keeps the data set's own size.")
+
+
+def _classes(value: Any) -> None:
+    """data.classes: a list of at least two distinct class names or indices (checked against the data set later)."""
+    entries = list(value) if isinstance(value, ListConfig) else None
+    if entries is None or len(entries) < 2 or not all(
+            isinstance(entry, (str, int)) and not isinstance(entry, bool) for entry in entries):
+        raise ConfigError(f"Invalid config value data.classes={value!r}: it must be a list of at least two class "
+                          f"names or indices, e.g. data.classes=[cat,dog] or data.classes=[0,1,2,3,4]; null keeps "
+                          f"every class.")
+    repeated = sorted({str(entry) for entry in entries if entries.count(entry) > 1})
+    if repeated:
+        raise ConfigError(f"Invalid config value data.classes={value!r}: {', '.join(repeated)} appear(s) more than "
+                          f"once; each class may appear once, since its position is its new label.")
 
 
 def _check_dali(dataset: str) -> None:

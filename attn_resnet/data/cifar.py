@@ -17,6 +17,8 @@ from .common import (
     TensorImageDataset,
     carve_val_split,
     check_positive_int,
+    check_size,
+    resolve_classes,
     stratified_subset,
 )
 
@@ -175,7 +177,7 @@ def _info(name: str, test_set: TensorImageDataset, train_size: int | None, val_s
     return DataInfo(
         name=name,
         num_classes=len(test_set.classes),
-        image_size=(32, 32),
+        image_size=test_set.output_size or (32, 32),
         class_names=list(test_set.classes),
         mean=test_set.mean,
         std=test_set.std,
@@ -185,9 +187,18 @@ def _info(name: str, test_set: TensorImageDataset, train_size: int | None, val_s
     )
 
 
-def _test_set(name: str, root, download: bool, val_subset) -> TensorImageDataset:
+def _narrowed(dataset: TensorImageDataset, order: list[int] | None, size: tuple[int, int] | None):
+    """``dataset`` kept to the classes ``order`` (when given), its images resized to ``size`` on the way out."""
+    dataset = dataset if order is None else dataset.select_classes(order)
+    dataset.set_output_size(size)
+    return dataset
+
+
+def _test_set(name: str, root, download: bool, val_subset, classes, image_size) -> TensorImageDataset:
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
+    size = check_size("image_size", image_size, allow_none=True)
     test_set = load_cifar(name, root, train=False, download=download)
+    test_set = _narrowed(test_set, resolve_classes(classes, test_set.classes, CIFAR_SPECS[name].title), size)
     if val_subset is not None:
         test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
     return test_set
@@ -201,27 +212,35 @@ def build_cifar(
     train_subset: int | None = None,
     val_subset: int | None = None,
     val_split: int | None = None,
+    classes: list[str | int] | None = None,
+    image_size: int | tuple[int, int] | None = None,
 ) -> Splits:
     """CIFAR train (pad-4 crop + flip) and test sets; ``root`` holds the extracted release folder.
 
-    ``val_split`` holds that many training images out (class-balanced, fixed, not augmented)
-    as a validation split. ``train_subset`` (of the training images left) / ``val_subset``
-    (of the test set) keep a class-balanced subset of that many samples, the same one every
-    time (fixed seed ``SUBSET_SEED``).
+    ``classes`` (names or indices) keeps those classes only, relabelled 0.. in the order given,
+    before anything else is drawn. ``val_split`` holds that many training images out
+    (class-balanced, fixed, not augmented) as a validation split. ``train_subset`` (of the
+    training images left) / ``val_subset`` (of the test set) keep a class-balanced subset of
+    that many samples, the same one every time (fixed seed ``SUBSET_SEED``). ``image_size``:
+    the images reach the model resized to it (after the 32x32 augmentation, where they are
+    normalized, on the device with the device loaders); None keeps 32x32.
     """
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     val_split = check_positive_int("val_split", val_split, allow_none=True)
+    size = check_size("image_size", image_size, allow_none=True)
+    test_set = _test_set(name, root, download, val_subset, classes, size)
     train_set = load_cifar(name, root, train=True, download=download)
-    test_set = _test_set(name, root, download, val_subset)
+    train_set = _narrowed(train_set, resolve_classes(classes, train_set.classes, CIFAR_SPECS[name].title), size)
     train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), name)
     info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
     return Splits(train_set, held_out, test_set, info)
 
 
 def build_cifar_eval(
-    name: str, *, root="data", download: bool = False, val_subset: int | None = None
+    name: str, *, root="data", download: bool = False, val_subset: int | None = None,
+    classes: list[str | int] | None = None, image_size: int | tuple[int, int] | None = None,
 ) -> tuple[TensorImageDataset, DataInfo]:
-    """The CIFAR test set alone (``val_subset`` as in ``build_cifar``): reads the test batch and the meta file."""
-    test_set = _test_set(name, root, download, val_subset)
+    """The CIFAR test set alone (options as in ``build_cifar``): reads the test batch and the meta file."""
+    test_set = _test_set(name, root, download, val_subset, classes, image_size)
     return test_set, _info(name, test_set, None)

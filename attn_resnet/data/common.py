@@ -124,16 +124,36 @@ def normalization_constants(
 
 
 def normalize_uint8(
-    images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32
+    images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32,
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """uint8 images (..., C, H, W) -> ``(images - shift) / scale`` computed in float32, returned as ``dtype``.
 
     ``shift, scale = normalization_constants(mean, std)``. Every loader normalizes through here,
     one image or a batch, on the CPU or on a GPU: two correctly rounded float32 operations per
     pixel, so all of them give the same bits. The memory format (channels_last) is kept.
+    ``size``: first resize to (H, W) (``resize_uint8``), e.g. 32x32 CIFAR images to 224 for a
+    network pretrained on ImageNet; None or the images' own size leaves them as they are.
     """
-    out = torch.sub(images, shift).div_(scale)  # uint8 - float32 is float32: no separate conversion pass
+    if size is not None and tuple(images.shape[-2:]) != tuple(size):
+        out = resize_uint8(images, size).sub_(shift).div_(scale)
+    else:
+        out = torch.sub(images, shift).div_(scale)  # uint8 - float32 is float32: no separate conversion pass
     return out if dtype == torch.float32 else out.to(dtype)
+
+
+def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 images (C, H, W) or (B, C, H, W) -> float32 (0..255) bilinearly resized to ``size``.
+
+    Each output pixel depends on its own image only, so one image resized alone and the same
+    image resized in a batch, on any device, get the same values. Shrinking is antialiased
+    (no aliasing from skipped pixels); enlarging is plain bilinear, as antialiasing is a no-op there.
+    """
+    single = images.dim() == 3
+    batch = images[None] if single else images
+    shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
+    out = F.interpolate(batch.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out[0] if single else out
 
 
 def check_positive_int(option: str, value, allow_none: bool = False) -> int | None:
@@ -144,6 +164,65 @@ def check_positive_int(option: str, value, allow_none: bool = False) -> int | No
         expected = "a positive integer or null" if allow_none else "a positive integer"
         raise DataError(f"Option {option} must be {expected}, got {value!r}.")
     return int(value)
+
+
+def check_size(option: str, value, allow_none: bool = False) -> tuple[int, int] | None:
+    """An image size option: one int (square) or [height, width] -> (height, width)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        return check_positive_int(option, value[0]), check_positive_int(option, value[1])
+    size = check_positive_int(option, value)
+    return size, size
+
+
+def resolve_classes(requested, available: Sequence[str], name: str) -> list[int] | None:
+    """Indices into ``available`` of option ``classes`` (class names or indices), in the order given.
+
+    None keeps every class. Label ``i`` of the narrowed data set is ``requested[i]``, so
+    ``classes: [cat, dog]`` trains a two-class model whose class 0 is cat, whatever the data set's order.
+    """
+    if requested is None:
+        return None
+    if isinstance(requested, (str, bytes)) or not isinstance(requested, Sequence):
+        raise DataError(f"Option classes must be a list of class names or indices of {name}, e.g. "
+                        f"data.classes=[{available[0]},{available[-1]}], got {requested!r}.")
+    if len(requested) < 2:
+        raise DataError(f"Option classes must name at least two classes of {name} (a classifier needs "
+                        f"two), got {list(requested)!r}. Set data.classes=null to keep all {len(available)}.")
+    lookup = {str(class_name): index for index, class_name in enumerate(available)}
+    indices = []
+    for entry in requested:
+        if isinstance(entry, bool) or not isinstance(entry, (str, Integral)):
+            raise DataError(f"Option classes: {entry!r} is neither a class name nor an index of {name}.")
+        if isinstance(entry, Integral):
+            if not 0 <= int(entry) < len(available):
+                raise DataError(f"Option classes: index {int(entry)} is outside 0..{len(available) - 1} "
+                                f"({name} has {len(available)} classes).")
+            indices.append(int(entry))
+            continue
+        if entry not in lookup:
+            import difflib
+
+            close = difflib.get_close_matches(entry, list(lookup), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            shown = ", ".join(list(lookup)[:20]) + (" ..." if len(lookup) > 20 else "")
+            raise DataError(f"Option classes: {entry!r} is not a class of {name}.{hint} Its classes: {shown}.")
+        indices.append(lookup[entry])
+    repeated = sorted({available[i] for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise DataError(f"Option classes names {', '.join(map(repr, repeated))} more than once; each class "
+                        f"may appear once, since its position is its new label.")
+    return indices
+
+
+def relabel(labels: torch.Tensor, order: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kept, new_labels)``: the positions of ``labels`` in the classes ``order`` keeps, and their labels there."""
+    lookup = torch.full((num_classes,), -1, dtype=torch.int64)
+    lookup[torch.as_tensor(list(order), dtype=torch.int64)] = torch.arange(len(order))
+    mapped = lookup[torch.as_tensor(labels, dtype=torch.int64)]
+    kept = (mapped >= 0).nonzero().squeeze(1)
+    return kept, mapped[kept]
 
 
 def stratified_subset(labels: torch.Tensor, size: int | None, seed: int = 0) -> torch.Tensor:
@@ -201,8 +280,13 @@ class UInt8ImageDataset(Dataset):
         self.pad = pad if train else 0
         self.flip = flip and train
         self.augment = AugmentSpec()
+        self.output_size: tuple[int, int] | None = None  # resize to this when normalizing (see set_output_size)
         self._fill = cutout_fill(self.mean)
         self._shift, self._scale = normalization_constants(self.mean, self.std)
+
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        """Images reach the model resized to ``size`` (after augmentation, as part of normalizing); None: as stored."""
+        self.output_size = None if size is None else (int(size[0]), int(size[1]))
 
     def set_augment(self, spec: AugmentSpec) -> None:
         """Train-time ops after the crop and flip (``policies.AugmentSpec``); a val split ignores them."""
@@ -219,8 +303,8 @@ class UInt8ImageDataset(Dataset):
         return torch.stack([self.image(index) for index in range(len(self))])
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (3, H, W) -> float32 standardized with this dataset's mean/std."""
-        return normalize_uint8(image, self._shift, self._scale)
+        """uint8 (3, H, W) -> float32 standardized with this dataset's mean/std (resized to ``output_size``)."""
+        return normalize_uint8(image, self._shift, self._scale, size=self.output_size)
 
     def uint8_items(self) -> UInt8ImageDataset:
         """A shallow copy whose items are ``(augmented uint8 image, label)``: same images, same draws."""
@@ -259,10 +343,18 @@ class TensorImageDataset(UInt8ImageDataset):
 
     def subset(self, indices: torch.Tensor, train: bool | None = None) -> TensorImageDataset:
         """A new dataset of the given rows; same augmentation, or none with ``train=False``."""
-        return TensorImageDataset(
-            self.images[indices], self.labels[indices], self.classes, self.mean, self.std,
-            self.train if train is None else train and self.train, self.pad, self.flip,
-        )
+        return self._derived(self.images[indices], self.labels[indices], self.classes,
+                             self.train if train is None else train and self.train)
+
+    def select_classes(self, order: Sequence[int]) -> TensorImageDataset:
+        """The images of classes ``order`` (indices), relabelled 0..len(order)-1 in that order; same augmentation."""
+        kept, labels = relabel(self.labels, order, len(self.classes))
+        return self._derived(self.images[kept], labels, [self.classes[i] for i in order], self.train)
+
+    def _derived(self, images, labels, classes, train: bool) -> TensorImageDataset:
+        derived = TensorImageDataset(images, labels, classes, self.mean, self.std, train, self.pad, self.flip)
+        derived.set_output_size(self.output_size)
+        return derived
 
 
 class SubsettableDataset(Protocol):

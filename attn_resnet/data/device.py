@@ -77,6 +77,7 @@ class DeviceImageLoader:
         self._windows = self._crop_windows(images) if self.augment else None
         self.labels = dataset.labels.to(self.device)
         self.shift, self.scale = normalization_constants(dataset.mean, dataset.std, self.device)
+        self.output_size = dataset.output_size
 
     def _crop_windows(self, images: torch.Tensor) -> torch.Tensor:
         """A view ``(orientation, image, dy, dx, ...)`` of every crop window of the padded split; no copy.
@@ -112,7 +113,7 @@ class DeviceImageLoader:
             images = augment_uint8(images, keys[:, 1], self.spec, self._fill, device_seeds=seeds)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return normalize_uint8(images, self.shift, self.scale, self.dtype), self.labels[index]
+        return normalize_uint8(images, self.shift, self.scale, self.dtype, self.output_size), self.labels[index]
 
     def _crops(self, index: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W): each image's crop of the padded split, mirrored where its seed says."""
@@ -142,12 +143,14 @@ class DevicePrefetcher:
         std: Sequence[float] | None = None,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
+        output_size: tuple[int, int] | None = None,
     ):
         self.loader = loader
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.dtype = dtype
         self.normalization = None if mean is None else normalization_constants(mean, std, self.device)
+        self.output_size = output_size  # uint8 batches are resized to this as they are normalized
 
     @property
     def batch_sampler(self):
@@ -169,7 +172,7 @@ class DevicePrefetcher:
         if images.dtype == torch.uint8:
             if self.normalization is None:
                 raise DataError("DevicePrefetcher got uint8 images but no mean and std to normalize them with.")
-            return normalize_uint8(images, *self.normalization, self.dtype), targets
+            return normalize_uint8(images, *self.normalization, self.dtype, self.output_size), targets
         return images.to(self.dtype), targets
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -230,7 +233,7 @@ def build_prefetched_loader(
         rank=rank,
     )
     mean, std = (dataset.mean, dataset.std) if is_uint8 else (None, None)
-    return DevicePrefetcher(loader, device, mean, std, channels_last, dtype)
+    return DevicePrefetcher(loader, device, mean, std, channels_last, dtype, getattr(dataset, "output_size", None))
 
 
 def resolve_loader(

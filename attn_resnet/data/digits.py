@@ -16,6 +16,7 @@ from .common import (
     TensorImageDataset,
     carve_val_split,
     check_positive_int,
+    resolve_classes,
     stratified_subset,
 )
 
@@ -45,6 +46,7 @@ def build_digits(
     image_size: int = DIGITS_SIZE,
     root=None,
     download: bool = False,
+    classes: list[str | int] | None = None,
 ) -> Splits:
     """Stratified train/val split (``val_fraction``, seed ``SPLIT_SEED``); train augments by pad-2 crop only.
 
@@ -53,7 +55,8 @@ def build_digits(
     are not mirror-symmetric. Normalization uses the mean/std of the whole training part,
     so it does not change with ``train_subset`` or ``val_split``. ``root`` and ``download``
     are accepted and ignored (the data ships with scikit-learn). ``image_size`` (default
-    32) is the upsampled side length; 16 trains four times faster on a CPU.
+    32) is the upsampled side length; 16 trains four times faster on a CPU. ``classes`` (digits
+    as names "0".."9" or indices) keeps those, relabelled 0.. in the order given.
     """
     from sklearn.model_selection import train_test_split
 
@@ -73,17 +76,20 @@ def build_digits(
     pixels = images[train_idx].to(torch.float32).div(255)
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
-    classes = [str(digit) for digit in range(10)]
-    train_set = TensorImageDataset(images[train_idx], labels[train_idx], classes, mean, std, True, DIGITS_PAD)
-    test_set = TensorImageDataset(images[val_idx], labels[val_idx], classes, mean, std, False)
+    names = [str(digit) for digit in range(10)]
+    train_set = TensorImageDataset(images[train_idx], labels[train_idx], names, mean, std, True, DIGITS_PAD)
+    test_set = TensorImageDataset(images[val_idx], labels[val_idx], names, mean, std, False)
+    order = resolve_classes(classes, names, "digits")
+    if order is not None:
+        train_set, test_set = train_set.select_classes(order), test_set.select_classes(order)
     if val_subset is not None:
         test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
-    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(classes), "digits")
+    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), "digits")
     info = DataInfo(
         name="digits",
-        num_classes=10,
+        num_classes=len(train_set.classes),
         image_size=(image_size, image_size),
-        class_names=classes,
+        class_names=list(train_set.classes),
         mean=mean,
         std=std,
         train_size=len(train_set),
@@ -100,9 +106,11 @@ def build_digits_eval(
     image_size: int = DIGITS_SIZE,
     root=None,
     download: bool = False,
+    classes: list[str | int] | None = None,
 ) -> tuple[TensorImageDataset, DataInfo]:
     """The ``val_fraction`` split of ``build_digits`` alone (all digits ship in one small array)."""
     splits = build_digits(
-        val_fraction=val_fraction, val_subset=val_subset, image_size=image_size, root=root, download=download
+        val_fraction=val_fraction, val_subset=val_subset, image_size=image_size, root=root, download=download,
+        classes=classes,
     )
     return splits.test, replace(splits.info, train_size=None)

@@ -19,9 +19,12 @@ from .common import (
     Splits,
     carve_val_split,
     check_positive_int,
+    check_size,
     draw_aug_seed,
     normalization_constants,
     normalize_uint8,
+    relabel,
+    resolve_classes,
     split_key,
     stratified_subset,
 )
@@ -125,6 +128,13 @@ class FolderDataset(Dataset):
         return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train,
                              self.uint8, self.augment)
 
+    def select_classes(self, order: Sequence[int]) -> FolderDataset:
+        """The samples of classes ``order`` (indices), relabelled 0..len(order)-1 in that order."""
+        kept, labels = relabel(torch.tensor(self.targets, dtype=torch.int64), order, len(self.classes))
+        samples = [(self.samples[i][0], label) for i, label in zip(kept.tolist(), labels.tolist())]
+        return FolderDataset(samples, [self.classes[i] for i in order], self.image_size, self.train, self.uint8,
+                             self.augment)
+
     def uint8_items(self) -> FolderDataset:
         """The same samples and draws, with uint8 (3, H, W) images as items (not normalized)."""
         return FolderDataset(self.samples, self.classes, self.image_size, self.train, uint8=True,
@@ -166,10 +176,7 @@ def _class_folders(folder: Path) -> list[str]:
 
 
 def _image_size(value) -> tuple[int, int]:
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        return check_positive_int("image_size", value[0]), check_positive_int("image_size", value[1])
-    size = check_positive_int("image_size", value)
-    return size, size
+    return check_size("image_size", value)
 
 
 def _info(name: str, val_set: FolderDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
@@ -186,9 +193,13 @@ def _info(name: str, val_set: FolderDataset, train_size: int | None, val_split_s
     )
 
 
-def _val_set(scan: ImageFolder, size: tuple[int, int], val_subset: int | None) -> FolderDataset:
-    keep = stratified_subset(torch.tensor(scan.targets), val_subset, SUBSET_SEED).tolist()
-    return FolderDataset([scan.samples[i] for i in keep], scan.classes, size, train=False)
+def _val_set(scan: ImageFolder, size: tuple[int, int], val_subset: int | None, order: list[int] | None,
+             ) -> FolderDataset:
+    val_set = FolderDataset(scan.samples, scan.classes, size, train=False)
+    val_set = val_set if order is None else val_set.select_classes(order)
+    if val_subset is None:
+        return val_set
+    return val_set.subset(stratified_subset(torch.tensor(val_set.targets), val_subset, SUBSET_SEED))
 
 
 def _needs_root(name: str, root) -> Path:
@@ -207,6 +218,7 @@ def build_imagefolder(
     val_split: int | None = None,
     download: bool = False,
     val_image_size: int | tuple[int, int] | None = None,
+    classes: list[str | int] | None = None,
 ) -> Splits:
     """Train (RandomResizedCrop + flip) and val (resize to size/0.875 + center crop) sets from ``root``.
 
@@ -216,7 +228,8 @@ def build_imagefolder(
     class-balanced subset, the same every time (seed ``SUBSET_SEED``). ``download`` is
     accepted and ignored: these datasets cannot be fetched automatically. ``val_image_size``:
     evaluate at another size than the training crops (FixRes, Touvron et al. 2019: train at 160,
-    test at 224; None: the same).
+    test at 224; None: the same). ``classes`` (folder names or indices) keeps those classes only,
+    relabelled 0.. in the order given, before the subsets and the held-out split are drawn.
     """
     root = _needs_root(name, root)
     size = _image_size(image_size)
@@ -226,9 +239,11 @@ def build_imagefolder(
     val_split = check_positive_int("val_split", val_split, allow_none=True)
     train_scan, val_scan = _scan(root / "train", root), _scan(root / "val", root)
     _check_same_classes(train_scan.classes, val_scan.classes, root)
+    order = resolve_classes(classes, train_scan.classes, f"{name} ({root})")
     train_set = FolderDataset(train_scan.samples, train_scan.classes, size, train=True)
-    test_set = _val_set(val_scan, eval_size, val_subset)
-    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_scan.classes), name)
+    train_set = train_set if order is None else train_set.select_classes(order)
+    test_set = _val_set(val_scan, eval_size, val_subset, order)
+    train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), name)
     info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
     return Splits(train_set, held_out, test_set, info)
 
@@ -241,6 +256,7 @@ def build_imagefolder_eval(
     val_subset: int | None = None,
     download: bool = False,
     val_image_size: int | tuple[int, int] | None = None,
+    classes: list[str | int] | None = None,
 ) -> tuple[FolderDataset, DataInfo]:
     """The val set of ``build_imagefolder`` alone: ``root/val`` is enough, its folder names are the classes.
 
@@ -253,5 +269,7 @@ def build_imagefolder_eval(
     val_scan = _scan(root / "val", root)
     if (root / "train").is_dir():
         _check_same_classes(_class_folders(root / "train"), val_scan.classes, root)
-    test_set = _val_set(val_scan, size if val_image_size is None else _image_size(val_image_size), val_subset)
+    order = resolve_classes(classes, val_scan.classes, f"{name} ({root})")
+    test_set = _val_set(val_scan, size if val_image_size is None else _image_size(val_image_size), val_subset,
+                        order)
     return test_set, _info(name, test_set, None)
