@@ -291,3 +291,17 @@ def test_a_refused_init_file_stops_the_run_before_training(pretrained_run, tmp_p
     output = result.stdout + result.stderr
     assert "another depth" in output and "Nothing was loaded" in output and "Traceback" not in output
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
+def test_the_finetune_recipe_needs_its_file_and_feeds_an_imagenet_network(tmp_path):
+    from attn_resnet.config.validate import ConfigError, validate_train_config
+
+    from helpers import compose_train
+
+    with pytest.raises(ConfigError, match="model.init_from is required"):
+        validate_train_config(compose_train(["experiment=finetune_cifar10"]))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "w.pth")
+    cfg = compose_train(["experiment=finetune_cifar10", f"model.init_from={tmp_path / 'w.pth'}"])
+    validate_train_config(cfg)
+    assert cfg.data.name == "cifar10" and cfg.data.network_type == "ImageNet" and cfg.data.image_size == 224
+    assert cfg.optim.head_lr_scale > 1

@@ -19,6 +19,8 @@ NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "ze
 TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "freeze", "freeze_bn_stats")
 # model.init_from_format: the key names of the pretrained file.
 INIT_FORMATS = ("auto", "ours", "official", "torchvision", "timm")
+# model.init_from in a fine-tuning recipe: the user must give the file (a Hydra ??? cannot replace a default).
+INIT_FROM_REQUIRED = "required"
 # model.freeze: the last part of the network that does not train (each includes the ones before it).
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4")
 # lower-case spelling -> canonical spelling

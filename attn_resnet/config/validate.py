@@ -191,6 +191,13 @@ def _validate_transfer(cfg: DictConfig) -> None:
     path = model.get("init_from")
     if path is None:
         return
+    if path == C.INIT_FROM_REQUIRED:
+        raise ConfigError(
+            "model.init_from is required: the chosen recipe fine-tunes pretrained weights. Add "
+            "model.init_from=PATH with the file to start from: a training run's checkpoints/best.pt, an exported "
+            ".safetensors, the authors' .pth.tar, or a torchvision/timm ResNet state dict (e.g. the one "
+            "torch.save(torchvision.models.resnet50(weights='DEFAULT').state_dict(), 'resnet50.pth') writes)."
+        )
     if not isinstance(path, str) or not path:
         raise ConfigError(f"Invalid config value model.init_from={path!r}: it must be the path of a weights file "
                           f"(a checkpoint .pt, a .safetensors or a .pth state dict), or null.")
