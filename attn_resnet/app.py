@@ -31,7 +31,7 @@ from .build import (
 )
 from .complexity import measure
 from .config.choices import OPTIMIZED_METRICS
-from .config.resume import describe_changes, trajectory_changes
+from .config.resume import TASK_KEYS, describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
@@ -131,6 +131,15 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
         changes["world_size (processes)"] = (saved_world_size, world_size)
     if not changes:
         return {}
+    task = {key: change for key, change in changes.items() if key in TASK_KEYS}
+    if task:
+        raise ConfigError(
+            f"Cannot resume from {source}: it was trained on another task ({describe_changes(task)}), so its "
+            f"epochs, schedule and best accuracy belong to that task and would be reported as this run's. This is "
+            f"refused even with trainer.resume_allow_changes=true. To start from its weights on this task, begin a "
+            f"new run, in a new run folder, with model.init_from={source} (a new schedule, and a new head where "
+            f"the class count differs)."
+        )
     if not config["trainer"].get("resume_allow_changes"):
         raise ConfigError(
             f"Cannot resume from {source}: these settings differ from the run that wrote it, and would change "

@@ -109,6 +109,26 @@ def test_resume_with_a_changed_trajectory_is_refused_naming_the_keys(tmp_path, c
     assert (tmp_path / "results.json").read_bytes() == results
 
 
+@pytest.mark.parametrize("change,key", [
+    ("data=digits", "data.name"),
+    ("data.num_classes=4", "data.num_classes"),
+    ("data.val_split=10", "data.val_split"),
+])
+def test_a_resume_onto_another_task_is_refused_even_when_changes_are_allowed(tmp_path, change, key):
+    # A run of another data set, class set or validation split would report the old run's best as its own.
+    train(compose_train(FAST + ["trainer.epochs=2", "trainer.limit_train_batches=3"]), tmp_path)
+    results = (tmp_path / "results.json").read_bytes()
+    last = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    overrides = [change] if change.startswith("data=") else FAST + [change]
+    with pytest.raises(ConfigError) as error:
+        train(compose_train(overrides + ["trainer.epochs=2", "trainer.limit_train_batches=3", "trainer.progress=false",
+                                         "trainer.resume_allow_changes=true"]), tmp_path)
+    message = str(error.value)
+    assert key in message and "another task" in message and "model.init_from=" in message
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == last
+    assert (tmp_path / "results.json").read_bytes() == results
+
+
 def test_operational_changes_resume_and_allowed_changes_are_recorded(tmp_path):
     train(compose_train(FAST), tmp_path)
     # where the data lives, logging and checkpoint frequency may change freely

@@ -29,6 +29,11 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.tta",
 })
 
+# Keys that say which task a run learns: which images, which classes, which split picks best.pt. A
+# resume across a change of these would report the old task's best as the new one's: never allowed,
+# not even with trainer.resume_allow_changes (fine-tuning on the new task is model.init_from's job).
+TASK_KEYS = frozenset({"data.name", "data.classes", "data.num_classes", "data.val_split", "data.val_fraction"})
+
 # Trajectory keys added after checkpoints were first written, with the value that means "off":
 # a checkpoint whose config lacks one was trained without the feature, so resuming it with the
 # feature off is no change (and with it on, one).
