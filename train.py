@@ -6,7 +6,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from attn_resnet.cli import block_option_overrides, distributed_launch_args, run_entry_point
+from attn_resnet.cli import block_option_overrides, distributed_launch_args, exit_quietly_on_ctrl_c, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -21,4 +21,4 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     sys.argv = block_option_overrides(sys.argv)  # model.<block option>=... without a "+"
     sys.argv = distributed_launch_args(sys.argv)  # torchrun: one run folder for all ranks
-    main()
+    exit_quietly_on_ctrl_c(main)

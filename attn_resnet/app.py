@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -48,7 +50,7 @@ from .models.official import load_official
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
-from .signals import sigterm_as_error
+from .signals import RunInterrupted, StopRequest, sigint_as_stop_request, sigterm_as_error
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
             validate_train_config(cfg, group_choices, conf_dir)
             return _train(OmegaConf.to_container(cfg, resolve=True), run_dir)
     ensure_run_folder(run_dir)
-    with RunLock(run_dir), sigterm_as_error():
+    # Ctrl-C stops at the next step boundary with a checkpoint; in a data-parallel run the ranks could
+    # not agree on that step, so there it stops on the spot, keeping the last checkpoint written.
+    stop = StopRequest()
+    graceful = sigint_as_stop_request(stop) if not process_env().distributed else nullcontext()
+    with RunLock(run_dir), sigterm_as_error(), graceful:
         for stale in remove_stale_temp_files(run_dir) + remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("Removed %s, left by an interrupted write.", stale)
         started = time.time()
@@ -80,8 +86,15 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
             base["config"] = OmegaConf.to_container(cfg, resolve=True)  # recorded even if validation fails
             validate_train_config(cfg, group_choices, conf_dir)
             config = base["config"]
+            _say_when_nothing_to_resume(config["trainer"], run_dir)
             record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            results = _train(config, run_dir)
+            results = _train(config, run_dir, stop)
+        except (RunInterrupted, KeyboardInterrupt) as error:
+            where = str(error) if isinstance(error, RunInterrupted) else "at once (a second Ctrl-C)"
+            message = _interrupted_message(where, run_dir, job)
+            record_results(run_dir, {**base, "status": "interrupted", "error": message,
+                                      "wall_seconds": time.time() - started})
+            raise RunInterrupted(message) from None
         except Exception as error:
             record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                       "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
@@ -89,6 +102,18 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
         results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
         record_results(run_dir, results)
         return results
+
+
+def _interrupted_message(where: str, run_dir: Path, job: dict | None) -> str:
+    """One paragraph for a run stopped with Ctrl-C: where it stopped, what is kept, the command that resumes it."""
+    overrides = [o for o in (job or {}).get("overrides", []) if not o.startswith("hydra.run.dir=")]
+    command = " ".join(["python train.py", *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}")])
+    last = run_dir / "checkpoints" / "last.pt"
+    kept = (f"Its last checkpoint, {last}, is kept and the run continues from it, the same as if it had not "
+            f"stopped" if last.is_file() else
+            "No checkpoint was written before it stopped, so the same command starts it again from the beginning")
+    return (f"Interrupted (Ctrl-C) {where}. Run folder: {run_dir}; results.json says \"interrupted\". {kept}: "
+            f"{command}")
 
 
 def optimized_value(results: dict, metric: str = "val_acc1") -> float:
@@ -117,6 +142,21 @@ def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, d
         path = Path(resume)
     # Read (and so vet) the checkpoint before the expensive part starts.
     return path, (load_training_checkpoint(path) if path else None)
+
+
+def _say_when_nothing_to_resume(trainer_cfg: dict, run_dir: Path) -> None:
+    """A folder where an earlier run stopped before its first checkpoint: say that this run starts afresh."""
+    import json
+
+    if str(trainer_cfg.get("resume")) != "auto" or (run_dir / "checkpoints" / "last.pt").is_file():
+        return
+    try:
+        status = json.loads((run_dir / "results.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    log.warning("No checkpoint to resume from in %s: the earlier run in this folder (results.json: %s) stopped "
+                "before writing checkpoints/last.pt, so this run starts from the beginning.",
+                run_dir / "checkpoints", status)
 
 
 def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: int = 1) -> dict:
@@ -152,17 +192,19 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
     return {key: {"checkpoint": old, "now": new} for key, (old, new) in changes.items()}
 
 
-def _train(config: dict, run_dir: Path) -> dict:
+def _train(config: dict, run_dir: Path, stop: StopRequest | None = None) -> dict:
     """One training run in ``run_dir``; one rank of it when launched as several processes."""
     trainer_cfg = config["trainer"]
     distributed, device = start_distributed(str(trainer_cfg["device"]), float(trainer_cfg.get("dist_timeout", 600)))
     try:
-        return _train_process(config, run_dir, distributed, device or resolve_device(str(trainer_cfg["device"])))
+        return _train_process(config, run_dir, distributed, device or resolve_device(str(trainer_cfg["device"])),
+                              stop)
     finally:
         distributed.close()
 
 
-def _train_process(config: dict, run_dir: Path, distributed: Distributed, device: torch.device) -> dict:
+def _train_process(config: dict, run_dir: Path, distributed: Distributed, device: torch.device,
+                   stop: StopRequest | None = None) -> dict:
     data_cfg, trainer_cfg, optim_cfg = config["data"], config["trainer"], config["optim"]
     seed = int(config["seed"])
     configure_determinism(seed, bool(trainer_cfg["deterministic"]))  # the same on every rank: same initial weights
@@ -248,6 +290,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                       test_loader=loaders.test, callbacks=hooks, input_info=input_info, distributed=distributed)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
+    if stop is not None and world_size == 1:  # ranks would stop at different steps: DDP stops on the spot
+        trainer.stop_request = stop
     held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""
     batch_note = (f"global batch {batch_size} = {world_size} processes x {per_process_batch}"
                   if world_size > 1 else f"batch {batch_size}")

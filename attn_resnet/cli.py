@@ -81,6 +81,18 @@ def _quiet_follower_rank() -> None:
     logging.getLogger("attn_resnet").setLevel(logging.WARNING)
 
 
+# The shell's status for a program stopped by SIGINT (128 + 2).
+INTERRUPTED_EXIT_CODE = 130
+
+
+def exit_quietly_on_ctrl_c(main: Callable[[], Any]) -> None:
+    """Call an entry point's ``main``; a Ctrl-C that reaches here (already reported) exits with 130, no traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED_EXIT_CODE)
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, checkpoints, run folders, diverging runs): no traceback needed."""
     from .engine.distributed import PeerRankError
@@ -105,9 +117,16 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
         _quiet_follower_rank()
     job = {"num": hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None,
            "overrides": list(hydra_cfg.overrides.task)}
+    from .signals import RunInterrupted
+
     try:
         return function(cfg, hydra_cfg.runtime.output_dir, job=job, group_choices=group_choices(hydra_cfg),
                         conf_dir=conf_dir_of(hydra_cfg))
+    except RunInterrupted as error:
+        log.error("%s", error)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise KeyboardInterrupt from None  # Ctrl-C stops the sweep, not only this job
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except user_errors() as error:
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -1,9 +1,10 @@
-"""SIGTERM as an exception, so that a run stopped from outside records how it ended."""
+"""Stops from outside: SIGTERM as an exception, Ctrl-C (SIGINT) as a request to stop at the next step boundary."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -44,3 +45,47 @@ def sigterm_as_error() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped with Ctrl-C (SIGINT); the message says where and how to resume."""
+
+
+class StopRequest:
+    """Set by a first Ctrl-C: the loop finishes its optimizer step, writes a checkpoint there and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+STOP_NOTICE = ("\nCtrl-C: stopping after this step and writing a checkpoint to resume from "
+               "(press Ctrl-C again to stop at once, keeping only the last checkpoint written).")
+
+
+@contextmanager
+def sigint_as_stop_request(stop: StopRequest) -> Iterator[None]:
+    """Within the block, a first SIGINT sets ``stop.requested``; a second raises KeyboardInterrupt.
+
+    A stop between two optimizer steps leaves a checkpoint that resumes bit-exactly; a
+    KeyboardInterrupt raised wherever Python happens to be (mid-step, mid-write) could not.
+    Data loader workers forked inside the block inherit the handler and ignore the signal
+    there: Ctrl-C reaches every process of the terminal's group, and the main process decides.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            return
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        print(STOP_NOTICE, file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

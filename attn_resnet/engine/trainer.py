@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import iterate_batches
+from ..signals import RunInterrupted, StopRequest
 from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
@@ -322,6 +323,8 @@ class Trainer:
         self.scheduler = schedule if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler) \
             else torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.callbacks = CallbackList([*self._setting_callbacks(), *(callbacks or [])])
+        # Set from outside (Ctrl-C): the loop stops at the next optimizer step boundary, with a checkpoint.
+        self.stop_request = StopRequest()
         self.callbacks.call("setup", self)
 
     def _setting_callbacks(self) -> list[Callback]:
@@ -429,6 +432,11 @@ class Trainer:
                     self.throughput.stop()
                     self.save("last.pt")
                     self.throughput.start()
+                if self.stop_request.requested and batch % settings.accumulate == 0 and batch < total_batches:
+                    self.throughput.stop()
+                    self.save("last.pt")  # the state after this step: a resume continues exactly here
+                    raise RunInterrupted(f"during epoch {epoch + 1}/{settings.epochs}, after batch {batch} of "
+                                         f"{total_batches}; checkpoints/last.pt holds the state there")
         self.throughput.stop()
         reading = self._read_meters()
         return {"loss": reading.loss, "acc1": reading.acc1}
@@ -526,10 +534,16 @@ class Trainer:
                 self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
             self._record_epoch(epoch + 1, lr, train, evaluated)
             self.callbacks.call("on_epoch_end", self, epoch + 1, self.history[-1])
-            if self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs):
+            due = self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs)
+            if due:
                 self.save("last.pt")
             if improved:
                 self.save("best.pt")
+            if self.stop_request.requested and self.epoch < settings.epochs:
+                if not due:
+                    self.save("last.pt")
+                raise RunInterrupted(f"after epoch {epoch + 1}/{settings.epochs}; checkpoints/last.pt holds the "
+                                     f"state there")
         return self.summary()
 
     def _epoch_is_due(self, epoch: int, every: int) -> bool:
