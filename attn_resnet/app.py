@@ -38,7 +38,7 @@ from .config.validate import ConfigError, validate_evaluate_config, validate_tra
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
-from .engine.checkpointing import check_room_for_checkpoints, checkpoint_size_estimate
+from .engine.checkpointing import check_resumable, check_room_for_checkpoints, checkpoint_size_estimate
 from .engine.distributed import Distributed, convert_sync_batchnorm, start_distributed
 from .engine.finetune import FrozenNormsInEval, InitRecord
 from .engine.objectives import Objective
@@ -72,7 +72,46 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
         with sigterm_as_error():
             validate_train_config(cfg, group_choices, conf_dir)
             return _train(OmegaConf.to_container(cfg, resolve=True), run_dir)
+    fresh = not any((run_dir / name).exists() for name in ("results.json", "checkpoints"))
     ensure_run_folder(run_dir)
+    try:
+        return _train_in_folder(cfg, run_dir, job, group_choices, conf_dir)
+    except ValueError:
+        # Refused before training for a bad input (config, data, checkpoint): a folder this run made holds
+        # nothing worth keeping, and a sweep's jobs keep theirs as the record of which job failed.
+        if fresh and (job or {}).get("num") is None:
+            _remove_refused_run_folder(run_dir, str(cfg.get("name")))
+        raise
+
+
+def _remove_refused_run_folder(run_dir: Path, run_name: str) -> None:
+    """Remove what the framework wrote in ``run_dir`` (Hydra's config copy, the log, the lock, results.json)
+    and the folder itself when nothing else is left in it (and ``outputs/<run_name>/`` when that is empty
+    then); anything else there stays."""
+    import shutil
+
+    if any((run_dir / "checkpoints").glob("*.pt")):
+        return
+    for name in (".hydra", "checkpoints"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("train.log", "evaluate.log", ".lock", "results.json", "results.last_attempt.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for event_file in run_dir.glob("events.out.tfevents.*"):
+        event_file.unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        return
+    if run_dir.parent.name == run_name:  # the default layout's outputs/<name>/, when this was its only run
+        try:
+            run_dir.parent.rmdir()
+        except OSError:
+            pass
+    log.info("Removed the run folder %s: the run was refused before training, so it held nothing to keep.", run_dir)
+
+
+def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_choices: dict | None,
+                     conf_dir: Path | None) -> dict:
     # Ctrl-C stops at the next step boundary with a checkpoint; in a data-parallel run the ranks could
     # not agree on that step, so there it stops on the spot, keeping the last checkpoint written.
     stop = StopRequest()
@@ -141,7 +180,10 @@ def _resume_checkpoint(trainer_cfg: dict, run_dir: Path) -> tuple[Path | None, d
     elif resume not in ("auto", "never"):
         path = Path(resume)
     # Read (and so vet) the checkpoint before the expensive part starts.
-    return path, (load_training_checkpoint(path) if path else None)
+    checkpoint = load_training_checkpoint(path) if path else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, str(path))
+    return path, checkpoint
 
 
 def _say_when_nothing_to_resume(trainer_cfg: dict, run_dir: Path) -> None:

@@ -266,3 +266,31 @@ def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_
     assert fitted == [] and not (run / "checkpoints").exists()
     results = read_results(run)
     assert results["status"] == "failed" and "MB free" in results["error"]
+
+
+# ------------------------------------------------------------------ disk use
+def test_best_pt_holds_the_weights_alone_and_is_no_resume_point(tmp_path):
+    from attn_resnet.engine.checkpoint import load_training_checkpoint
+    from attn_resnet.models.official import CheckpointError
+
+    run = tmp_path / "run"
+    train(compose_train(FAST), run)
+    last_path, best_path = run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt"
+    last, best = load_training_checkpoint(last_path), load_training_checkpoint(best_path)
+    assert best["kind"] == "weights" and last["kind"] == "training"
+    assert not {"optimizer", "scheduler", "scaler", "rng", "epoch_meters"} & set(best)
+    assert best["model"].keys() == last["model"].keys()
+    assert all(torch.equal(best["model"][key], last["model"][key]) for key in best["model"])  # 1 epoch: the same
+    assert best["model_spec"] == last["model_spec"] and best["input"] == last["input"]
+    assert best_path.stat().st_size < 0.6 * last_path.stat().st_size  # no momentum buffers: about half
+    with pytest.raises(CheckpointError) as error:
+        train(compose_train(FAST + [f"trainer.resume={best_path}"]), tmp_path / "other")
+    assert "weights of the best epoch only" in str(error.value) and f"model.init_from={best_path}" in str(error.value)
+    assert not (tmp_path / "other").exists()  # refused before training: no folder left behind
+
+
+def test_save_best_false_keeps_last_pt_only(tmp_path):
+    train(compose_train(FAST + ["trainer.save_best=false"]), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"]
+    assert read_results(tmp_path)["status"] == "completed"
+

@@ -149,11 +149,21 @@ def test_batch_larger_than_the_training_set(tmp_path):
 
 def test_missing_data_gives_clear_error_and_records_it(tmp_path):
     cfg = compose_train(["data=cifar10", f"data.root={tmp_path / 'nowhere'}", "trainer.progress=false"])
+    # A sweep's job keeps its folder: its results.json is the record of which job failed and why.
     with pytest.raises(ValueError) as error:
-        train(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "job", job={"num": 3, "overrides": []})
     assert "cifar-10-batches-py" in str(error.value) and "data.download" in str(error.value)
-    failed = read_results(tmp_path / "run")
+    failed = read_results(tmp_path / "job")
     assert failed["status"] == "failed" and "cifar-10-batches-py" in failed["error"]
+    # A single run refused before training leaves no empty run folder behind; other files there stay.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError):
+        train(cfg, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["notes.txt"]
+    with pytest.raises(ValueError):
+        train(cfg, tmp_path / "cifar10_resnet18_none" / "stamp")
+    assert not (tmp_path / "cifar10_resnet18_none").exists()
 
 
 def test_corrupt_or_foreign_resume_checkpoint_is_refused(tmp_path):
@@ -259,6 +269,11 @@ def test_evaluate_reproduces_final_val_accuracy(tmp_path):
     evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluation["acc1"] == pytest.approx(final["acc1"]) and evaluation["acc5"] == pytest.approx(final["acc5"])
     assert evaluation["images"] == 40 and "top-1" in result.stdout
+    # best.pt holds the weights alone; evaluation reads it the same (one epoch: best is the last).
+    result = run_script("evaluate.py", [f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'best.pt'}",
+                                        f"hydra.run.dir={tmp_path / 'eval_best'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "eval_best" / "eval.json").read_text())["acc1"] == pytest.approx(final["acc1"])
 
 
 def test_evaluate_refuses_foreign_checkpoint(tmp_path):

@@ -358,8 +358,9 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         _number(cfg, "trainer.progress_interval", allow_zero=True)
     if "dist_timeout" in trainer:
         _number(cfg, "trainer.dist_timeout")
-    if "sync_bn" in trainer:
-        _boolean(cfg, "trainer.sync_bn")
+    for key in ("sync_bn", "save_best"):
+        if key in trainer:
+            _boolean(cfg, f"trainer.{key}")
     if not 0 <= trainer.label_smoothing < 1:
         raise ConfigError(f"Invalid config value trainer.label_smoothing={trainer.label_smoothing}: "
                           f"it must be in [0, 1).")

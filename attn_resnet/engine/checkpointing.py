@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # Loop counters saved and restored as they are.
 COUNTERS = ("epoch", "batch_in_epoch", "global_step", "best_acc1", "best_epoch", "history")
+# checkpoint["kind"]: "training" (last.pt: everything a resume needs) or "weights" (best.pt: the
+# weights, the weight average and what describes them; no optimizer, schedule or RNG state).
+TRAINING, WEIGHTS = "training", "weights"
+WEIGHTS_ONLY_FILES = ("best.pt",)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,6 +105,17 @@ def checkpoint_size_estimate(model: nn.Module, optimizer: torch.optim.Optimizer,
     return model_bytes + state_bytes
 
 
+def check_resumable(checkpoint: dict, source: str) -> None:
+    """Refuse to continue a run from a weights-only checkpoint (best.pt), pointing to what works."""
+    if checkpoint.get("kind") == WEIGHTS:
+        raise CheckpointError(
+            f"Cannot resume from {source}: it holds the weights of the best epoch only (no optimizer, schedule "
+            f"or random-number state), so a run cannot continue exactly from it. Resume from the run's "
+            f"checkpoints/last.pt (trainer.resume=auto in its folder), or start a new run from these weights "
+            f"with model.init_from={source}."
+        )
+
+
 def check_room_for_checkpoints(directory: str | Path, size: int) -> None:
     """Refuse before training when ``directory``'s disk cannot hold the run's checkpoints of ``size`` bytes.
 
@@ -153,6 +168,7 @@ class Checkpointer:
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
+            "kind": TRAINING,
             "package_version": __version__,
             "torch_version": str(torch.__version__),
             "model": trainer.model.state_dict(),
@@ -170,6 +186,25 @@ class Checkpointer:
             "config": self.config,
         }
 
+    def weights_state(self, trainer: Trainer) -> dict[str, Any]:
+        """The weights of the model and of every callback that keeps some (the weight average), with the
+        model spec, input description, counters and config: what evaluation, prediction, export and
+        fine-tuning read; about half a training checkpoint, as no optimizer state is kept."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "kind": WEIGHTS,
+            "package_version": __version__,
+            "torch_version": str(torch.__version__),
+            "model": trainer.model.state_dict(),
+            "model_spec": self.model_spec,
+            "input": self.input_info,
+            **{key: getattr(trainer, key) for key in COUNTERS},
+            "world_size": trainer.distributed.world_size,
+            "callbacks": trainer.callbacks.state_dict(),
+            "config": self.config,
+        }
+
     def save(self, trainer: Trainer, name: str, meters: MeterReading) -> Path:
         """Write ``name`` atomically; ``meters`` was read with ``all_finite(trainer.model)`` as its extra."""
         if not meters.extra[0]:
@@ -180,14 +215,15 @@ class Checkpointer:
                     f"The last good checkpoint ({self.last_good or 'none yet'}) is kept."
                 )
         path = self.directory / name
-        save_atomic(self.state(trainer, meters), path)
+        save_atomic(self.weights_state(trainer) if name in WEIGHTS_ONLY_FILES else self.state(trainer, meters), path)
         if name == "last.pt":
             self.last_good = (f"{path} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, "
                               f"step {trainer.global_step})")
         return path
 
     def load(self, trainer: Trainer, checkpoint: dict, source: str = "checkpoint") -> None:
-        """Restore ``trainer`` from ``checkpoint``; refuse one written for another model."""
+        """Restore ``trainer`` from ``checkpoint``; refuse one written for another model, or weights alone."""
+        check_resumable(checkpoint, source)
         spec = checkpoint.get("model_spec", {})
         if spec:
             # A spec written before a ResidualNet option existed meant that option's default.

@@ -91,6 +91,7 @@ class TrainerSettings:
     max_nonfinite_skips: int = 10
     val_every_epochs: int = 1
     checkpoint_every_epochs: int = 1
+    save_best: bool = True
     ema_decay: float = 0.0
     ema_warmup: bool = False
     tta: str = "none"
@@ -537,7 +538,7 @@ class Trainer:
             due = self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs)
             if due:
                 self.save("last.pt")
-            if improved:
+            if improved and settings.save_best:
                 self.save("best.pt")
             if self.stop_request.requested and self.epoch < settings.epochs:
                 if not due:
