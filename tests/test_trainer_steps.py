@@ -6,6 +6,7 @@ second or two and makes "k micro-batches == one batch of their concatenation" ex
 
 import io
 import logging
+import math
 
 import pytest
 import torch
@@ -279,6 +280,32 @@ def test_val_every_epochs_validates_every_nth_and_the_last_epoch_without_changin
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert lines[0].startswith("epoch 1/5  train loss") and "val" not in lines[0] and "| lr " in lines[0]
     assert "| val loss" in lines[1] and "| test loss" in lines[1]
+
+
+def test_the_epoch_line_shows_the_lr_the_epoch_ended_at(tmp_path, caplog):
+    from attn_resnet.engine.optim import lr_factor_schedule
+
+    def run(folder, schedule):
+        model = tiny_model()
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          lambda steps: lr_factor_schedule(schedule, 1, steps),
+                          build_loader(tiny_dataset(16), BATCH, train=True, num_workers=0),
+                          build_loader(tiny_dataset(8, seed=1, train=False), BATCH, train=False, num_workers=0),
+                          TrainerSettings(epochs=1, progress=False), tmp_path / folder, CPU, tensorboard=False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="attn_resnet.engine.trainer"):
+            (record,) = trainer.fit()["history"]
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+        return record, line
+
+    # One epoch of cosine in 4 steps: the steps ran at 0.1 x (1, 0.854, 0.5, 0.146).
+    last = 0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 4))
+    record, line = run("cosine", "cosine")
+    assert record["lr"] == pytest.approx(0.1) and record["lr_end"] == pytest.approx(last)  # lr keeps its meaning
+    assert f"| lr 0.1 -> {last:.4g} |" in line, line
+    record, line = run("constant", "constant")
+    assert record["lr"] == record["lr_end"] == pytest.approx(0.1)
+    assert "| lr 0.1 |" in line, line
 
 
 def test_checkpoint_every_epochs_writes_every_nth_and_the_last_and_resumes_from_them(tmp_path):
