@@ -82,19 +82,50 @@ def _is_subsequence(short: str, long: str) -> bool:
     return all(char in letters for char in short)
 
 
-def _unknown_key_error(key: str, where: str, valid: Iterable[str]) -> ConfigError:
+def nearest_keys(key: str, where: str, valid: Iterable[str], elsewhere: Iterable[str] = ()) -> list[str]:
+    """The full names most likely meant by the unknown ``key`` of ``where`` (a group, or "" for the top level).
+
+    First a key of the same name in another group (``trainer.mixup`` -> ``aug.mixup``: the key is
+    right, its group is not), then near spellings in its own group (``trainer.epoch`` ->
+    ``trainer.epochs``), and only when there are none, near spellings elsewhere. ``elsewhere``
+    holds full names (``aug.mixup``, ``seed``).
+    """
     valid = sorted(valid)
     leaf = key.rsplit(".", 1)[-1]
-    near = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5) or [
-        name for name in valid if name[:1] == leaf[:1] and _is_subsequence(name, leaf)][:3]
     prefix = f"{where}." if where else ""
-    hint = f"Did you mean {' or '.join(prefix + n for n in near)}? " if near else ""
+    elsewhere = sorted(set(elsewhere) - {prefix + name for name in valid} - {key})
+    same = [name for name in elsewhere if name.rsplit(".", 1)[-1] == leaf]
+    own = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5) or [
+        name for name in valid if name[:1] == leaf[:1] and _is_subsequence(name, leaf)][:3]
+    near = same + [prefix + name for name in own]
+    if not near:
+        # A stricter cutoff than in its own group: a near name in another group is a weaker guess.
+        leaves = difflib.get_close_matches(leaf, sorted({name.rsplit(".", 1)[-1] for name in elsewhere}), n=3,
+                                           cutoff=0.75)
+        near = [name for name in elsewhere if name.rsplit(".", 1)[-1] in leaves]
+    return near[:3]
+
+
+def _unknown_key_error(key: str, where: str, valid: Iterable[str], elsewhere: Iterable[str] = ()) -> ConfigError:
+    valid = sorted(valid)
+    near = nearest_keys(key, where, valid, elsewhere)
+    prefix = f"{where}." if where else ""
+    hint = f"Did you mean {' or '.join(near)}? " if near else ""
     return ConfigError(
         f"Unknown config key {key!r}: no config file declares it, so it would be silently ignored. {hint}"
         f"Valid keys{f' of {where}' if where else ''}: {', '.join(valid)}. Set an existing key without a "
         f"leading '+' (Hydra's '+key=value' adds a new key instead of setting one), e.g. "
-        f"{prefix}{near[0] if near else valid[0]}=..."
+        f"{near[0] if near else prefix + valid[0]}=..."
     )
+
+
+def _declared_names(cfg: DictConfig, groups: Iterable[str]) -> set[str]:
+    """Every key of ``cfg`` by its full name (``seed``, ``aug.mixup``): where a misplaced key may belong."""
+    names = {str(key) for key in cfg if key != "hydra"}
+    for group in groups:
+        if isinstance(cfg.get(group), DictConfig):
+            names |= {f"{group}.{key}" for key in cfg[group]}
+    return names
 
 
 def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choices: dict | None = None,
@@ -105,9 +136,10 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
         return  # an installed package without its conf/ folder: Hydra composed from elsewhere
     group_choices = dict(group_choices or {})
     top = _top_level_keys(conf_dir, config_name, group_choices.get("experiment"))
+    groups = tuple(groups)
     for key in cfg:
         if key not in top and key != "hydra":
-            raise _unknown_key_error(str(key), "", top)
+            raise _unknown_key_error(str(key), "", top, _declared_names(cfg, groups))
     for group in groups:
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
@@ -118,7 +150,7 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
             continue  # a config file outside this folder (e.g. a user's own search path)
         for key in node:
             if key not in valid and group != "model":  # other model.* keys: the block's options (validate_model)
-                raise _unknown_key_error(f"{group}.{key}", group, valid)
+                raise _unknown_key_error(f"{group}.{key}", group, valid, _declared_names(cfg, groups))
 
 
 # ---------------------------------------------------------------- the values
