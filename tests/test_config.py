@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 
@@ -332,3 +333,41 @@ def test_every_command_line_of_the_readme_passes_the_check():
         check_overrides([f"{match.group(1)}.py", *args], match.group(1), CONF)
         checked += 1
     assert checked > 20
+
+
+# ------------------------------------------------------------------------------- --help
+def test_train_help_lists_every_groups_options_with_a_line_each_and_the_blocks():
+    result = run_script("train.py", ["--help"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    listed: dict[str, dict[str, str]] = {}  # group -> option -> its line
+    for line in lines[lines.index("== Config groups =="):lines.index("== Attention blocks ==")]:
+        if re.match(r"^[a-z_/]+:", line):
+            group = listed.setdefault(line.split(":")[0], {})
+        elif line.startswith("  "):
+            group[line.split()[0]] = line
+    for name in ("model", "data", "optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search",
+                 "hydra/launcher"):
+        assert sorted(listed[name]) == sorted(path.stem for path in (CONF / name).glob("*.yaml")), name
+        assert all(len(line.split()) > 3 for line in listed[name].values()), listed[name]  # each with its line
+    assert any(line.split()[:2] == ["sgd", "*"] and "SGD with momentum" in line for line in lines)  # the default
+    cbam = next(line for line in lines if line.split()[:1] == ["CBAM"])
+    assert "Placement: residual; options: reduction=16, kernel_size=7." in cbam
+    assert "Could not" not in result.stdout + result.stderr
+
+
+def test_evaluate_help_lists_only_what_evaluate_uses():
+    result = run_script("evaluate.py", ["--help"])
+    assert result.returncode == 0, result.stderr
+    groups = [line.split(":")[0] for line in result.stdout.splitlines() if re.match(r"^[a-z_/]+:\s*(\(.*\))?$", line)]
+    assert "model" in groups and "data" in groups
+    assert not {"optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search"} & set(groups), groups
+    assert "checkpoint: null" in result.stdout and "CBAM" in result.stdout
+
+
+def test_help_imports_no_torch():
+    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+            "run_name='__main__')\nfinally:\n    assert 'torch' not in sys.modules, [m for m in sys.modules if "
+            "'torch' in m][:5]")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "== Attention blocks ==" in result.stdout, result.stderr[-2000:]

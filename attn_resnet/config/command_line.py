@@ -53,7 +53,7 @@ def command_line_overrides(argv: list[str]) -> list[str] | None:
 
 
 # ---------------------------------------------------------------- the config files
-def _defaults_entries(config: Any) -> list[tuple[str, Any, bool]]:
+def defaults_entries(config: Any) -> list[tuple[str, Any, bool]]:
     """(group, option, is_override) of each group entry of a file's defaults list (``_self_`` and
     same-group bases left out); ``override /data: cifar10`` -> ("data", "cifar10", True)."""
     entries = []
@@ -176,7 +176,7 @@ def build_schema(conf_dir: Path, config_name: str, overrides: list[Any]) -> Sche
     """The keys and choices the config files allow, given the command line's group choices."""
     primary = OmegaConf.load(conf_dir / f"{config_name}.yaml")
     choices: dict[str, set | None] = {group: {None if option is None else str(option)}
-                                      for group, option, _ in _defaults_entries(primary)}
+                                      for group, option, _ in defaults_entries(primary)}
     schema = Schema(conf_dir, config_name, primary, choices, set())
     given: set[str] = set()
     att_types: set | None = set()
@@ -207,7 +207,7 @@ def build_schema(conf_dir: Path, config_name: str, overrides: list[Any]) -> Sche
             schema.added.setdefault("", set()).add(str(key))
             if isinstance(value, DictConfig):
                 schema.added.setdefault(str(key), set()).update(str(k) for k in value)
-        for target, value, _ in _defaults_entries(content):
+        for target, value, _ in defaults_entries(content):
             if target in choices and target not in given and choices[target] is not ANY:
                 choices[target] = choices[target] | {None if value is None else str(value)}
     if not att_types and att_types is not ANY:
