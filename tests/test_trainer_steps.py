@@ -438,6 +438,31 @@ def test_progress_off_reports_nothing_and_a_terminal_gets_a_bar(tmp_path, caplog
     assert silent.getvalue() == ""
 
 
+def test_a_terminal_of_zero_columns_gets_log_lines_instead_of_a_bar(tmp_path, caplog, monkeypatch):
+    # Some consoles (an IDE's run pane, a container without a size) say they are terminals of 0 columns:
+    # a bar there shows nothing at all, and log lines would have been skipped for the bar.
+    import os
+
+    import attn_resnet.engine.progress as progress
+
+    class SizedTerminal(FakeTerminal):
+        def fileno(self) -> int:
+            return 2
+
+    caplog.set_level(logging.INFO, logger="attn_resnet.engine.progress")
+    columns = {"now": 0}
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((columns["now"], 24)))
+    narrow = SizedTerminal()
+    make_trainer(tmp_path / "narrow", reporter=make_reporter(interval=1e-9, stream=narrow)).train_epoch(0)
+    assert narrow.getvalue() == ""  # no bar
+    assert [line.split(":")[0] for line in progress_lines(caplog)] == ["train epoch 1/1"] * 2
+    caplog.clear()
+    columns["now"] = 120  # a terminal of a usable width keeps its bar
+    wide = SizedTerminal()
+    make_trainer(tmp_path / "wide", reporter=make_reporter(interval=1e-9, stream=wide)).train_epoch(0)
+    assert "train epoch 1/1" in wide.getvalue() and progress_lines(caplog) == []
+
+
 def make_reporter(**options) -> ProgressReporter:
     return ProgressReporter(**{"interval": 30, **options})
 
