@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..attention_registry import NO_ATTENTION, declared_block
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -247,19 +248,26 @@ def check_block(att_type: str, placement: str, options: dict, network_keys: list
     """The chosen block takes these options and this placement, and builds with them (imports torch).
 
     Runs only when the config gives block options or a placement, so a plain config stays
-    torch-free; a bad option is reported with the options the block takes.
+    torch-free; a bad option is reported with the options the block takes, read from the block's
+    source before torch is imported (a typo such as ``model.dept=50`` is refused at once).
     """
-    from ..models.attention import AttentionConfigError, block_options, build_attention, resolve_placement
+    name = C.canonical_attention(att_type)
+    declared = None if name == NO_ATTENTION else declared_block(name)
+    if name == NO_ATTENTION or declared is not None:
+        accepted = {} if declared is None else dict(declared.options)  # defaults as written in the source
+    else:  # a block whose source cannot be read that way: ask the class
+        from ..models.attention import block_options
 
-    accepted = block_options(att_type)
+        accepted = {key: repr(value) for key, value in block_options(att_type).items()}
     unknown = [key for key in options if key not in accepted]
     if unknown:
-        name = C.canonical_attention(att_type)
         valid = [*network_keys, *accepted]
         error = _unknown_key_error(f"model.{unknown[0]}", "model", valid)
-        takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v!r})" for k, v in accepted.items())
+        takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v})" for k, v in accepted.items())
                  if accepted else f"att_type={name} takes no block options")
         raise ConfigError(f"{error} (model.* keys are the network's own or the chosen block's options: {takes}.)")
+    from ..models.attention import AttentionConfigError, build_attention, resolve_placement
+
     try:
         resolve_placement(att_type, placement)
         build_attention(att_type, 256, **{key: plain(value) for key, value in options.items()})  # the block's own checks of the values
