@@ -101,7 +101,7 @@ class Schema:
         keys = {str(key) for key in self.primary if key not in ("defaults", "hydra")}
         return keys | set(self.group_nodes) | self.added.get("", set())
 
-    def group_keys(self, group: str) -> set[str] | None:
+    def keys_of(self, group: str) -> set[str] | None:
         """The keys ``group.<key>`` may name; None when the check cannot tell."""
         chosen = self.choices.get(group, set())
         options = self.options(group) if chosen is ANY else [option for option in chosen if option is not None]
@@ -131,7 +131,7 @@ class Schema:
         """Every settable key by its full name (``seed``, ``aug.mixup``), for "did you mean"."""
         names = set(self.top_level_keys())
         for group in self.group_nodes:
-            names |= {f"{group}.{key}" for key in self.group_keys(group) or ()}
+            names |= {f"{group}.{key}" for key in self.keys_of(group) or ()}
         return names
 
 
@@ -315,7 +315,7 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: Path) -> None:
         if head not in schema.group_nodes or not rest:
             continue
         leaf = rest.split(".")[0]
-        valid = schema.group_keys(head)
+        valid = schema.keys_of(head)
         if valid is None or leaf in valid:
             continue
         note = ""
