@@ -1,12 +1,13 @@
 """Evaluate a checkpoint: ``python evaluate.py checkpoint=outputs/.../checkpoints/best.pt``."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from attn_resnet.cli import block_option_overrides, run_entry_point
+from attn_resnet.cli import block_option_overrides, check_command_line, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -18,5 +19,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_command_line(sys.argv, "evaluate", Path(__file__).resolve().parent / "conf")  # keys and options Hydra would refuse
     sys.argv = block_option_overrides(sys.argv)  # model.<block option>=... without a "+"
     main()

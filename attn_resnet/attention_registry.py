@@ -8,6 +8,11 @@ and ``attn_resnet.models.attention`` resolves these names to classes.
 
 from __future__ import annotations
 
+import ast
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
 NO_ATTENTION = "none"
 
 # name -> "module:Class" under attn_resnet.models.attention
@@ -48,3 +53,47 @@ def canonical_attention(value) -> str | None:
             if name.lower() == value.lower():
                 return name
     return None
+
+
+@dataclass(frozen=True)
+class DeclaredBlock:
+    """What a block's source says about it, read without importing torch (for ``--help`` and the
+    command-line check): the first line of its docstring, its own placement, and its options with
+    their defaults as written (``{"reduction": "16"}``)."""
+
+    name: str
+    summary: str
+    placement: str | None
+    options: dict[str, str]
+
+
+@lru_cache(maxsize=None)
+def declared_block(name: str) -> DeclaredBlock | None:
+    """The block ``name`` as its source file declares it; None when its class cannot be read that way
+    (no ``__init__`` of its own, ``**kwargs``): callers then know nothing of its options.
+
+    The options are the constructor's arguments after ``channels``, as ``block_options`` reads them
+    from the imported class; a test checks that the two agree for every registered block.
+    """
+    module, class_name = BLOCKS[name].split(":")
+    path = Path(__file__).resolve().parent / "models" / "attention" / f"{module}.py"
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    block = next((node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name), None)
+    init = next((node for node in (block.body if block else ()) if isinstance(node, ast.FunctionDef)
+                 and node.name == "__init__"), None)
+    if init is None or init.args.kwarg is not None or init.args.vararg is not None:
+        return None
+    positional = init.args.args[2:]  # after self and channels
+    defaults = [None] * (len(positional) - len(init.args.defaults)) + list(init.args.defaults)
+    options = {arg.arg: "required" if default is None else ast.unparse(default)
+               for arg, default in zip(positional, defaults)}
+    options |= {arg.arg: "required" if default is None else ast.unparse(default)
+                for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults)}
+    placement = next((node.value.value for node in block.body if isinstance(node, ast.Assign)
+                      and any(isinstance(t, ast.Name) and t.id == "placement" for t in node.targets)
+                      and isinstance(node.value, ast.Constant)), None)
+    summary = (ast.get_docstring(block) or "").strip().split("\n")[0]
+    return DeclaredBlock(name, summary, placement, options)

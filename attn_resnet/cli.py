@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
+from .config.command_line import check_overrides
 from .config.preflight import group_choices
-from .config.validate import conf_dir_of, default_conf_dir, group_keys
+from .config.validate import ConfigError, conf_dir_of, default_conf_dir, group_keys
 from .distributed_env import agree_run_stamp, export_submitit_env, process_env
 
 log = logging.getLogger("attn_resnet")
@@ -23,6 +24,20 @@ log = logging.getLogger("attn_resnet")
 # initialise CUDA, so that trainer.deterministic=true is deterministic for every job of a
 # sweep, not only the first. It costs a few MiB of workspace and nothing when unused.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_command_line(argv: list[str], config_name: str, conf_dir: Path | None = None) -> None:
+    """Stop with the project's one-paragraph error (exit status 1) when ``argv`` names a key or a config-group
+    option that the config files do not have, before Hydra composes and answers with its own message.
+
+    Run on the command line as the user typed it, before ``block_option_overrides``: a block's
+    options (``model.reduction=8``) are checked against the blocks the run may build.
+    """
+    try:
+        check_overrides(argv, config_name, conf_dir or default_conf_dir())
+    except ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def block_option_overrides(argv: list[str], conf_dir: Path | None = None) -> list[str]:

@@ -59,6 +59,11 @@ class Run:
     params: int | None = None
     gflops: float | None = None
     error: str | None = None
+    # The training budget: epochs completed, training-set size, and the batches per epoch when
+    # trainer.limit_train_batches cut the epochs short (None: the whole set).
+    epochs: int | None = None
+    train_size: int | None = None
+    limit_train_batches: int | None = None
     # What the run was launched with, for ``where`` conditions: the resolved config and the
     # command-line overrides (the only record of config-group choices such as ``experiment``).
     config: dict | None = field(default=None, repr=False, compare=False)
@@ -120,6 +125,9 @@ def run_from_results(path: Path) -> Run:
         final = results.get("final") or {}
         run.err1, run.err5 = _error_rate(final, 1), _error_rate(final, 5)
         run.params, run.gflops = results.get("params"), results.get("gflops")
+        run.epochs = _as_int(results.get("epochs"))
+        run.train_size = _as_int((results.get("data") or {}).get("train_size"))
+        run.limit_train_batches = _as_int((config.get("trainer") or {}).get("limit_train_batches")) or None
     return run
 
 
@@ -567,18 +575,26 @@ def table_cells(row: Row) -> list[str]:
             *_paired_cells(row.vs_plain)]
 
 
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    """``value`` to the digits the Markdown table prints (no ``29.700000000000003`` in a CSV file)."""
+    return None if value is None else round(float(value), digits)
+
+
 def csv_record(row: Row) -> dict:
+    """The row as numbers, rounded as the Markdown table prints them (errors 2 decimals, GFLOPs 3)."""
     err1, std1 = row.err("err1")
     err5, std5 = row.err("err5")
     paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
     att_type, _, placement = str(row.att_type).partition("@")
     paired = row.vs_plain or PairedDifference(0)
+    r = _rounded
     return {"model": row.label, "data": row.dataset, "depth": row.depth,
             "att_type": row.att_type if row.att_type is None else att_type, "att_placement": placement or "default",
-            "params_m": row.params_m, "gflops": row.gflops, "err1_mean": err1, "err1_std": std1, "err5_mean": err5,
-            "err5_std": std5, "seeds_completed": len(row.completed), "runs": len(row.runs), "paper_err1": paper1,
-            "delta_err1": _delta(err1, paper1), "paper_err5": paper5, "delta_err5": _delta(err5, paper5),
-            "acc1_vs_plain": paired.mean, "acc1_vs_plain_low": paired.low, "acc1_vs_plain_high": paired.high,
+            "params_m": r(row.params_m), "gflops": r(row.gflops, 3), "err1_mean": r(err1), "err1_std": r(std1),
+            "err5_mean": r(err5), "err5_std": r(std5), "seeds_completed": len(row.completed), "runs": len(row.runs),
+            "paper_err1": paper1, "delta_err1": r(_delta(err1, paper1)), "paper_err5": paper5,
+            "delta_err5": r(_delta(err5, paper5)), "acc1_vs_plain": r(paired.mean),
+            "acc1_vs_plain_low": r(paired.low), "acc1_vs_plain_high": r(paired.high),
             "pairs": paired.pairs if row.vs_plain is not None else None,
             "acc1_vs_plain_excludes_0": paired.excludes_zero if paired.mean is not None else None}
 
@@ -647,6 +663,44 @@ def evaluation_notes(rows: list[Row]) -> list[str]:
     return [f"Evaluated with: {'; '.join(parts)}."]
 
 
+def _budget_text(epochs: int, train_size: int, limit: int | None) -> str:
+    text = f"{epochs} epoch{'s' if epochs != 1 else ''} on {train_size:,} training images"
+    return text + (f", at most {limit} batches per epoch" if limit else "")
+
+
+def budget_notes(runs: Iterable[Run]) -> list[str]:
+    """One line saying what the completed runs trained for (epochs, training images), from their results.json.
+
+    A table of short runs is easily read as one of the full recipe: it says its budget itself,
+    and says when its runs differ in it. Runs whose results.json does not record it are not counted.
+    """
+    budgets: dict[tuple, int] = {}
+    for run in runs:
+        if run.status == "completed" and run.epochs is not None and run.train_size is not None:
+            key = (run.epochs, run.train_size, run.limit_train_batches)
+            budgets[key] = budgets.get(key, 0) + 1
+    if not budgets:
+        return []
+    if len(budgets) == 1:
+        return [f"Runs of {_budget_text(*next(iter(budgets)))}."]
+    listed = sorted(budgets.items(), key=lambda item: (-item[1], item[0][0], item[0][1]))
+    parts = [f"{_budget_text(*key)} ({count} run{'s' if count != 1 else ''})" for key, count in listed]
+    return [f"The runs differ in budget: {'; '.join(parts)}."]
+
+
+def paper_matches(paper: dict, runs: Iterable[Run]) -> bool:
+    """Whether some run is on the paper's data set (runs that do not record theirs never rule a paper out)."""
+    datasets = {run.dataset for run in runs}
+    return paper["dataset"] in datasets or datasets <= {None}
+
+
+def paper_left_out_note(name: str, paper: dict, runs: Iterable[Run]) -> str:
+    """Why the published rows of ``paper`` are not in a table of ``runs`` (another data set)."""
+    datasets = ", ".join(sorted({str(run.dataset) for run in runs if run.dataset is not None}))
+    return (f"--paper {name}: its {len(paper['rows'])} published rows are on {paper['dataset']}, the runs here on "
+            f"{datasets}; they are left out (--all-rows lists them).")
+
+
 def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
            header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
     """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
@@ -662,7 +716,9 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
             writer.writerow(records(row))
         return buffer.getvalue()
     paired = cells is table_cells and any(row.vs_plain is not None for row in rows)
-    notes = [line for line in (caption, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
+    # The budget right under the table: a table of short runs must not pass for one of the full recipe.
+    budget = budget_notes(run for row in rows for run in row.runs) if cells is table_cells else []
+    notes = [line for line in (caption, *budget, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
                                paper and paper.get("note")) if line]
     if cells is table_cells:
         notes += mixed_experiments(rows) + mixed_recipes(rows)
@@ -750,7 +806,8 @@ def complexity_cells(row: ComplexityRow) -> list[str]:
 
 def complexity_record(row: ComplexityRow) -> dict:
     return {"model": row.label, "depth": row.depth, "att_type": row.att_type,
-            "stride_in_1x1": bool(row.paper.get("stride_in_1x1")), "params_m": row.params_m, "gflops": row.gflops,
+            "stride_in_1x1": bool(row.paper.get("stride_in_1x1")),
+            "params_m": float(row.printed("params_m", row.params_m)), "gflops": float(row.printed("gflops", row.gflops)),
             "paper_params_m": row.paper.get("params_m"), "paper_gflops": row.paper.get("gflops"),
             "match": row.matches}
 
@@ -802,6 +859,9 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
         text.append("")
     if caption:
         text += [caption, ""]
+    budget = budget_notes(run for row in rows for run in row.runs)
+    if budget:
+        text += [*budget, ""]
     issues = problems(rows)
     if issues:
         text += ["Runs not completed:", *(f"- {line}" for line in issues), ""]
@@ -891,6 +951,9 @@ def recipe_pivot(runs: list[Run], caption: str | None = None) -> str:
     text += [RECIPE_LEGEND, ""]
     if caption:
         text += [caption, ""]
+    budget = budget_notes(runs)
+    if budget:
+        text += [*budget, ""]
     issues = [f"{recipe}: {line}" for recipe, rows in per_recipe.items() for line in problems(rows)]
     if issues:
         text += ["Runs not completed:", *(f"- {line}" for line in issues), ""]

@@ -8,7 +8,9 @@ Any sweep folder works: one launched by an experiment's sweeper params or by val
 command line (``model.att_type=none,SE``). Jobs that failed or left no results.json are
 listed under the table; top-5 errors undefined for fewer than 5 classes print as n/a.
 Each block's row also gives its top-1 accuracy minus the plain network's, paired by seed,
-with a 95% t interval.
+with a 95% t interval. A line under the table gives the runs' budget (epochs and training
+images, from results.json). ``--paper`` adds the published rows only when the runs are on the
+paper's data set (``--all-rows``: always); CSV values are rounded as the Markdown table prints them.
     python scripts/paper_table.py --complexity-only --paper cbam_table4
     python scripts/paper_table.py runs/zoo --by placement    # blocks x placements (attention_zoo_cifar10)
     python scripts/paper_table.py multirun/<time> --by recipe  # blocks x recipes (recipe_study_cifar10)
@@ -26,18 +28,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from attn_resnet import reporting
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's package, also where another copy is installed
+    sys.path.insert(0, str(REPO))
+
+from attn_resnet import reporting  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     papers = list(reporting.load_papers())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", nargs="?", type=Path, help="folder with the runs (searched recursively)")
-    parser.add_argument("--paper", choices=papers, help="published table to print beside the runs")
+    parser.add_argument("--paper", choices=papers,
+                        help="published table to print beside the runs (its rows only where the runs are on its data "
+                             "set, see --all-rows)")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="with --paper: list every published row, also where the runs are on another data set")
     parser.add_argument("--format", choices=reporting.FORMATS, default="md")
     parser.add_argument("--complexity-only", action="store_true",
                         help="build the paper's models and report params / GFLOPs, without any runs")
-    parser.add_argument("--caption", help="a line printed under the table (e.g. the budget of the runs)")
+    parser.add_argument("--caption", help="a line printed under the table (the runs' epochs and training images are "
+                                          "printed under it anyway, from their results.json)")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--by", choices=("placement", "recipe"),
                         help="Markdown: blocks as rows and, as columns, placements (residual, post_add, stage, "
@@ -92,13 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"error: no run under {args.sweep_dir} has {' '.join(args.where)}", file=sys.stderr)
             return 2
+        caption = args.caption
+        if paper is not None and not args.all_rows and not reporting.paper_matches(paper, runs):
+            # A paper of another data set would only add rows of runs that were never meant to exist.
+            caption = "\n".join(filter(None, [caption, reporting.paper_left_out_note(args.paper, paper, runs)]))
+            paper = None
         rows = reporting.build_rows(runs, paper)
         if args.by == "placement":
-            text = reporting.placement_pivot(rows, args.caption)
+            text = reporting.placement_pivot(rows, caption)
         elif args.by == "recipe":
-            text = reporting.recipe_pivot(runs, args.caption)
+            text = reporting.recipe_pivot(runs, caption)
         else:
-            text = reporting.render(rows, args.format, paper, args.caption)
+            text = reporting.render(rows, args.format, paper, caption)
         status = 0
     print(text, end="")
     if args.output:

@@ -30,6 +30,10 @@ BAD = [
     "+trainer.epoch=3",
     "data.num_workers=-1",
     "trainer.resume=/no/such/checkpoint.pt",
+    # refused by Hydra before composing; the command-line check answers first
+    "trainer.mixup=0.2",
+    "optim=adamm",
+    "data=cifar",
 ]
 
 

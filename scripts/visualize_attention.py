@@ -3,18 +3,20 @@
     python scripts/visualize_attention.py outputs/<run>/checkpoints/best.pt cat.jpg dog.png
     python scripts/visualize_attention.py CHECKPOINT IMAGE... --output figures/ --no-gradcam
 
-For each image one PNG (``<output>/<image name>_attention.png``): the input as the model sees
-it, the spatial attention map of the last block of each stage overlaid on it (CBAM's spatial
+For each image one PNG (``<output>/<image name>_attention.png``, see ``figure_names`` for images
+that share a name): the input as the model sees it, the spatial attention map of the last block of each stage overlaid on it (CBAM's spatial
 gate, BAM's spatial branch, any block with a spatial map; maps are min-max scaled per image),
-and a Grad-CAM map of the predicted class on the last stage for comparison. Needs the optional
-extra: pip install -e ".[viz]" (grad-cam, matplotlib). Checkpoints are read with
-``weights_only=True``.
+and a Grad-CAM map of the predicted class on the last stage for comparison. An existing figure is
+never replaced unless ``--overwrite`` is given. Needs the optional extra: pip install -e ".[viz]"
+(grad-cam, matplotlib). Checkpoints are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +33,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM column")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat maps (0-1)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--overwrite", action="store_true", help="replace figures that already exist in --output")
     return parser.parse_args(argv)
+
+
+SUFFIX = "_attention.png"
+
+
+def figure_names(paths: list[Path]) -> list[str]:
+    """The file name of each image's figure: ``<image name>_attention.png``, unique among ``paths``.
+
+    An image's name is its file name without the extension (``cat.jpg`` -> ``cat``). Images
+    that share a name get their nearest parent folders in front, as few as tell them apart
+    (``cat/0000.jpg``, ``dog/0000.jpg`` -> ``cat_0000``, ``dog_0000``); images in one folder
+    that differ only in their extension keep it (``a.png``, ``a.jpg`` -> ``a_png``, ``a_jpg``).
+    The rule depends only on the paths given, so the same command names its figures the same
+    way every time. Should two names still meet (``cat/0.png`` beside a ``cat_0.png``), the
+    later ones get ``_2``, ``_3``.
+    """
+    # Parent folders nearest first; the path as given, made absolute (symlinks kept, no drive or root).
+    parents = [Path(os.path.abspath(path)).parent.parts[1:][::-1] for path in paths]
+    stems = [Path(path).stem for path in paths]
+    names = list(stems)
+    for stem in {stem for stem, count in Counter(stems).items() if count > 1}:
+        group = [index for index, other in enumerate(stems) if other == stem]
+        deepest = max(len(parents[index]) for index in group)
+        tries = [(depth, False) for depth in range(1, deepest + 1)] + [(depth, True) for depth in range(deepest + 1)]
+        for depth, extension in tries:
+            candidates = ["_".join([*parents[index][:depth][::-1], stem]
+                                   + ([Path(paths[index]).suffix.lstrip(".")] if extension else []))
+                          for index in group]
+            if len(set(candidates)) == len(candidates):
+                for index, candidate in zip(group, candidates):
+                    names[index] = candidate
+                break
+    seen: Counter = Counter()
+    for index, name in enumerate(names):
+        seen[name] += 1
+        if seen[name] > 1:
+            names[index] = f"{name}_{seen[name]}"
+    return [name + SUFFIX for name in names]
+
+
+def check_free(targets: list[Path], overwrite: bool) -> None:
+    """Stop before any work when a figure would replace a file already there (unless ``overwrite``)."""
+    existing = [target for target in targets if target.exists()]
+    if existing and not overwrite:
+        one = len(existing) == 1
+        listed = ", ".join(map(str, existing[:3])) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        fail(f"{listed} already exist{'s' if one else ''}, and this command would replace {'it' if one else 'them'} "
+             f"with new figures. Pass --overwrite to replace {'it' if one else 'them'}, or write the figures "
+             f"elsewhere with --output DIR.")
 
 
 def fail(message: str) -> None:
@@ -91,6 +143,10 @@ def grad_cam(model, images):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The same file given twice is drawn once.
+    args.images = list({os.path.abspath(path): path for path in args.images}.values())
+    targets = [args.output / name for name in figure_names(args.images)]
+    check_free(targets, args.overwrite)
     try:
         import matplotlib
 
@@ -118,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if args.no_gradcam else ' and Grad-CAM'} are drawn.", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
     names = info.get("class_names") or []
-    for index, path in enumerate(args.images):
+    for index, (path, target) in enumerate(zip(args.images, targets)):
         figure, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns), 2.6), squeeze=False)
         for axis, (title, grid) in zip(axes[0], columns):
             axis.imshow(grid[index].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
@@ -128,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         label = names[top] if top < len(names) else str(top)
         figure.suptitle(f"{path.name}: {label} ({100 * float(probabilities[index, top]):.1f}%)", fontsize=9)
         figure.tight_layout()
-        target = args.output / f"{path.stem}_attention.png"
         figure.savefig(target, dpi=100)
         plt.close(figure)
         print(target)

@@ -123,8 +123,9 @@ def disk_with_free(monkeypatch, free: int) -> list[str]:
 
 
 def write_run_results(folder: Path, config: dict, overrides: list[str], status: str = "completed",
-                      err1: float = 10.0, error: str = "RunTerminated: killed") -> None:
-    """A results.json in ``folder`` as a training job leaves it: its config and command line, and how it ended."""
+                      err1: float = 10.0, error: str = "RunTerminated: killed", **extra) -> None:
+    """A results.json in ``folder`` as a training job leaves it: its config and command line, and how it ended
+    (``extra``: more top-level fields, e.g. ``epochs=2, data={"train_size": 1000}``)."""
     import json
 
     folder.mkdir(parents=True)
@@ -134,4 +135,4 @@ def write_run_results(folder: Path, config: dict, overrides: list[str], status: 
                     "params": 11_000_000, "gflops": 0.56}
     else:
         results["error"] = error
-    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "results.json").write_text(json.dumps(results | extra))

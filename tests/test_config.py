@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,20 @@ def test_choice_lists_equal_the_registries_they_describe():
 
     assert C.LOADERS == tuple(LOADER_CHOICES) and C.COMPILE_MODES == COMPILE_MODES
     assert C.EVAL_PRECISIONS == tuple(EVAL_PRECISION_CHOICES)
+
+
+def test_blocks_read_from_their_source_declare_what_their_classes_take():
+    # The command-line check and --help read a block's options from its source, without torch:
+    # they must be what the imported class takes, with the same defaults, in the same order.
+    from attn_resnet.attention_registry import BLOCKS, declared_block
+    from attn_resnet.models.attention import ATTENTION_BLOCKS, block_options
+
+    for name in BLOCKS:
+        declared = declared_block(name)
+        assert declared is not None, name
+        assert declared.options == {key: repr(value) for key, value in block_options(name).items()}, name
+        assert declared.placement == ATTENTION_BLOCKS[name].placement, name
+        assert declared.summary and declared.summary == ATTENTION_BLOCKS[name].__doc__.strip().splitlines()[0]
 
 
 @pytest.mark.parametrize("data,optim,sched,trainer", list(itertools.product(
@@ -240,3 +255,124 @@ def test_run_and_sweep_folders_differ_for_configs_composed_in_the_same_second():
     # within one config the token is drawn once: run and sweep folders agree, re-resolving is stable
     assert str(first.hydra.run.dir) == dirs[0][0]
     assert dirs[0][0].rsplit("_", 1)[1] == dirs[0][1].rsplit("_", 1)[1]
+
+
+# ------------------------------------------- keys and options Hydra would refuse, checked before it runs
+@pytest.mark.parametrize("script,args,needles", [
+    # A key of another group: the project's error at once, naming where the key lives.
+    ("train.py", ["trainer.mixup=0.2"], ["Unknown config key 'trainer.mixup'", "Did you mean aug.mixup?",
+                                         "Valid keys of trainer:", "epochs", "e.g. aug.mixup=0.2"]),
+    # An option without a file: the group's choices and the nearest one.
+    ("train.py", ["optim=adamm"], ["Invalid config choice optim=adamm", "Did you mean optim=adamw?",
+                                   "Valid choices of optim: adamw, lamb, lion, sgd"]),
+    ("train.py", ["data=cifar"], ["data=cifar", "Did you mean data=cifar10 or data=cifar100?", "digits"]),
+    # A sweep is checked value by value, before any job starts.
+    ("train.py", ["--multirun", "optim=sgd,adamm"], ["Invalid config choice optim=adamm"]),
+    ("train.py", ["-m", "trainer.epoch=1,2"], ["Unknown config key 'trainer.epoch'", "Did you mean trainer.epochs?"]),
+    ("train.py", ["model.reduction=8"], ["Unknown config key 'model.reduction'", "option of the SE, CBAM",
+                                         "model.att_type=none takes no such option"]),
+    ("evaluate.py", ["checkpoint=x.pt", "data.rooot=/data"], ["Unknown config key 'data.rooot'",
+                                                             "Did you mean data.root?"]),
+    ("evaluate.py", ["checkpoint=x.pt", "data=cifar"], ["Invalid config choice data=cifar", "cifar10"]),
+    ("evaluate.py", ["checkpoint=x.pt", "trainer.epochs=3"], ["Unknown config key 'trainer.epochs'",
+                                                             "evaluate.py's config has no such top-level key"]),
+])
+def test_keys_and_options_hydra_would_refuse_get_the_projects_error(tmp_path, script, args, needles):
+    folder = tmp_path / "run"
+    result = run_script(script, [*args, f"hydra.run.dir={folder}", f"hydra.sweep.dir={folder}"])
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, output
+    assert all(needle in output for needle in needles), output
+    assert "Could not" not in output and "Traceback" not in output and "search path" not in output
+    assert not folder.exists()
+
+
+def test_the_command_line_check_imports_no_torch():
+    code = ("import sys; from pathlib import Path; from attn_resnet.config.command_line import check_overrides; "
+            "from attn_resnet.config.validate import ConfigError\n"
+            "for args in (['trainer.mixup=0.2'], ['optim=adamm'], ['model.att_type=CBAM', 'model.kernel_sise=3']):\n"
+            "    try: check_overrides(['train.py', *args], 'train', Path('conf'))\n"
+            "    except ConfigError: pass\n"
+            "    else: raise SystemExit(f'{args} passed')\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize("config_name,args", [
+    ("train", ["+trainer.mixup=0.2", "++model.whatever=1"]),  # '+' and '++' are deliberate: validation's business
+    ("train", ["~aug.mixup", "~experiment"]),  # deletions of keys that exist
+    ("train", ["hydra.run.dir=x", "hydra/launcher=slurm", "hydra.job.chdir=true", "hydra.launcher.nodes=2"]),
+    ("train", ["-m", "model.att_type=SE,CBAM", "model.kernel_size=3"]),  # a block of the sweep takes it
+    ("train", ["model.att_type=cbam", "model.reduction=8", "model.kernel_size=3"]),
+    ("train", ["experiment=attention_cifar10", "seeds=3"]),  # a key the experiment adds
+    ("train", ["experiment=digits", "data.val_fraction=0.1"]),  # the experiment chooses data=digits
+    ("train", ["-m", "data=cifar10,digits", "data.val_fraction=0.1"]),  # a key of one option of the sweep
+    ("train", ["-m", "data=glob(*)", "data.train_size=10"]),
+    ("train", ["-m", "experiment=attention_zoo_cifar10", "model.groups=8"]),  # the experiment sweeps blocks
+    ("train", ["trainer=debug", "trainer.limit_train_batches=2", "seed=range(0,3)", "optim=adamw",
+               "optim.betas=[0.9,0.99]"]),
+    ("train", ["--cfg", "job", "--resolve", "-p", "model", "data=synthetic", "data.train_size=10"]),
+    ("train", ["--config-name", "mine", "whatever=1"]),  # another config: Hydra's to check
+    ("train", ["hparams_search=optuna_lr_wd", "data=null", "optimized_metric=val_loss"]),
+    ("evaluate", ["checkpoint=x.pt", "checkpoint_format=official", "model.depth=50", "model.att_type=CBAM",
+                  "data=imagenet", "data.root=/data", "data.val_subset=100", "tta=flip"]),
+])
+def test_valid_command_lines_pass_the_check(config_name, args):
+    from attn_resnet.config.command_line import check_overrides
+
+    check_overrides([f"{config_name}.py", *args], config_name, CONF)
+
+
+def test_every_command_line_of_the_readme_passes_the_check():
+    import re
+    import shlex
+
+    from attn_resnet.config.command_line import check_overrides
+
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    checked = 0
+    for match in re.finditer(r"(?:python|torchrun[^\n]*?)\s+(train|evaluate)\.py([^\n`|]*)", text):
+        args = [arg for arg in shlex.split(match.group(2).split("#")[0])
+                if not arg.startswith(("<", "[")) and "..." not in arg]  # placeholders of the prose
+        check_overrides([f"{match.group(1)}.py", *args], match.group(1), CONF)
+        checked += 1
+    assert checked > 20
+
+
+# ------------------------------------------------------------------------------- --help
+def test_train_help_lists_every_groups_options_with_a_line_each_and_the_blocks():
+    result = run_script("train.py", ["--help"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    listed: dict[str, dict[str, str]] = {}  # group -> option -> its line
+    for line in lines[lines.index("== Config groups =="):lines.index("== Attention blocks ==")]:
+        if re.match(r"^[a-z_/]+:", line):
+            group = listed.setdefault(line.split(":")[0], {})
+        elif line.startswith("  "):
+            group[line.split()[0]] = line
+    for name in ("model", "data", "optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search",
+                 "hydra/launcher"):
+        assert sorted(listed[name]) == sorted(path.stem for path in (CONF / name).glob("*.yaml")), name
+        assert all(len(line.split()) > 3 for line in listed[name].values()), listed[name]  # each with its line
+    assert any(line.split()[:2] == ["sgd", "*"] and "SGD with momentum" in line for line in lines)  # the default
+    cbam = next(line for line in lines if line.split()[:1] == ["CBAM"])
+    assert "Placement: residual; options: reduction=16, kernel_size=7." in cbam
+    assert "Could not" not in result.stdout + result.stderr
+
+
+def test_evaluate_help_lists_only_what_evaluate_uses():
+    result = run_script("evaluate.py", ["--help"])
+    assert result.returncode == 0, result.stderr
+    groups = [line.split(":")[0] for line in result.stdout.splitlines() if re.match(r"^[a-z_/]+:\s*(\(.*\))?$", line)]
+    assert "model" in groups and "data" in groups
+    assert not {"optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search"} & set(groups), groups
+    assert "checkpoint: null" in result.stdout and "CBAM" in result.stdout
+
+
+def test_help_imports_no_torch():
+    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n    runpy.run_path('train.py', "
+            "run_name='__main__')\nfinally:\n    assert 'torch' not in sys.modules, [m for m in sys.modules if "
+            "'torch' in m][:5]")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "== Attention blocks ==" in result.stdout, result.stderr[-2000:]

@@ -505,8 +505,9 @@ def test_table_reports_each_block_against_the_plain_network_paired_by_seed():
     assert "paired by seed" in legend and "* the interval excludes 0" in legend and "n/a: fewer than 2" in legend
     records = {r["att_type"]: r for r in csv.DictReader(io.StringIO(reporting.render(list(rows.values()), "csv")))}
     assert float(records["CBAM"]["acc1_vs_plain"]) == pytest.approx(2.0)
-    assert float(records["CBAM"]["acc1_vs_plain_low"]) == pytest.approx(2.0 - 0.2484137711894836)
-    assert float(records["ECA"]["acc1_vs_plain_high"]) == pytest.approx(-1.0 + 0.4968275423789672)
+    # as the Markdown table prints them, to 2 decimals
+    assert float(records["CBAM"]["acc1_vs_plain_low"]) == round(2.0 - 0.2484137711894836, 2)
+    assert float(records["ECA"]["acc1_vs_plain_high"]) == round(-1.0 + 0.4968275423789672, 2)
     assert (records["CBAM"]["pairs"], records["CBAM"]["acc1_vs_plain_excludes_0"]) == ("3", "True")
     assert (records["SE"]["acc1_vs_plain_excludes_0"], records["BAM"]["acc1_vs_plain"], records["BAM"]["pairs"],
             records["none"]["pairs"]) == ("False", "", "1", "")
@@ -546,3 +547,59 @@ def test_paired_column_from_results_files(tmp_path):
     assert table["ResNet-18 + CBAM"][-2:] == ["+2.00 [+1.75, +2.25] *", "3"]
     assert table["ResNet-18 + SE"][-2:] == ["+2.00 [-0.48, +4.48]", "3"]
     assert table["ResNet-18 + BAM"][-2:] == ["n/a", "1"]
+
+
+# ------------------------------------------------- what the table says without being asked
+def _cifar_runs(root, budgets=((2, 1000),), err1=29.700000000000003):
+    """Plain and SE ResNet-18 on CIFAR-10, seeds 0 and 1; each seed's budget (epochs, training images) in turn."""
+    from helpers import write_run_results
+
+    for seed in (0, 1):
+        epochs, train_size = budgets[seed % len(budgets)]
+        for att_type in ("none", "SE"):
+            config = {"seed": seed, "model": {"depth": 18, "att_type": att_type}, "data": {"name": "cifar10"},
+                      "trainer": {"epochs": epochs}}
+            write_run_results(root / f"{att_type}_{seed}", config, [f"model.att_type={att_type}", f"seed={seed}"],
+                              err1=err1 + seed, epochs=epochs, data={"name": "cifar10", "train_size": train_size})
+    return root
+
+
+def test_a_paper_on_another_data_set_adds_no_rows_unless_asked(tmp_path):
+    sweep = _cifar_runs(tmp_path)
+    result = run_script("scripts/paper_table.py", [str(sweep), "--paper", "cbam_table4"])
+    assert result.returncode == 0, result.stderr
+    assert list(_md_rows(result.stdout)) == ["ResNet-18", "ResNet-18 + SE"]
+    assert "imagenet" not in _md_rows(result.stdout)["ResNet-18"] and "no runs" not in result.stdout
+    assert "cbam_table4" in result.stdout and "--all-rows" in result.stdout  # says why the paper is not there
+    everything = run_script("scripts/paper_table.py", [str(sweep), "--paper", "cbam_table4", "--all-rows"])
+    assert everything.returncode == 0, everything.stderr
+    rows = [line for line in everything.stdout.splitlines() if line.startswith("| ResNet")]
+    assert len(rows) == 2 + 12 and everything.stdout.count("(imagenet): no runs") == 12
+    # A paper of the runs' own data set keeps its rows, with or without runs.
+    same = run_script("scripts/paper_table.py", [str(sweep), "--paper", "attention_cifar10"])
+    assert "ResNet-18" in _md_rows(same.stdout) and _md_rows(same.stdout)["ResNet-18"][7] != "–"
+
+
+def test_csv_values_are_rounded_as_in_markdown(tmp_path):
+    sweep = _cifar_runs(tmp_path)
+    result = run_script("scripts/paper_table.py", [str(sweep), "--format", "csv"])
+    assert result.returncode == 0, result.stderr
+    records = {r["att_type"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert records["none"]["err1_mean"] == "30.2" and records["none"]["err1_std"] == "0.71"
+    for record in records.values():
+        for key, value in record.items():
+            decimals = value.partition(".")[2] if value.replace(".", "").replace("-", "").isdigit() else ""
+            assert len(decimals) <= (3 if key == "gflops" else 2), (key, value)
+
+
+def test_the_table_says_the_runs_budget(tmp_path):
+    result = run_script("scripts/paper_table.py", [str(_cifar_runs(tmp_path / "same"))])
+    assert result.returncode == 0, result.stderr
+    assert "Runs of 2 epochs on 1,000 training images." in result.stdout.splitlines()
+    mixed = run_script("scripts/paper_table.py", [str(_cifar_runs(tmp_path / "mixed", ((2, 1000), (30, 50000))))])
+    budget = next(line for line in mixed.stdout.splitlines() if "training images" in line)
+    assert "differ" in budget and "2 epochs on 1,000 training images (2 runs)" in budget
+    assert "30 epochs on 50,000 training images (2 runs)" in budget
+    for by in ("placement", "recipe"):
+        pivot = run_script("scripts/paper_table.py", [str(_cifar_runs(tmp_path / by)), "--by", by])
+        assert "Runs of 2 epochs on 1,000 training images." in pivot.stdout, pivot.stdout

@@ -255,6 +255,15 @@ def test_multirun_records_failed_and_successful_jobs(tmp_path):
         outcomes[results["config"]["model"]["depth"]] = results
     assert outcomes[18]["status"] == "completed"
     assert outcomes[42]["status"] == "failed" and "model.depth=42" in outcomes[42]["error"]
+    # The sweep says which folder is its own when it starts, and again at the end, failed job or not.
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Sweep folder:")]
+    assert lines[0] == f"Sweep folder: {sweep}" and len(lines) == 2, result.stderr[-2000:]
+    assert lines[1] == f"Sweep folder: {sweep} (1 completed, 1 failed); its table: python scripts/paper_table.py {sweep}"
+
+
+def test_a_single_run_prints_no_sweep_folder(tmp_path):
+    result = run_script("train.py", ["model.depth=42", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.returncode == 1 and "Sweep" not in result.stdout + result.stderr
 
 
 def test_evaluate_reproduces_final_val_accuracy(tmp_path):

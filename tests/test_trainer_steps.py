@@ -6,6 +6,7 @@ second or two and makes "k micro-batches == one batch of their concatenation" ex
 
 import io
 import logging
+import math
 
 import pytest
 import torch
@@ -281,6 +282,32 @@ def test_val_every_epochs_validates_every_nth_and_the_last_epoch_without_changin
     assert "| val loss" in lines[1] and "| test loss" in lines[1]
 
 
+def test_the_epoch_line_shows_the_lr_the_epoch_ended_at(tmp_path, caplog):
+    from attn_resnet.engine.optim import lr_factor_schedule
+
+    def run(folder, schedule):
+        model = tiny_model()
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                          lambda steps: lr_factor_schedule(schedule, 1, steps),
+                          build_loader(tiny_dataset(16), BATCH, train=True, num_workers=0),
+                          build_loader(tiny_dataset(8, seed=1, train=False), BATCH, train=False, num_workers=0),
+                          TrainerSettings(epochs=1, progress=False), tmp_path / folder, CPU, tensorboard=False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="attn_resnet.engine.trainer"):
+            (record,) = trainer.fit()["history"]
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+        return record, line
+
+    # One epoch of cosine in 4 steps: the steps ran at 0.1 x (1, 0.854, 0.5, 0.146).
+    last = 0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 4))
+    record, line = run("cosine", "cosine")
+    assert record["lr"] == pytest.approx(0.1) and record["lr_end"] == pytest.approx(last)  # lr keeps its meaning
+    assert f"| lr 0.1 -> {last:.4g} |" in line, line
+    record, line = run("constant", "constant")
+    assert record["lr"] == record["lr_end"] == pytest.approx(0.1)
+    assert "| lr 0.1 |" in line, line
+
+
 def test_checkpoint_every_epochs_writes_every_nth_and_the_last_and_resumes_from_them(tmp_path):
     def dropout_model() -> nn.Sequential:  # dropout: the resumed run must restore the RNG too
         torch.manual_seed(0)
@@ -409,6 +436,31 @@ def test_progress_off_reports_nothing_and_a_terminal_gets_a_bar(tmp_path, caplog
     silent = FakeTerminal()
     make_trainer(tmp_path / "off", reporter=make_reporter(enabled=False, stream=silent)).train_epoch(0)
     assert silent.getvalue() == ""
+
+
+def test_a_terminal_of_zero_columns_gets_log_lines_instead_of_a_bar(tmp_path, caplog, monkeypatch):
+    # Some consoles (an IDE's run pane, a container without a size) say they are terminals of 0 columns:
+    # a bar there shows nothing at all, and log lines would have been skipped for the bar.
+    import os
+
+    import attn_resnet.engine.progress as progress
+
+    class SizedTerminal(FakeTerminal):
+        def fileno(self) -> int:
+            return 2
+
+    caplog.set_level(logging.INFO, logger="attn_resnet.engine.progress")
+    columns = {"now": 0}
+    monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd: os.terminal_size((columns["now"], 24)))
+    narrow = SizedTerminal()
+    make_trainer(tmp_path / "narrow", reporter=make_reporter(interval=1e-9, stream=narrow)).train_epoch(0)
+    assert narrow.getvalue() == ""  # no bar
+    assert [line.split(":")[0] for line in progress_lines(caplog)] == ["train epoch 1/1"] * 2
+    caplog.clear()
+    columns["now"] = 120  # a terminal of a usable width keeps its bar
+    wide = SizedTerminal()
+    make_trainer(tmp_path / "wide", reporter=make_reporter(interval=1e-9, stream=wide)).train_epoch(0)
+    assert "train epoch 1/1" in wide.getvalue() and progress_lines(caplog) == []
 
 
 def make_reporter(**options) -> ProgressReporter:

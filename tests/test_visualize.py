@@ -147,3 +147,64 @@ def test_a_residual_type_block_trains_at_the_head_and_after_stages(tmp_path, pla
     gates = [state[key] for key in attention_keys if key.endswith("spatial_gate.bn.weight")]
     assert gates and all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in gates)
     assert checkpoint["model_spec"]["att_placement"] == placement
+
+
+def _visualize_script():
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("visualize_attention", REPO / "scripts" / "visualize_attention.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_figure_names_keep_images_with_the_same_name_apart(tmp_path):
+    names = _visualize_script().figure_names
+    # Distinct base names: the base name alone, as before.
+    assert names([tmp_path / "a" / "cat.jpg", tmp_path / "b" / "dog.png"]) == ["cat_attention.png", "dog_attention.png"]
+    # The same base name in two folders: the parent folder goes in front, only for those.
+    assert names([tmp_path / "cat" / "0000.jpg", tmp_path / "dog" / "0000.jpg", tmp_path / "dog" / "0001.jpg"]) == [
+        "cat_0000_attention.png", "dog_0000_attention.png", "0001_attention.png"]
+    # The same parent name too: as many folders as it takes.
+    assert names([tmp_path / "x" / "val" / "0.png", tmp_path / "y" / "val" / "0.png"]) == [
+        "x_val_0_attention.png", "y_val_0_attention.png"]
+    # The same folder and name, another extension: the extension tells them apart.
+    assert names([tmp_path / "a.png", tmp_path / "a.jpg"]) == ["a_png_attention.png", "a_jpg_attention.png"]
+    # Whatever the rule gives, no two figures share a file.
+    tricky = [tmp_path / "cat" / "0.png", tmp_path / "dog" / "0.png", tmp_path / "cat_0.png"]
+    assert len(set(names(tricky))) == 3
+
+
+def test_visualize_attention_writes_one_figure_per_image_even_with_the_same_name(cbam_run, tmp_path):
+    (cat, dog) = [tmp_path / "images" / folder for folder in ("cat", "dog")]
+    cat.mkdir(parents=True), dog.mkdir()
+    rng = np.random.default_rng(1)
+    for folder in (cat, dog):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / "0000.jpg")
+    output = tmp_path / "out"
+    result = run_script("scripts/visualize_attention.py", [str(cbam_run / "checkpoints" / "last.pt"),
+                                                           str(cat / "0000.jpg"), str(dog / "0000.jpg"),
+                                                           "--no-gradcam", "--output", str(output)])
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in output.iterdir())
+    assert written == ["cat_0000_attention.png", "dog_0000_attention.png"]
+    assert sorted(result.stdout.split()) == sorted(str(output / name) for name in written)  # each printed once
+
+
+def test_visualize_attention_never_overwrites_a_figure_silently(cbam_run, tmp_path):
+    image = write_images(tmp_path)[0]
+    output = tmp_path / "out"
+    output.mkdir()
+    existing = output / "photo_a_attention.png"
+    existing.write_bytes(b"an earlier figure")
+    args = [str(cbam_run / "checkpoints" / "last.pt"), str(image), "--no-gradcam", "--output", str(output)]
+    refused = run_script("scripts/visualize_attention.py", args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert str(existing) in refused.stderr and "--overwrite" in refused.stderr
+    assert existing.read_bytes() == b"an earlier figure"
+    replaced = run_script("scripts/visualize_attention.py", args + ["--overwrite"])
+    assert replaced.returncode == 0, replaced.stderr
+    with Image.open(existing) as figure:
+        assert figure.width > 100

@@ -5,11 +5,13 @@ For a single run, a bad or unknown key, a run folder that cannot be made or writ
 a folder that another live process is training in stops the command with one paragraph
 on stderr and exit status 1 -- before torch is imported and before any folder is made.
 In a ``--multirun`` sweep each job is still checked by the task function, so a bad job
-is recorded as failed in its own folder while the others run.
+is recorded as failed in its own folder while the others run; the sweep's folder is printed
+when it starts and again when it ends.
 """
 
 from __future__ import annotations
 
+import atexit
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,22 @@ def check_run_folder(folder: Path, *, locked_by_training: bool) -> None:
         RunLock(folder).acquire().release()  # RunFolderBusyError, naming the holder, when a live run has it
 
 
+def _sweep_summary(folder: Path) -> None:
+    """The sweep folder again, with how its jobs ended (from their results.json) and how to tabulate them."""
+    import json
+
+    statuses: dict[str, int] = {}
+    for path in sorted(folder.glob("*/results.json")):
+        try:
+            status = str(json.loads(path.read_text()).get("status", "unknown"))
+        except (OSError, ValueError):
+            status = "unreadable"
+        statuses[status] = statuses.get(status, 0) + 1
+    counted = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "no results.json yet"
+    print(f"Sweep folder: {folder} ({counted}); its table: python scripts/paper_table.py {folder}",
+          file=sys.stderr, flush=True)
+
+
 def _stop(error: BaseException) -> None:
     print(f"Error: {error}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -85,7 +103,13 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ..runfiles import RunFolderError
 
+        folder = Path(str(config.hydra.sweep.dir))
         try:
-            check_run_folder(Path(str(config.hydra.sweep.dir)), locked_by_training=False)
+            check_run_folder(folder, locked_by_training=False)
         except RunFolderError as error:
             _stop(error)
+        # A sweep's folder is named by its start time: say which one it is, at the start and at the end.
+        # Hydra calls on_multirun_end only when every job succeeded (a failed job's error ends the
+        # sweep with an exception), so the closing line is written at exit, whatever the outcome.
+        print(f"Sweep folder: {folder}", file=sys.stderr, flush=True)
+        atexit.register(_sweep_summary, folder)

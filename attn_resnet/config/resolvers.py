@@ -9,6 +9,8 @@
   resolver cache; Hydra copies that cache into every job of a sweep, as it does for
   ``${now:}``). It keeps two runs started in the same second with the same overrides
   out of each other's folders.
+- ``${config_help:train}``: the config groups of ``conf/train.yaml`` with their options and the
+  attention blocks with theirs (``config.help``), for the ``--help`` templates of the entry points.
 - ``${run_stamp:}``: ``<date>_<time>_<4 hex digits>``, drawn once per composed config like
   ``${unique:}``; under torchrun every rank reads the one stamp its launch agreed on
   (``distributed_env.agree_run_stamp``), so all ranks of a run share one folder.
@@ -44,6 +46,20 @@ def _run_stamp() -> str:
     return os.environ.get(STAMP_VARIABLE) or new_run_stamp()
 
 
+def _config_help(config_name: str) -> str:
+    from .help import config_help
+    from .validate import conf_dir_of, default_conf_dir
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        conf_dir = conf_dir_of(HydraConfig.get())  # set by Hydra before it renders the help
+    except ValueError:
+        conf_dir = default_conf_dir()
+    # Hydra fills the template with string.Template: a '$' of the text (a comment's ${data.root}) must stay one.
+    return config_help(config_name, conf_dir).replace("$", "$$")
+
+
 def register() -> None:
     """Register the project's resolvers (idempotent)."""
     if not OmegaConf.has_resolver("att_name"):
@@ -52,6 +68,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("att_blocks", _att_blocks)
     if not OmegaConf.has_resolver("unique"):
         OmegaConf.register_new_resolver("unique", _unique, use_cache=True)
+    if not OmegaConf.has_resolver("config_help"):
+        OmegaConf.register_new_resolver("config_help", _config_help)
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
 

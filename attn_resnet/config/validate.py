@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..attention_registry import NO_ATTENTION, declared_block
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -82,19 +83,50 @@ def _is_subsequence(short: str, long: str) -> bool:
     return all(char in letters for char in short)
 
 
-def _unknown_key_error(key: str, where: str, valid: Iterable[str]) -> ConfigError:
+def nearest_keys(key: str, where: str, valid: Iterable[str], elsewhere: Iterable[str] = ()) -> list[str]:
+    """The full names most likely meant by the unknown ``key`` of ``where`` (a group, or "" for the top level).
+
+    First a key of the same name in another group (``trainer.mixup`` -> ``aug.mixup``: the key is
+    right, its group is not), then near spellings in its own group (``trainer.epoch`` ->
+    ``trainer.epochs``), and only when there are none, near spellings elsewhere. ``elsewhere``
+    holds full names (``aug.mixup``, ``seed``).
+    """
     valid = sorted(valid)
     leaf = key.rsplit(".", 1)[-1]
-    near = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5) or [
-        name for name in valid if name[:1] == leaf[:1] and _is_subsequence(name, leaf)][:3]
     prefix = f"{where}." if where else ""
-    hint = f"Did you mean {' or '.join(prefix + n for n in near)}? " if near else ""
+    elsewhere = sorted(set(elsewhere) - {prefix + name for name in valid} - {key})
+    same = [name for name in elsewhere if name.rsplit(".", 1)[-1] == leaf]
+    own = difflib.get_close_matches(leaf, valid, n=3, cutoff=0.5) or [
+        name for name in valid if name[:1] == leaf[:1] and _is_subsequence(name, leaf)][:3]
+    near = same + [prefix + name for name in own]
+    if not near:
+        # A stricter cutoff than in its own group: a near name in another group is a weaker guess.
+        leaves = difflib.get_close_matches(leaf, sorted({name.rsplit(".", 1)[-1] for name in elsewhere}), n=3,
+                                           cutoff=0.75)
+        near = [name for name in elsewhere if name.rsplit(".", 1)[-1] in leaves]
+    return near[:3]
+
+
+def _unknown_key_error(key: str, where: str, valid: Iterable[str], elsewhere: Iterable[str] = ()) -> ConfigError:
+    valid = sorted(valid)
+    near = nearest_keys(key, where, valid, elsewhere)
+    prefix = f"{where}." if where else ""
+    hint = f"Did you mean {' or '.join(near)}? " if near else ""
     return ConfigError(
         f"Unknown config key {key!r}: no config file declares it, so it would be silently ignored. {hint}"
         f"Valid keys{f' of {where}' if where else ''}: {', '.join(valid)}. Set an existing key without a "
         f"leading '+' (Hydra's '+key=value' adds a new key instead of setting one), e.g. "
-        f"{prefix}{near[0] if near else valid[0]}=..."
+        f"{near[0] if near else prefix + valid[0]}=..."
     )
+
+
+def _declared_names(cfg: DictConfig, groups: Iterable[str]) -> set[str]:
+    """Every key of ``cfg`` by its full name (``seed``, ``aug.mixup``): where a misplaced key may belong."""
+    names = {str(key) for key in cfg if key != "hydra"}
+    for group in groups:
+        if isinstance(cfg.get(group), DictConfig):
+            names |= {f"{group}.{key}" for key in cfg[group]}
+    return names
 
 
 def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choices: dict | None = None,
@@ -105,9 +137,10 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
         return  # an installed package without its conf/ folder: Hydra composed from elsewhere
     group_choices = dict(group_choices or {})
     top = _top_level_keys(conf_dir, config_name, group_choices.get("experiment"))
+    groups = tuple(groups)
     for key in cfg:
         if key not in top and key != "hydra":
-            raise _unknown_key_error(str(key), "", top)
+            raise _unknown_key_error(str(key), "", top, _declared_names(cfg, groups))
     for group in groups:
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
@@ -118,7 +151,7 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
             continue  # a config file outside this folder (e.g. a user's own search path)
         for key in node:
             if key not in valid and group != "model":  # other model.* keys: the block's options (validate_model)
-                raise _unknown_key_error(f"{group}.{key}", group, valid)
+                raise _unknown_key_error(f"{group}.{key}", group, valid, _declared_names(cfg, groups))
 
 
 # ---------------------------------------------------------------- the values
@@ -215,19 +248,26 @@ def check_block(att_type: str, placement: str, options: dict, network_keys: list
     """The chosen block takes these options and this placement, and builds with them (imports torch).
 
     Runs only when the config gives block options or a placement, so a plain config stays
-    torch-free; a bad option is reported with the options the block takes.
+    torch-free; a bad option is reported with the options the block takes, read from the block's
+    source before torch is imported (a typo such as ``model.dept=50`` is refused at once).
     """
-    from ..models.attention import AttentionConfigError, block_options, build_attention, resolve_placement
+    name = C.canonical_attention(att_type)
+    declared = None if name == NO_ATTENTION else declared_block(name)
+    if name == NO_ATTENTION or declared is not None:
+        accepted = {} if declared is None else dict(declared.options)  # defaults as written in the source
+    else:  # a block whose source cannot be read that way: ask the class
+        from ..models.attention import block_options
 
-    accepted = block_options(att_type)
+        accepted = {key: repr(value) for key, value in block_options(att_type).items()}
     unknown = [key for key in options if key not in accepted]
     if unknown:
-        name = C.canonical_attention(att_type)
         valid = [*network_keys, *accepted]
         error = _unknown_key_error(f"model.{unknown[0]}", "model", valid)
-        takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v!r})" for k, v in accepted.items())
+        takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v})" for k, v in accepted.items())
                  if accepted else f"att_type={name} takes no block options")
         raise ConfigError(f"{error} (model.* keys are the network's own or the chosen block's options: {takes}.)")
+    from ..models.attention import AttentionConfigError, build_attention, resolve_placement
+
     try:
         resolve_placement(att_type, placement)
         build_attention(att_type, 256, **{key: plain(value) for key, value in options.items()})  # the block's own checks of the values

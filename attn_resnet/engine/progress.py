@@ -1,7 +1,8 @@
 """Progress of a phase (a train epoch, a validation pass): a tqdm bar on a terminal, log lines elsewhere.
 
 Under Slurm, nohup or CI stderr is not a terminal and a bar would only litter the log, so
-there the phase logs one line every ``interval`` seconds instead: batches done, images/s,
+there the phase logs one line every ``interval`` seconds instead (so it does on a terminal too
+narrow to show a bar, such as a console that reports 0 columns): batches done, images/s,
 elapsed time and ETA, plus the caller's running statistics. Statistics come from a callable
 read only when a bar refresh or a line is due, so reporting never syncs the device per step.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from typing import Callable, Mapping, TextIO
@@ -30,6 +32,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+# Narrower than this a bar shows little more than its description; some consoles (an IDE's run
+# pane, a container started without a size) report 0 columns, where tqdm shows nothing at all.
+MIN_BAR_COLUMNS = 20
+
+
 def is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -37,11 +44,23 @@ def is_terminal(stream) -> bool:
         return False
 
 
+def terminal_columns(stream) -> int | None:
+    """The width of the terminal behind ``stream``, as tqdm measures it; None when it cannot be asked."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):  # no file descriptor (a wrapped stream), or no size
+        return None
+
+
+def _wide_enough(columns: int | None) -> bool:
+    return columns is None or columns >= MIN_BAR_COLUMNS  # a size that cannot be asked: trust the terminal
+
+
 class ProgressReporter:
     """How a run reports progress: ``phase(...)`` opens one phase (use it as a context manager).
 
     ``enabled=False`` reports nothing; ``interval`` is the seconds between log lines when
-    ``stream`` (stderr by default) is not a terminal, 0 for none; a terminal bar refreshes its
+    ``stream`` (stderr by default) is not a terminal or one narrower than ``MIN_BAR_COLUMNS``, 0 for none; a terminal bar refreshes its
     statistics every ``refresh_every`` batches. ``clock`` is injectable for tests.
     """
 
@@ -58,7 +77,7 @@ class ProgressReporter:
         stream = self.stream if self.stream is not None else sys.stderr
         if not self.enabled:
             mode = None
-        elif is_terminal(stream):
+        elif is_terminal(stream) and _wide_enough(terminal_columns(stream)):
             mode = "bar"
         else:
             mode = "lines" if self.interval > 0 else None

@@ -317,6 +317,7 @@ class Trainer:
         self.meters = TrainingMeters(device, settings.max_nonfinite_skips if self.scaler is not None else 0,
                                      self.distributed.gather if self.distributed.enabled else None)
         self._training_epoch, self._epoch_first_step = 0, 0  # the epoch being trained and its first step
+        self._last_step_lr: float | None = None  # the lr of the latest optimizer step (the epoch line's end lr)
         self.train_loader.batch_sampler.set_epoch(0)
         self._full_epoch_batches = len(self.train_loader.batch_sampler)
         # lr_schedule(steps per epoch) gives a scheduler, or a per-step lr factor function for LambdaLR.
@@ -475,6 +476,7 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(self.model.parameters(), settings.grad_clip)
+        self._last_step_lr = self.current_lr()  # before the schedule moves it on for the next step
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -519,6 +521,7 @@ class Trainer:
             epoch = self.epoch
             self.throughput.new_epoch()
             lr = self.current_lr()
+            self._last_step_lr = None
             train = self.train_epoch(epoch)
             evaluated = {}
             if self._epoch_is_due(epoch + 1, settings.val_every_epochs):
@@ -533,7 +536,8 @@ class Trainer:
             improved = "val" in evaluated and evaluated["val"]["acc1"] > self.best_acc1
             if improved:
                 self.best_acc1, self.best_epoch = evaluated["val"]["acc1"], epoch + 1
-            self._record_epoch(epoch + 1, lr, train, evaluated)
+            self._record_epoch(epoch + 1, lr, self._last_step_lr if self._last_step_lr is not None else lr, train,
+                               evaluated)
             self.callbacks.call("on_epoch_end", self, epoch + 1, self.history[-1])
             due = self._epoch_is_due(epoch + 1, settings.checkpoint_every_epochs)
             if due:
@@ -551,8 +555,12 @@ class Trainer:
         """Whether the (1-based) ``epoch`` is every ``every``-th one or the run's last."""
         return epoch % every == 0 or epoch == self.settings.epochs
 
-    def _record_epoch(self, epoch: int, lr: float, train: dict, evaluated: dict[str, dict]) -> None:
-        """Append the epoch to the history, write its TensorBoard scalars and log its line."""
+    def _record_epoch(self, epoch: int, lr: float, lr_end: float, train: dict, evaluated: dict[str, dict]) -> None:
+        """Append the epoch to the history, write its TensorBoard scalars and log its line.
+
+        ``lr`` is the lr the epoch started at, ``lr_end`` that of its last optimizer step: a per-step
+        schedule (cosine, warmup, onecycle) moves it within the epoch, and the line shows both then.
+        """
         images_per_sec, seconds = self.throughput.epoch_images_per_sec, self.throughput.epoch_seconds
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc1": train["acc1"]}
         scalars = {"train/loss": train["loss"], "train/acc1": train["acc1"]}
@@ -560,14 +568,15 @@ class Trainer:
             for key in ("loss", "acc1", "acc5"):
                 record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
             record[f"{split}_images"] = metrics["images"]  # each image once, whatever the number of ranks
-        record.update(lr=lr, images_per_sec=images_per_sec, epoch_seconds=seconds)
+        record.update(lr=lr, lr_end=lr_end, images_per_sec=images_per_sec, epoch_seconds=seconds)
         scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec, "perf/epoch_seconds": seconds})
         self.history.append(record)
         # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
         self.tb.scalars({tag: value for tag, value in scalars.items() if value is not None}, epoch)
-        log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %slr %.4g | %.0f img/s, %.1f s", epoch,
+        lr_text = f"{lr:.4g}" if f"{lr:.4g}" == f"{lr_end:.4g}" else f"{lr:.4g} -> {lr_end:.4g}"
+        log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %slr %s | %.0f img/s, %.1f s", epoch,
                  self.settings.epochs, train["loss"], train["acc1"],
-                 "".join(f"{_metrics_text(split, metrics)} | " for split, metrics in evaluated.items()), lr,
+                 "".join(f"{_metrics_text(split, metrics)} | " for split, metrics in evaluated.items()), lr_text,
                  images_per_sec, seconds)
 
     def summary(self) -> dict[str, Any]:
