@@ -27,6 +27,7 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.resume", "trainer.resume_allow_changes",
     "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
     "trainer.tta",
+    "model.fused",
 })
 
 # Trajectory keys added after checkpoints were first written, with the value that means "off":
