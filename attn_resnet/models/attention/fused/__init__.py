@@ -2,34 +2,42 @@
 
 Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018; Woo et al., "CBAM", ECCV 2018:
 the formulas are the blocks' own (``se.py``, ``cbam.py``); only the passes over the
-(N, C, H, W) activation are fused. Counted as full-size tensors read or written (the MLP,
-CBAM's 7x7 conv and BN, and everything else of size N x C or N x H x W left out):
+(N, C, H, W) activation are fused. Full-size tensors read plus written in one train step of a
+block (the MLP, CBAM's 7x7 conv and BN and everything else of size N x C or N x H x W left
+out), and the kernels that touch them:
 
-=====================  =======================  ==========================================
-                        eager (ATen ops)          fused (Triton)
-=====================  =======================  ==========================================
-SE forward              3 (sum; x * s)            3 (sum; x * s): the same, fewer launches
-SE backward             10                        4 (sum of grad * x; grad_x in one pass)
-CBAM forward            10                        4 (pools; channel stats of y; out)
-CBAM backward           28                        6 (see ``gates.CBAMGates.backward``)
-=====================  =======================  ==========================================
+==============  ===================================  ==================================
+                 eager (ATen ops, torch 2.14, CPU)    fused (Triton kernels)
+==============  ===================================  ==================================
+SE forward       3 in 2 ops                           3 in 2 kernels
+SE backward      8 in 4 ops                           4 in 2 kernels
+CBAM forward     8 in 6 ops                           4 in 3 kernels
+CBAM backward   27 in 13 ops                          5 in 3 kernels
+==============  ===================================  ==================================
 
-The eager counts are what ``tests/test_fused_kernels.py`` counts in the ATen ops that a
-train step of each block runs (a read or a write of an (N, C, H, W) tensor each; autograd's
-accumulation of the input's gradient included). The fused CBAM forward never stores y =
-x * channel scale: the spatial gate's input (the max and mean of y over the channels) is
-taken from x and the scale, and the output from x again; the backward recomputes y the same
-way. Ties of a max send its gradient to the first maximum (the lowest pixel index h * W + w,
-or the lowest channel), as the eager ``max_pool2d`` and ``torch.max`` do.
+The eager counts are what ``FullSizeTraffic`` in ``tests/test_fused_kernels.py`` counts for
+the eager blocks (the input's gradient returned, not accumulated); that test also checks that
+the fused path runs no full-size ATen op and launches exactly the kernels named here. SE forward:
+squeeze (read x), scale (read x, write out); backward: sum over the pixels of grad * x (read
+both), then grad_x = grad * s + the squeeze's gradient (read grad, write grad_x). CBAM forward:
+the average and max pools with the max's position (read x); the spatial gate's input, the max
+and mean over the channels of y = x * channel scale (read x: y is never stored); out = y *
+spatial map (read x, write out). CBAM backward: the spatial map's gradient and the part of the
+scale's gradient that comes through the output (read grad and x); the rest of the scale's
+gradient, through the channel max and mean (read x); the whole input gradient (read grad, write
+grad_x). The small parts between the kernels are PyTorch ops on (N, C) and (N, 2, H, W)
+tensors. Ties of a max send its gradient to the first maximum (the lowest pixel index h * W +
+w, or the lowest channel), as the eager ``max_pool2d`` and ``torch.max`` do.
 
 ``model.fused`` (``ResidualNet(fused=...)``, or ``set_fused``) chooses per forward call:
 "auto" fuses CUDA inputs when Triton is importable, True always fuses (on the CPU only under
 Triton's interpreter, ``TRITON_INTERPRET=1`` set before Triton is imported: slow, for tests),
-False never does. In a process started with ``TRITON_INTERPRET=1`` every launch is interpreted,
-CUDA tensors' too, as Triton does. Under
-``torch.compile``, ``torch.export`` and TorchScript tracing the blocks take the eager path,
-which the compiler then fuses itself; the kernels are not traced. The parameters are the
-same either way, so checkpoints do not depend on the choice.
+False never does. In a process started with ``TRITON_INTERPRET=1`` every launch is
+interpreted, CUDA tensors' too, as Triton does. Under ``torch.compile``, ``torch.export`` and
+TorchScript tracing the blocks take the eager path, which the compiler then fuses itself: the
+kernels are not traced. The parameters are the same either way, so checkpoints do not depend
+on the choice. A NaN in the input gives a NaN output on both paths, but the max pools may then
+send their gradient to another element than the eager path's.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def _traced(function, *inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.
 
 def _small_grads(output: torch.Tensor, grad: torch.Tensor, leaves: list[torch.Tensor],
                  params: tuple[torch.nn.Parameter, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Gradients of a small part's ``output`` (given ``grad``) w.r.t. its input ``leaves`` and the trainable ``params``."""
+    """Gradients of a small part's ``output`` (given ``grad``) w.r.t. its input ``leaves`` and trainable ``params``."""
     trainable = [param for param in params if param.requires_grad]
     grads = torch.autograd.grad(output, [*leaves, *trainable], grad.to(output.dtype), allow_unused=True)
     by_param = dict(zip(map(id, trainable), grads[len(leaves):]))

@@ -5,8 +5,8 @@ sample, channel and pixel strides, so that one kernel serves NCHW-contiguous ten
 stride 1) and channels_last ones (pixel stride C). Sums are taken in ``ACC`` (float32, or
 float64 for float64 inputs), whatever the storage dtype. The maxima keep the first index of
 a tie (the lowest pixel index h * W + w, or the lowest channel), as ``max_pool2d`` and
-``torch.max`` choose on the CPU and on CUDA, so that each max's gradient goes to the same
-one element as in the eager path.
+``torch.max`` choose (tests/test_fused_kernels.py checks it against them on the CPU), so
+that each max's gradient goes to the same one element as in the eager path.
 
 The kernels are undecorated: ``ops`` wraps each, at its first launch, in a
 ``triton.JITFunction`` (CUDA) or in Triton's interpreter when Triton was imported with
@@ -23,7 +23,7 @@ def reduce_pixels_kernel(x_ptr, g_ptr, w_ptr, m_ptr, idx_ptr, sum_ptr, max_ptr, 
                          C, P, x_sn, x_sc, x_sp, g_sn, g_sc, g_sp,
                          HAS_G: tl.constexpr, HAS_W: tl.constexpr, HAS_ONE_HOT: tl.constexpr,
                          WITH_MAX: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Per (n, c): sum over pixels p of x * [g] * ([w_p] + [m_p if c == idx_p]); with WITH_MAX also max_p x and its first p.
+    """Per (n, c): sum over the pixels p of x * [g] * ([w_p] + [m_p if c == idx_p]); [max over p of x, its first p].
 
     One program per sample and block of channels, looping over the pixels. The weight w and
     the one-hot term (m, idx) are per-pixel rows of (N, P), contiguous.

@@ -126,7 +126,10 @@ def reduce_pixels(x: torch.Tensor, grad: torch.Tensor | None = None, weight: tor
 
 
 def channel_stats(x: torch.Tensor, scale: torch.Tensor, y_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pooled, idx)``: [max, mean] over channels of y = x * scale (N, 2, H, W) in ``y_dtype``, and the max's channel (N, H * W)."""
+    """``(pooled, idx)``: [max, mean] over the channels of y = x * scale, (N, 2, H, W) in ``y_dtype``; max's channel.
+
+    ``idx`` is (N, H * W) int32.
+    """
     x, x_sn, x_sc, x_sp = pixel_view(x)
     n, c, h, w = x.shape
     p = h * w
@@ -158,7 +161,8 @@ def apply_gates(x: torch.Tensor, scale: torch.Tensor, spatial: torch.Tensor | No
 
 def cbam_backward_reduce(grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, spatial: torch.Tensor,
                          y_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(grad_spatial, grad_scale_part)``: sum_c grad * y per pixel (N, H * W), sum_p grad * spatial * x per channel (N, C)."""
+    """``(grad_spatial, grad_scale_part)``: sum over c of grad * y per pixel, (N, H * W); sum over p of grad *
+    spatial * x per channel, (N, C)."""
     x, x_sn, x_sc, x_sp = pixel_view(x)
     g, g_sn, g_sc, g_sp = pixel_view(grad)
     n, c, h, w = x.shape
