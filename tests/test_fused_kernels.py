@@ -377,6 +377,64 @@ def test_fused_blocks_compile_to_the_eager_numbers():
     torch.testing.assert_close(compiled(x), block(x), rtol=1e-4, atol=1e-5)
 
 
+# Run in a child without the interpreter: every launch that SE and CBAM make (forward and backward,
+# bfloat16 and float32, both layouts) is recorded instead of run, and compiled by Triton for an
+# H100/H200 (sm_90) with the bundled ptxas, no GPU needed. The kernels produce nothing here, so
+# the values that flow between them are garbage; only the launches' types matter.
+COMPILE_FOR_GPU = """
+import sys
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, compile
+
+from attn_resnet.models.attention import CBAM, SE
+from attn_resnet.models.attention.fused import gates, kernels, ops
+
+POINTERS = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float64: "*fp64", torch.int32: "*i32"}
+launches = {}
+
+
+def record(name, grid, device, *args, **constants):
+    fn = triton.JITFunction(getattr(kernels, name))
+    names = [arg for arg in fn.arg_names if arg not in constants]
+    signature = {arg: POINTERS[value.dtype] if isinstance(value, torch.Tensor) else
+                 "fp32" if isinstance(value, float) else "i32" for arg, value in zip(names, args)}
+    signature.update({arg: "constexpr" for arg in constants})
+    key = (name, tuple(sorted(signature.items())), tuple(sorted(map(str, constants.items()))))
+    launches[key] = (fn, signature, constants)
+
+
+ops._launch = record
+for dtype in (torch.float32, torch.bfloat16):
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for block, run in ((SE(40, 8), gates.se_gate), (CBAM(40, 8), gates.cbam_gates)):
+            block = block.to(dtype)
+            x = torch.randn(2, 40, 7, 5, dtype=dtype).contiguous(memory_format=layout).requires_grad_()
+            run(x, block).sum().backward()
+target = GPUTarget("cuda", 90, 32)
+for fn, signature, constants in launches.values():
+    compiled = compile(ASTSource(fn, signature, constexprs=constants), target=target)
+    assert compiled.asm["cubin"], fn.__name__
+print(len(launches), sorted({key[0] for key in launches}))
+"""
+
+
+def test_every_launch_compiles_for_the_gpu(tmp_path):
+    # The interpreter runs NumPy, not Triton's compiler: this catches what only compiling would.
+    import subprocess
+    import sys
+
+    from helpers import REPO, launch_env
+
+    pytest.importorskip("triton.compiler")
+    env = {**launch_env(), "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_GPU], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "input_grad_kernel" in result.stdout and "channel_stats_kernel" in result.stdout
+
+
 def run_fused_benchmark(folder, interpret: bool):
     """scripts/benchmark.py's fused section at toy sizes on the CPU; its JSON and Markdown reports."""
     import json
