@@ -267,8 +267,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
             f"({info.train_size} images{share}), so an epoch would have no full batch. Lower data.batch_size."
         )
     spec = model_spec(config["model"], data_cfg["network_type"], info.num_classes)
-    model = build_model(spec)
     model_cfg = config["model"]
+    model = build_model(spec, fused=model_cfg.get("fused", "auto"))
     init_record = InitRecord()
     if model_cfg.get("init_from") and checkpoint is None:
         report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")))
@@ -438,12 +438,12 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     weights = str(cfg.get("weights", "model"))
     if checkpoint is not None:
         spec = dict(checkpoint["model_spec"])
-        model = build_model(spec)
+        model = build_model(spec, fused=cfg.model.get("fused", "auto"))
         model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
     else:
         spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_cfg["network_type"],
                           info.num_classes)
-        model = load_official(build_model(spec), cfg.checkpoint)
+        model = load_official(build_model(spec, fused=cfg.model.get("fused", "auto")), cfg.checkpoint)
     if spec["num_classes"] != info.num_classes:
         raise ConfigError(f"The checkpoint's model has {spec['num_classes']} classes but data {info.name!r} has "
                           f"{info.num_classes}; evaluate it on the data set it was trained for.")

@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .config.choices import NETWORK_MODEL_KEYS, NETWORK_TYPES, TRANSFER_MODEL_KEYS, canonical_attention
+from .config.choices import (EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, NETWORK_TYPES, TRANSFER_MODEL_KEYS,
+                             canonical_attention)
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .data.policies import AugmentSpec
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader",
                "repeat_aug")
 DATA_META_KEYS = ("name", "network_type")
-# The network's own keys in model.* beside depth and att_type; every other model.* key is an
-# option of the chosen block.
-MODEL_KEYS = NETWORK_MODEL_KEYS + TRANSFER_MODEL_KEYS
+# The network's own keys in model.* beside depth and att_type, the fine-tuning start and how the
+# network runs (model.fused); every other model.* key is an option of the chosen block.
+MODEL_KEYS = NETWORK_MODEL_KEYS + TRANSFER_MODEL_KEYS + EXECUTION_MODEL_KEYS
 MODEL_OPTION_KEYS = tuple(key for key in NETWORK_MODEL_KEYS if key not in ("depth", "att_type"))
 # Block options that checkpoints written before blocks declared their own options stored for
 # every block; such a checkpoint is rebuilt with the ones its block takes.
@@ -61,13 +62,14 @@ def describe_spec(spec: dict) -> str:
     return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
 
 
-def build_model(spec: dict) -> torch.nn.Module:
+def build_model(spec: dict, fused: bool | str = "auto") -> torch.nn.Module:
+    """The network of a model spec; ``fused`` (model.fused) is how SE and CBAM run, not part of the spec."""
     if "att_placement" not in spec:  # a checkpoint from before blocks declared their own options
         from .models.attention import block_options
 
         accepted = block_options(spec.get("att_type"))
         spec = {key: value for key, value in spec.items() if key not in LEGACY_BLOCK_KEYS or key in accepted}
-    return ResidualNet(**spec)
+    return ResidualNet(**spec, fused=fused)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from .attention_registry import attention_names, canonical_attention
 from .config import resolvers  # noqa: F401 - sweeper params may use ${att_blocks:} and ${seeds}-style interpolations
-from .config.choices import NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS
+from .config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS
 from .config.resume import OFF_VALUES
 
 ATT_ORDER = {name: index for index, name in enumerate(attention_names())}  # the registry's order
@@ -90,8 +90,10 @@ def _attention_identity(att_type: Any, placement: Any = None, model: dict | None
     name = _canonical_att(att_type)
     if name in (None, "none"):
         return name
-    # A fine-tuned run (model.init_from, model.freeze) is never averaged with runs trained from scratch.
-    options = {key: value for key, value in (model or {}).items() if key not in NETWORK_MODEL_KEYS
+    # A fine-tuned run (model.init_from, model.freeze) is never averaged with runs trained from scratch;
+    # how the network ran (model.fused) does not tell runs apart.
+    options = {key: value for key, value in (model or {}).items()
+               if key not in NETWORK_MODEL_KEYS + EXECUTION_MODEL_KEYS
                and not (key in TRANSFER_MODEL_KEYS and value == OFF_VALUES.get(f"model.{key}"))}
     if options:
         name += "(" + ", ".join(f"{key}={options[key]}" for key in sorted(options)) + ")"

@@ -3,6 +3,7 @@
 
     python scripts/benchmark.py                   # CPU suite -> docs/benchmarks.md and docs/benchmarks.json
     python scripts/benchmark.py --suite gpu       # CUDA: 224x224, batch 256, bf16 autocast, channels_last, compiled
+    python scripts/benchmark.py --suite gpu --sections fused   # SE and CBAM with model.fused off and on
     python scripts/benchmark.py --quick --output-md out/bench.md --output-json out/bench.json   # smoke test
 
 Every comparison runs in this one process: warm-up first, then the contenders take turns
@@ -21,6 +22,12 @@ the first and third quartiles of those ratios. What is timed:
   Normalize) over the same in-memory uint8 CIFAR-sized images, batches on the device.
 - trainer: ``Trainer.train_epoch`` vs a bare for-loop of the same steps (same loader, model
   and optimizer): the framework's overhead.
+- fused (``--sections fused``, not run by default): eager train steps of our plain ResNet and
+  of SE and CBAM with ``model.fused`` false (the eager formula) and true (the Triton kernels),
+  at ``--fused-depth``: each block's overhead over the plain step both ways, and the fused
+  kernels' speedup. Our models elsewhere run with the default ``model.fused=auto`` (the
+  kernels on CUDA). On the CPU the kernels need ``TRITON_INTERPRET=1`` (``--quick`` only: the
+  interpreter measures nothing); without it the section says why it was skipped.
 
 Ratios come first in the tables, absolute numbers beside them. The numbers say what this
 machine did while the script ran: on a shared machine, run it when the machine is quiet.
@@ -97,7 +104,11 @@ PEER_NOTES = [
     "[mean, max] (ours [max, mean], as the authors' code) and uses BatchNorm momentum 0.1 (ours 0.01). "
     "The compute is otherwise the same.",
     "BAM has no torchvision or timm implementation: its peer cells read \"—\".",
+    "Our SE and CBAM models run with model.fused=auto: their fused Triton kernels on CUDA, the eager "
+    "formula on the CPU and under torch.compile.",
 ]
+# The fused section's contenders: (att_type, model.fused).
+FUSED_CONTENDERS = (("none", False), ("SE", False), ("SE", True), ("CBAM", False), ("CBAM", True))
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -125,6 +136,7 @@ class Settings:
     notes: list[str] = field(default_factory=list)
     profile_dir: Path | None = None
     aug_policy: str = "none"
+    fused_depth: int = 50
 
     @property
     def torch_device(self) -> torch.device:
@@ -213,8 +225,8 @@ def timm_module():
     return timm
 
 
-def build_ours(depth: int, att_type: str) -> nn.Module:
-    return ResidualNet(NETWORK_TYPE, depth, NUM_CLASSES, att_type)
+def build_ours(depth: int, att_type: str, fused: bool | str = "auto") -> nn.Module:
+    return ResidualNet(NETWORK_TYPE, depth, NUM_CLASSES, att_type, fused=fused)
 
 
 def build_peer(depth: int, att_type: str, use_timm: bool) -> tuple[nn.Module | None, str, str | None]:
@@ -447,6 +459,69 @@ def model_ratios(records: list[dict], depths: list[int]) -> tuple[list[dict], li
                                      "plain_seconds": plain["median_step_seconds"],
                                      **paired_ratio(ours["step_seconds"], plain["step_seconds"])})
     return versus, overhead
+
+
+# --------------------------------------------------------------------------------------------- fused
+def fused_key(att_type: str, fused: bool) -> str:
+    return "none" if att_type == "none" else f"{att_type}/fused={str(fused).lower()}"
+
+
+def benchmark_fused(settings: Settings, log: Callable[[str], None]) -> dict:
+    """Eager train-step times of our plain ResNet and of SE and CBAM with model.fused false and true."""
+    from attn_resnet.models.attention.fused import FusedKernelError, ops, use_fused
+
+    device = settings.torch_device
+    try:
+        use_fused(True, torch.empty(1, 1, 1, 1, device=device))
+    except FusedKernelError as error:
+        log(f"fused: skipped ({error})")
+        return {"skipped": f"the fused kernels cannot run here: {error}"}
+    depth = settings.fused_depth
+    images, targets = model_inputs(settings)
+    steps, warmup_seconds = {}, {}
+    for att_type, fused in FUSED_CONTENDERS:
+        torch.manual_seed(0)
+        model = build_ours(depth, att_type, fused).to(device).train()
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        key = fused_key(att_type, fused)
+        steps[key] = make_train_step(model, model, make_optimizer(model), images, targets, device, settings.precision)
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(settings.warmup):  # the first fused step compiles the kernels
+            steps[key]()
+        synchronize(device)
+        warmup_seconds[key] = time.perf_counter() - started
+    log(f"fused: timing ResNet-{depth} none/SE/CBAM with model.fused false and true x {settings.repeats} repeats x "
+        f"{settings.iters} steps")
+    seconds = timed_turns({key: repeat_steps(step, settings.iters) for key, step in steps.items()}, settings.repeats,
+                          device)
+    return {"depth": depth, "mode": "eager", "interpreted": ops.interpreter_loaded(), "contenders": {
+        fused_key(att_type, fused): {"att_type": att_type, "fused": fused, "step_seconds": seconds[key],
+                                     "median_step_seconds": median(seconds[key]),
+                                     "images_per_second": settings.batch_size / median(seconds[key]),
+                                     "warmup_seconds": warmup_seconds[key]}
+        for (att_type, fused), key in zip(FUSED_CONTENDERS, steps)}}
+
+
+def fused_ratios(fused: dict) -> list[dict]:
+    """Per block and model.fused: the step time over the plain step's, and (fused rows) the eager step's over it."""
+    contenders = fused.get("contenders")
+    if not contenders:
+        return []
+    plain = contenders["none"]["step_seconds"]
+    rows = []
+    for key, record in contenders.items():
+        if record["att_type"] == "none":
+            continue
+        row = {"att_type": record["att_type"], "fused": record["fused"],
+               **paired_ratio(record["step_seconds"], plain)}
+        if record["fused"]:
+            eager = contenders[fused_key(record["att_type"], False)]["step_seconds"]
+            speedup = paired_ratio(eager, record["step_seconds"])
+            row["speedup"], row["speedup_spread"] = speedup["ratio"], speedup["spread"]
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -717,6 +792,13 @@ def headline(report: dict) -> list[dict]:
         row = overhead.get((depth, att_type, eager), {})
         add(f"{att_type} overhead over our plain ResNet-{depth} ({eager})", row.get("ratio"),
             target, True, "step time with the block / without", row.get("spread"))
+    fused = report.get("fused", {})
+    if not fused.get("interpreted", True) and fused.get("depth") == depth:  # interpreted kernels measure nothing
+        for row in report["ratios"].get("fused", []):
+            if row["fused"] and row["att_type"] in suite_targets["overhead"]:
+                add(f"{row['att_type']} overhead over our plain ResNet-{depth}, model.fused=true ({eager})",
+                    row["ratio"], suite_targets["overhead"][row["att_type"]], True,
+                    "step time with the block / without (fused section)", row.get("spread"))
     versus = {(r["depth"], r["att_type"], r["mode"]): r for r in report["ratios"]["ours_vs_peer"]}
     for att_type, label in (("none", "R"), ("SE", "SE-R"), ("CBAM", "CBAM-R")):
         row = versus.get((depth, att_type, eager))
@@ -739,7 +821,8 @@ def derive(report: dict) -> None:
     if "bare_loop" in trainer:
         trainer.update(paired_ratio(trainer["bare_loop"]["seconds_per_image"], trainer["trainer"]["seconds_per_image"]))
     report["ratios"] = {"ours_vs_peer": versus, "attention_overhead": overhead,
-                        "data_loader": data.get("ratio"), "trainer_vs_bare": trainer.get("ratio")}
+                        "data_loader": data.get("ratio"), "trainer_vs_bare": trainer.get("ratio"),
+                        "fused": fused_ratios(report.get("fused", {}))}
     report["headline"] = headline(report)
 
 
@@ -856,6 +939,7 @@ def markdown(report: dict) -> str:
             f"{data['device_loader']['images_per_second']:,.0f} | "
             f"{data['per_image']['images_per_second']:,.0f} |"]
 
+    lines += fused_markdown(report)
     trainer = report["trainer"]
     lines += ["", "## Trainer vs bare loop", ""]
     if "skipped" in trainer:
@@ -881,8 +965,36 @@ def markdown(report: dict) -> str:
               "python scripts/benchmark.py                 # CPU suite: rewrites docs/benchmarks.md and .json",
               "python scripts/benchmark.py --suite gpu --output-md docs/benchmarks_gpu.md \\",
               "    --output-json docs/benchmarks_gpu.json    # CUDA: 224x224, batch 256, bf16, channels_last, compiled",
+              "python scripts/benchmark.py --suite gpu --sections fused --output-md docs/benchmarks_fused.md \\",
+              "    --output-json docs/benchmarks_fused.json  # SE and CBAM ResNet-50 with model.fused false and true",
               "python scripts/benchmark.py --help           # sizes, depths, repeats, --no-compile, --sections", "```"]
     return "\n".join(lines) + "\n"
+
+
+def fused_markdown(report: dict) -> list[str]:
+    """The fused section's table, or why it was not measured (nothing for a report from before the section)."""
+    fused = report.get("fused")
+    if fused is None:
+        return []
+    lines = ["", "## Fused kernels (model.fused)", ""]
+    if "skipped" in fused:
+        return lines + [f"Skipped: {fused['skipped']}."]
+    lines += [f"Our ResNet-{fused['depth']} train step ({fused['mode']}), same input and settings as above; "
+              "overhead = step time with the block / without; speedup = the block's eager step time / its fused "
+              "step time.", "",
+              *(["The kernels ran in Triton's interpreter (TRITON_INTERPRET=1): their times measure nothing.", ""]
+                if fused.get("interpreted") else []),
+              "| attention | model.fused | overhead | speedup | step ms | img/s |", "|---|---|---|---|---|---|"]
+    plain = fused["contenders"]["none"]
+    lines.append(f"| none | — | 1.000 | — | {ms(plain['median_step_seconds'])} | "
+                 f"{fmt(plain['images_per_second'], 1)} |")
+    for row in report["ratios"]["fused"]:
+        record = fused["contenders"][fused_key(row["att_type"], row["fused"])]
+        speedup = (f"{fmt(row['speedup'], 3)}x{spread_text(row.get('speedup_spread'), 3)}" if row["fused"] else "—")
+        lines.append(f"| {row['att_type']} | {str(row['fused']).lower()} | {fmt(row['ratio'], 3)}"
+                     f"{spread_text(row.get('spread'), 3)} | {speedup} | {ms(record['median_step_seconds'])} | "
+                     f"{fmt(record['images_per_second'], 1)} |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -929,7 +1041,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="on the CPU, measure each model's peak RSS growth in a child process (default: on, "
                              "off with --quick)")
     parser.add_argument("--no-timm", action="store_true", help="leave out the timm peers even when timm is installed")
-    parser.add_argument("--sections", default="models,data,trainer", help="any of models,data,trainer")
+    parser.add_argument("--sections", default="models,data,trainer",
+                        help="any of models,data,trainer,fused (fused: SE and CBAM with model.fused off and on)")
+    parser.add_argument("--fused-depth", type=int, choices=(18, 34, 50, 101), default=None,
+                        help="depth of the fused section's ResNets (default: 50; 18 with --quick)")
     parser.add_argument("--aug-policy", choices=("none", "randaugment", "trivialaugment"), default="none",
                         help="data section: both contenders also apply this policy (ours: aug.policy on the "
                              "device loader; the per-image path: torchvision's RandAugment / TrivialAugmentWide)")
@@ -970,7 +1085,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         data=dict(base["data"]), trainer=dict(base["trainer"]), threads=torch.get_num_threads(), quick=args.quick,
         cpu_memory=(not args.quick) if args.cpu_memory is None else args.cpu_memory, timm=not args.no_timm,
         workers=workers, att_types=tuple(args.att_types), notes=list(args.note), profile_dir=args.profile_trainer,
-        aug_policy=args.aug_policy)
+        aug_policy=args.aug_policy, fused_depth=args.fused_depth or (18 if args.quick else 50))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1011,6 +1126,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.image_size}x{settings.image_size}, {settings.memory_format}")
     not_yet = {"skipped": "not measured: the run stopped before this section"}
     report["data"], report["trainer"] = dict(not_yet), dict(not_yet)
+    if "fused" in sections:  # a section of its own: a report without it has no "fused" entry
+        report["fused"] = dict(not_yet)
     if not settings.timm or timm_module() is None:
         report["notes"].append("timm peers (SE, CBAM) left out: "
                                + ("--no-timm" if not settings.timm else "timm is not installed (pip install -e '.[bench]')"))
@@ -1024,6 +1141,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": settings.repeats, "warmup": settings.warmup, "iters": settings.iters,
         "threads": settings.threads, "optimizer": "SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)",
         "data": settings.data, "trainer": settings.trainer, "workers": settings.workers,
+        "fused_depth": settings.fused_depth,
     }
 
     def save(records: list[dict], missing: list[dict]) -> None:
@@ -1036,6 +1154,9 @@ def main(argv: list[str] | None = None) -> int:
 
     records, missing = benchmark_models(settings, log, save) if "models" in sections else ([], [])
     skipped = {"skipped": "not asked for (--sections)"}
+    if "fused" in sections:
+        report["fused"] = benchmark_fused(settings, log)
+        save(records, missing)
     if "data" in sections:
         report["data"] = benchmark_data(settings, log)
         save(records, missing)

@@ -5,6 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without CUDA, Triton can only run kernels in its interpreter, and it chooses the interpreter once,
+# when it is first imported (importing attn_resnet imports it, through torchvision): switch it on
+# here, before any test module is collected, so that tests/test_fused_kernels.py can run the fused
+# kernels on the CPU. With CUDA nothing changes: the kernels stay compiled for the GPU tests.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 # State-dict key lists of the CBAM/BAM authors' ResidualNet (names and shapes only).
 REFERENCE_KEYS = Path(__file__).resolve().parent / "data"

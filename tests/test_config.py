@@ -32,7 +32,11 @@ def test_choice_lists_equal_the_registries_they_describe():
     assert list(C.ATTENTION_TYPES) == attention_choices() and C.DATASETS == DATASET_CHOICES
     assert C.OPTIMIZERS == OPTIMIZER_CHOICES and C.SCHEDULES == SCHEDULE_CHOICES
     assert C.PRECISIONS == PRECISION_CHOICES and C.INITS == INIT_CHOICES
-    assert set(MODEL_OPTION_KEYS) | {"depth", "att_type"} | set(C.TRANSFER_MODEL_KEYS) == group_keys(CONF, "model", "resnet")
+    assert (set(MODEL_OPTION_KEYS) | {"depth", "att_type"} | set(C.TRANSFER_MODEL_KEYS) | set(C.EXECUTION_MODEL_KEYS)
+            == group_keys(CONF, "model", "resnet"))
+    from attn_resnet.models import FUSED_CHOICES
+
+    assert C.FUSED_CHOICES == FUSED_CHOICES
     from attn_resnet.data.device import LOADER_CHOICES
     from attn_resnet.engine.compilation import COMPILE_MODES
     from attn_resnet.engine.trainer import EVAL_PRECISION_CHOICES

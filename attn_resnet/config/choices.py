@@ -17,6 +17,10 @@ NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "ze
                       "drop_path")
 # model.* keys of a fine-tuning run's start (not part of the network: not in the checkpoints' model spec).
 TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "freeze", "freeze_bn_stats")
+# model.* keys of how the network runs (not part of it: not in the checkpoints' model spec, free to change on resume).
+EXECUTION_MODEL_KEYS = ("fused",)
+# model.fused: SE's and CBAM's fused Triton kernels ("auto": on CUDA when Triton is importable).
+FUSED_CHOICES = ("auto", True, False)
 # model.init_from_format: the key names of the pretrained file.
 INIT_FORMATS = ("auto", "ours", "official", "torchvision", "timm")
 # model.init_from in a fine-tuning recipe: the user must give the file (a Hydra ??? cannot replace a default).

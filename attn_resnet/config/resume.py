@@ -27,6 +27,7 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.resume", "trainer.resume_allow_changes",
     "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
     "trainer.tta", "trainer.save_best",
+    "model.fused",
 })
 
 # Keys that say which task a run learns: which images, which classes, which split picks best.pt. A

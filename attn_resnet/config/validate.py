@@ -204,9 +204,16 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
         if not model.drop_path < 1:
             raise ConfigError(f"Invalid config value model.drop_path={model.drop_path}: it must be in [0, 1) "
                               f"(e.g. 0.05 for ResNet-50; the last block's drop rate).")
+    fused = model.get("fused", "auto")
+    if not any(fused is choice if isinstance(choice, bool) else fused == choice for choice in C.FUSED_CHOICES):
+        raise ConfigError(f"Invalid config value model.fused={fused!r}. Valid choices: auto, true, false (auto: SE's "
+                          f"and CBAM's fused Triton kernels on CUDA when Triton is importable, the eager path "
+                          f"elsewhere; true: always fused, which on the CPU needs TRITON_INTERPRET=1 and is meant "
+                          f"for tests; false: always eager). Fix it on the command line (e.g. model.fused=auto) or "
+                          f"in the config file.")
     _validate_transfer(cfg)
     network_keys = (group_keys(conf_dir or default_conf_dir(), "model", "resnet")
-                    or set(C.NETWORK_MODEL_KEYS + C.TRANSFER_MODEL_KEYS))
+                    or set(C.NETWORK_MODEL_KEYS + C.TRANSFER_MODEL_KEYS + C.EXECUTION_MODEL_KEYS))
     options = {str(key): value for key, value in model.items() if key not in network_keys}
     if options or placement != C.DEFAULT_PLACEMENT:
         check_block(str(model.att_type), placement, options, sorted(network_keys))

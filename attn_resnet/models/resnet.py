@@ -20,6 +20,7 @@ from torchvision.ops import StochasticDepth
 
 from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, check_options, init_block_,
                         name_rule_init_, resolve_placement, torchvision_rule_init_)
+from .attention.fused import check_fused, set_fused
 
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
@@ -133,7 +134,8 @@ class ResNet(nn.Module):
 
     ``att_placement`` ("default" = the block's own) picks the slots the block fills: ``attn`` of
     every residual block (residual), ``post_attn`` of every residual block (post_add),
-    ``stage_attn`` (stages 1-3) or ``head_attn``. Unused slots are identities.
+    ``stage_attn`` (stages 1-3) or ``head_attn``. Unused slots are identities. ``fused`` is set on
+    the blocks that have fused kernels (SE, CBAM; see ``attention.fused``).
     """
 
     def __init__(
@@ -147,8 +149,10 @@ class ResNet(nn.Module):
         stride_in_1x1: bool = False,
         att_placement: str | None = DEFAULT_PLACEMENT,
         drop_path: float = 0.0,
+        fused: bool | str = "auto",
     ) -> None:
         super().__init__()
+        check_fused(fused)
         self.att_type = canonical_name(att_type)
         self.att_placement = resolve_placement(self.att_type, att_placement)
         options = dict(attention_options or {})
@@ -187,6 +191,7 @@ class ResNet(nn.Module):
         self.head_attn = slot["head"](512 * block.expansion) if slot["head"] else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
+        set_fused(self, fused)
 
     def attention_blocks(self) -> list[tuple[str, nn.Module]]:
         """``(name, block)`` of every attention block in the network, in registration order."""
@@ -302,6 +307,7 @@ def ResidualNet(
     zero_init_residual: bool = False,
     init: str = "reference",
     drop_path: float = 0.0,
+    fused: bool | str = "auto",
     **attention_options,
 ) -> ResNet:
     """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
@@ -315,6 +321,8 @@ def ResidualNet(
     init: "reference" (the authors' name-based init) or "torchvision"; attention blocks own theirs.
     drop_path: stochastic depth of the residual branches, rising linearly with depth from 0 at the
     first block to this rate at the last (0: none; no parameters either way).
+    fused: "auto" | True | False: SE and CBAM run fused Triton kernels ("auto": on CUDA inputs when
+    Triton is importable); the parameters are the same, so checkpoints load either way.
     attention_options: the block's own options, e.g. ``reduction=8`` or CBAM's ``kernel_size=3``;
     one the block does not take is an error naming those it does.
     """
@@ -342,6 +350,7 @@ def ResidualNet(
         stride_in_1x1=stride_in_1x1,
         att_placement=att_placement,
         drop_path=float(drop_path),
+        fused=fused,
     )
     model.network_type, model.depth = network_type, depth
     (_reference_init if init == "reference" else _torchvision_init)(model)

@@ -8,7 +8,9 @@ input's shape, and says where it goes:
 - ``placements`` (optional): the places it may go, if not all of them;
 - ``init_weights(scheme)`` (optional): its own init for the network's ``init`` scheme
   ("reference" or "torchvision"); without it, the block keeps its constructor's init;
-- ``AttentionMap`` taps on its attention weights, so that they can be visualised.
+- ``AttentionMap`` taps on its attention weights, so that they can be visualised;
+- ``fused`` (optional; SE and CBAM): "auto", True or False, whether it runs its fused Triton
+  kernels (``fused/``). Not an option of the block: the network's ``fused`` sets it.
 
 The generic tests pick every registered block up.
 """

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
+from .fused import cbam_gates, use_fused
 from .se import global_avg_pool, mean_by_sum, reduced_channels
 
 
@@ -41,12 +42,15 @@ class ChannelGate(nn.Module):
         )
         self.channel_map = AttentionMap("channel")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
+    def scale(self, average: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
+        """The channel weights (N, C) from the average- and max-pooled (N, C) descriptors."""
+        batch = average.shape[0]
         # mlp(avg) + mlp(max) with one MLP call: the descriptors stacked along the batch dim.
-        logits = self.mlp(torch.cat([global_avg_pool(x), global_max_pool(x)]))
-        scale = self.channel_map((logits[:batch] + logits[batch:]).sigmoid_())
-        return x * scale[:, :, None, None]
+        logits = self.mlp(torch.cat([average, maximum]))
+        return self.channel_map((logits[:batch] + logits[batch:]).sigmoid_())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(global_avg_pool(x), global_max_pool(x))[:, :, None, None]
 
 
 class SpatialGate(nn.Module):
@@ -61,16 +65,23 @@ class SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
         self.spatial_map = AttentionMap("spatial")
 
+    def gate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The spatial map (N, 1, H, W) from the channel-pooled [max, mean] (N, 2, H, W)."""
+        # In-place sigmoid: BatchNorm's backward reads its input, not its output.
+        return self.spatial_map(self.bn(self.conv(pooled)).sigmoid_())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.max(dim=1, keepdim=True).values, mean_by_sum(x, (1,), keepdim=True)], dim=1)
-        # In-place sigmoid: BatchNorm's backward reads its input, not its output.
-        return x * self.spatial_map(self.bn(self.conv(pooled)).sigmoid_())
+        return x * self.gate(pooled)
 
 
 class CBAM(nn.Module):
     """CBAM: channel gate followed by spatial gate (Woo et al. 2018)."""
 
     placement = "residual"
+    # "auto" | True | False: the fused Triton kernels (``fused/``) or the eager formula; not an option
+    # of the block (the parameters are the same either way): ``ResidualNet(fused=...)`` sets it.
+    fused: bool | str = "auto"
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7) -> None:
         super().__init__()
@@ -86,4 +97,6 @@ class CBAM(nn.Module):
             torchvision_rule_init_(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused(self.fused, x):
+            return cbam_gates(x, self)
         return self.spatial_gate(self.channel_gate(x))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .base import AttentionMap, name_rule_init_
+from .fused import se_gate, use_fused
 
 
 def reduced_channels(channels: int, reduction: int) -> int:
@@ -48,6 +49,9 @@ class SE(nn.Module):
     """Squeeze-and-Excitation: global average pool -> MLP -> sigmoid channel scale (Hu et al. 2018)."""
 
     placement = "residual"
+    # "auto" | True | False: the fused Triton kernels (``fused/``) or the eager formula; not an option
+    # of the block (the parameters are the same either way): ``ResidualNet(fused=...)`` sets it.
+    fused: bool | str = "auto"
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
@@ -61,7 +65,12 @@ class SE(nn.Module):
         if scheme == "reference":  # the authors' rule: its Linear biases -> 0, weights as constructed
             name_rule_init_(self.named_parameters())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale(self, squeezed: torch.Tensor) -> torch.Tensor:
+        """The channel weights (N, C) from the squeezed (N, C) descriptor."""
         # In-place sigmoid: the Linear's backward does not read its output.
-        scale = self.channel_map(self.fc2(self.relu(self.fc1(global_avg_pool(x)))).sigmoid_())
-        return x * scale[:, :, None, None]
+        return self.channel_map(self.fc2(self.relu(self.fc1(squeezed))).sigmoid_())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_fused(self.fused, x):
+            return se_gate(x, self)
+        return x * self.scale(global_avg_pool(x))[:, :, None, None]
