@@ -103,8 +103,8 @@ def poison_model_after(monkeypatch, calls_before_nan: int) -> None:
     original = app.build_model
     calls = {"n": 0}
 
-    def build(spec):
-        model = original(spec)
+    def build(spec, **options):
+        model = original(spec, **options)
 
         def hook(module, inputs, output):
             if module.training:
