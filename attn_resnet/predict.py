@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torchvision import transforms
 from .api import ModelInfo
 from .data.common import normalization_constants, normalize_uint8
 from .data.imagefolder import val_transform
+from .runfiles import write_file_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 OUTPUT_SUFFIXES = (".csv", ".json")
@@ -164,12 +164,5 @@ def serialise(predictions: Sequence[Prediction], suffix: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so no torn file is left."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    """Write ``text`` to ``path`` whole or not at all (``runfiles.write_file_atomic``)."""
+    write_file_atomic(path, lambda stream: stream.write(text.encode("utf-8")), action="write the predictions")
