@@ -30,13 +30,41 @@ BLOCKS: dict[str, str] = {
     "Triplet": "triplet:Triplet",
 }
 
-# Where a block can go in the network (model.att_placement); "default" takes the block's own.
-#   residual: in every residual block, on the branch before the addition (SE's and CBAM's place)
-#   post_add: in every residual block, after the addition and its ReLU
-#   stage:    on the outputs of stages 1-3 (BAM's place)
-#   head:     once, after the last stage, before the global pooling
-PLACEMENTS = ("residual", "post_add", "stage", "head")
+
+@dataclass(frozen=True)
+class Placement:
+    """Where in the network a block goes (``model.att_placement``): the ResNet slot it fills and how often.
+
+    ``slot`` is the network's attribute that holds the block; ``scope`` says how many there are:
+    "block" (one per residual block, ``layer<s>.<i>.<slot>``), "stage" (one after each of stages
+    1-3, ``<slot>.<s-1>``) or "network" (one, ``<slot>``). The visualiser reads module names with
+    these, reports order their columns by this table, and the zoo sweeps over it.
+    """
+
+    slot: str
+    scope: str
+    description: str
+
+
+# The one list of placements, in the order reports show them; "default" takes the block's own.
+PLACEMENTS: dict[str, Placement] = {
+    "residual": Placement("attn", "block", "in every residual block, on the branch before the addition "
+                                            "(SE's and CBAM's place)"),
+    "post_add": Placement("post_attn", "block", "in every residual block, after the addition and its ReLU"),
+    "stage": Placement("stage_attn", "stage", "on the outputs of stages 1-3 (BAM's place)"),
+    "head": Placement("head_attn", "network", "once, after the last stage, before the global pooling"),
+}
 DEFAULT_PLACEMENT = "default"
+
+
+def placement_names() -> tuple[str, ...]:
+    """Every registered placement, in the registry's (and the reports') order."""
+    return tuple(PLACEMENTS)
+
+
+def placement_choices() -> tuple[str, ...]:
+    """Every valid ``att_placement``: "default" (the block's own) and the registered ones."""
+    return (DEFAULT_PLACEMENT, *PLACEMENTS)
 
 
 def attention_names() -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_registry import PLACEMENTS
 from .models.attention import AttentionMap
 
 
@@ -30,14 +31,22 @@ class RecordedMap:
 
 
 def stage_of(name: str) -> str:
-    """"layer2.1.attn..." -> "stage2"; "stage_attn.0..." -> "stage1" (after stage 1); "head_attn..." -> "head"."""
+    """"layer2.1.attn..." -> "stage2"; "stage_attn.0..." -> "stage1" (after stage 1); "head_attn..." -> "head".
+
+    Read through the placement registry: a tap inside a residual block belongs to that block's
+    stage, one in a per-stage slot to the stage it follows, one in a network-wide slot to its placement.
+    """
     match = re.match(r"layer(\d)\.", name)
     if match:
         return f"stage{match.group(1)}"
-    match = re.match(r"stage_attn\.(\d)\.", name)
-    if match:
-        return f"stage{int(match.group(1)) + 1}"
-    return "head" if name.startswith("head_attn") else name.split(".", 1)[0]
+    for placement, where in PLACEMENTS.items():
+        if where.scope == "stage":
+            match = re.match(rf"{re.escape(where.slot)}\.(\d)\.", name)
+            if match:
+                return f"stage{int(match.group(1)) + 1}"
+        elif where.scope == "network" and (name == where.slot or name.startswith(f"{where.slot}.")):
+            return placement
+    return name.split(".", 1)[0]
 
 
 class AttentionRecorder:
@@ -107,8 +116,17 @@ def last_spatial_per_stage(maps: list[RecordedMap]) -> dict[str, list[RecordedMa
 
 def block_of(name: str) -> str:
     """The attention block a tap belongs to: the module path up to its slot ("layer2.1.attn")."""
-    match = re.match(r"(.*?\.(?:post_attn|attn)|stage_attn\.\d|head_attn)(?:\.|$)", name)
+    match = re.match(_slot_pattern(), name)
     return match.group(1) if match else name.rsplit(".", 1)[0]
+
+
+def _slot_pattern() -> str:
+    """A module path up to its attention slot, from the placement registry: ``layer2.1.attn``,
+    ``stage_attn.0``, ``head_attn`` (longer slot names first, so ``post_attn`` is not read as ``attn``)."""
+    slots = sorted(PLACEMENTS.values(), key=lambda where: -len(where.slot))
+    alternatives = [rf".*?\.{re.escape(w.slot)}" if w.scope == "block" else
+                    rf"{re.escape(w.slot)}\.\d" if w.scope == "stage" else re.escape(w.slot) for w in slots]
+    return rf"({'|'.join(alternatives)})(?:\.|$)"
 
 
 def channel_weights_per_stage(maps: list[RecordedMap]) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ def citation(block: type) -> str:
 def render(depth: int, network: str, size: int) -> str:
     import torch
 
+    from attn_resnet.attention_registry import placement_names
     from attn_resnet.complexity import block_overheads
     from attn_resnet.models.attention import ATTENTION_BLOCKS, block_options
 
@@ -51,15 +52,16 @@ def render(depth: int, network: str, size: int) -> str:
             options = ", ".join(f"`{k}={v!r}`" for k, v in block_options(row["att_type"]).items()) or "—"
             lines.append(f"| {row['att_type']} | {citation(block)} | {options} | {row['placement']} | "
                          f"{row['added_params'] / 1e6:.3f} | {row['added_gflops']:.4f} |")
+    placements = placement_names()
     lines += ["", "## At every placement", "",
-              "| Block | residual | post_add | stage | head |", "|---|---|---|---|---|"]
+              "| Block | " + " | ".join(placements) + " |", "|---" * (len(placements) + 1) + "|"]
     by_block: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_block.setdefault(row["att_type"], {})[row["placement"]] = row
     for name, cells in by_block.items():
         text = [f"+{cells[p]['added_params'] / 1e6:.3f} M / +{cells[p]['added_gflops']:.4f}"
                 + (" (own)" if cells[p]["default"] else "") if p in cells else "—"
-                for p in ("residual", "post_add", "stage", "head")]
+                for p in placements]
         lines.append(f"| {name} | " + " | ".join(text) + " |")
     lines += ["", "Cells: parameters added (millions) / GFLOPs added. SK and PSA are convolutions in their "
               "papers (they replace the bottleneck's 3x3 convolution, at its narrow width); as plug-in blocks "

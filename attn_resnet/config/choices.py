@@ -7,11 +7,11 @@ tests check that these lists equal them.
 from __future__ import annotations
 
 from .. import optim_registry
-from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names, canonical_attention
+from ..attention_registry import (DEFAULT_PLACEMENT, NO_ATTENTION, attention_names, canonical_attention,
+                                  placement_choices)
 
 DEPTHS = (18, 34, 50, 101)
 ATTENTION_TYPES = attention_names()
-ATT_PLACEMENTS = (DEFAULT_PLACEMENT, *PLACEMENTS)
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
                       "drop_path")

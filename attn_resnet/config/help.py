@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..attention_registry import BLOCKS, NO_ATTENTION, declared_block
+from ..attention_registry import BLOCKS, NO_ATTENTION, declared_block, placement_names
 from .command_line import defaults_entries
 
 
@@ -75,6 +75,7 @@ def config_help(config_name: str, conf_dir: Path) -> str:
         for folder in sorted(path for path in (conf_dir / "hydra").glob("*") if path.is_dir()):
             lines += _group_lines(conf_dir, f"hydra/{folder.name}", None, optional=False)
     lines += ["", "== Attention blocks ==",
-              "model.att_type=<block> (any case); model.att_placement=residual|post_add|stage|head moves it; "
+              "model.att_type=<block> (any case); model.att_placement=" + "|".join(placement_names())
+              + " moves it; "
               "model.<option>=value sets an option of the block.", *block_lines()]
     return "\n".join(lines)

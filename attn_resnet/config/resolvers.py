@@ -5,6 +5,8 @@
   when it is not the block's default (``CBAM-head``).
 - ``${att_blocks:}``: every registered block, comma-separated, for sweeps over the whole zoo
   (``model.att_type: ${att_blocks:}`` in a sweeper's params), so a new block joins them.
+- ``${att_placements:}``: every registered placement, comma-separated, for the zoo's sweep over
+  ``model.att_placement``, so a new placement joins it.
 - ``${unique:}``: four random hex digits, drawn once per composed config (OmegaConf's
   resolver cache; Hydra copies that cache into every job of a sweep, as it does for
   ``${now:}``). It keeps two runs started in the same second with the same overrides
@@ -23,7 +25,7 @@ import secrets
 
 from omegaconf import OmegaConf
 
-from ..attention_registry import BLOCKS
+from ..attention_registry import BLOCKS, placement_names
 from ..distributed_env import STAMP_VARIABLE, new_run_stamp
 from .choices import canonical_attention
 
@@ -36,6 +38,10 @@ def _att_name(value, placement: str = "default") -> str:
 
 def _att_blocks() -> str:
     return ",".join(BLOCKS)
+
+
+def _att_placements() -> str:
+    return ",".join(placement_names())
 
 
 def _unique() -> str:
@@ -66,6 +72,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("att_name", _att_name)
     if not OmegaConf.has_resolver("att_blocks"):
         OmegaConf.register_new_resolver("att_blocks", _att_blocks)
+    if not OmegaConf.has_resolver("att_placements"):
+        OmegaConf.register_new_resolver("att_placements", _att_placements)
     if not OmegaConf.has_resolver("unique"):
         OmegaConf.register_new_resolver("unique", _unique, use_cache=True)
     if not OmegaConf.has_resolver("config_help"):

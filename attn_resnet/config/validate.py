@@ -195,8 +195,8 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
     if model.get("init") not in C.INITS:
         fail_choice("model.init", model.get("init"), C.INITS)
     placement = model.get("att_placement", C.DEFAULT_PLACEMENT)
-    if placement not in C.ATT_PLACEMENTS:
-        fail_choice("model.att_placement", placement, C.ATT_PLACEMENTS)
+    if placement not in C.placement_choices():
+        fail_choice("model.att_placement", placement, C.placement_choices())
     for key in ("stride_in_1x1", "zero_init_residual"):
         _boolean(cfg, f"model.{key}")
     if "drop_path" in model:

@@ -4,8 +4,9 @@ Architecture facts (Woo et al. 2018, Park et al. 2018, and the authors' released
 SE and CBAM sit in every residual block on the residual branch after its last BN and
 before the shortcut addition (placement "residual"); BAM sits on the outputs of stages 1-3
 (placement "stage"). Beyond the papers, any block can also go after each block's addition
-("post_add") or once before the head's pooling ("head"): the network decides where, in one
-place (``attention_slots``); the blocks only fill the slots they are given. The CIFAR stem is a 3x3/1 conv with no
+("post_add") or once before the head's pooling ("head"). The placements are registered in
+``attention_registry.PLACEMENTS``, each naming the network's slot it fills (``SLOTS`` below);
+the blocks only fill the slots they are given. The CIFAR stem is a 3x3/1 conv with no
 max-pool. The head pools adaptively, which equals the reference's fixed AvgPool2d(7)
 at 224x224 (ImageNet) and avg_pool2d(4) at 32x32 (CIFAR), and also works elsewhere.
 """
@@ -18,14 +19,18 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .attention import (DEFAULT_PLACEMENT, build_attention, canonical_name, check_options, init_block_,
-                        name_rule_init_, resolve_placement, torchvision_rule_init_)
+from .attention import (DEFAULT_PLACEMENT, PLACEMENTS, AttentionConfigError, build_attention, canonical_name,
+                        check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
 from .attention.fused import check_fused, set_fused
 
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
 INIT_CHOICES = ("reference", "torchvision")
 STAGE_WIDTHS = (64, 128, 256, 512)
+# Where this network can hold an attention block: ``attn`` (each residual block's branch, before the
+# addition), ``post_attn`` (each residual block, after the addition), ``stage_attn`` (after stages 1-3),
+# ``head_attn`` (before the pooling). Each registered placement fills one of them.
+SLOTS = ("attn", "post_attn", "stage_attn", "head_attn")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -161,8 +166,14 @@ class ResNet(nn.Module):
             return build_attention(self.att_type, channels, **options)
 
         check_options(self.att_type, options)  # an unknown option fails here, before any layer is built
-        slot = {placement: (make_attention if self.att_placement == placement else None)
-                for placement in ("residual", "post_add", "stage", "head")}
+        slot = {name: None for name in SLOTS}
+        if self.att_placement is not None:
+            chosen = PLACEMENTS[self.att_placement]
+            if chosen.slot not in slot:
+                raise AttentionConfigError(
+                    f"att_placement={self.att_placement} fills the slot {chosen.slot!r}, which this ResNet does "
+                    f"not have (its slots: {', '.join(SLOTS)}). A new placement needs its slot in ResNet too.")
+            slot[chosen.slot] = make_attention
         self.imagenet_stem = imagenet_stem
         if imagenet_stem:
             self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -181,14 +192,15 @@ class ResNet(nn.Module):
         for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, layers)):
             stride = 1 if index == 0 else 2
             first = sum(layers[:index])
-            stages.append(self._make_layer(block, width, blocks, stride, slot["residual"], stride_in_1x1,
-                                           slot["post_add"], rates[first:first + blocks]))
+            stages.append(self._make_layer(block, width, blocks, stride, slot["attn"], stride_in_1x1,
+                                           slot["post_attn"], rates[first:first + blocks]))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         # Stage attention (BAM's place) on the outputs of stages 1-3; identities otherwise.
         self.stage_attn = nn.ModuleList(
-            slot["stage"](width * block.expansion) if slot["stage"] else nn.Identity() for width in STAGE_WIDTHS[:3]
+            slot["stage_attn"](width * block.expansion) if slot["stage_attn"] else nn.Identity()
+            for width in STAGE_WIDTHS[:3]
         )
-        self.head_attn = slot["head"](512 * block.expansion) if slot["head"] else nn.Identity()
+        self.head_attn = slot["head_attn"](512 * block.expansion) if slot["head_attn"] else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         set_fused(self, fused)

@@ -24,7 +24,7 @@ import inspect
 from torch import nn
 
 from ...attention_registry import (BLOCKS, DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names,
-                                  canonical_attention)
+                                  canonical_attention, placement_choices, placement_names)
 from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
 
 
@@ -71,7 +71,7 @@ def block_placements(att_type: str | None) -> tuple[str, ...]:
     name = canonical_name(att_type)
     if name == NO_ATTENTION:
         return ()
-    return tuple(getattr(ATTENTION_BLOCKS[name], "placements", PLACEMENTS))
+    return tuple(getattr(ATTENTION_BLOCKS[name], "placements", placement_names()))
 
 
 def check_options(att_type: str | None, options: dict, other_keys: tuple[str, ...] = (), prefix: str = "") -> None:
@@ -110,7 +110,7 @@ def resolve_placement(att_type: str | None, placement: str | None = DEFAULT_PLAC
     placement = DEFAULT_PLACEMENT if placement is None else placement
     if placement != DEFAULT_PLACEMENT and placement not in PLACEMENTS:
         raise AttentionConfigError(
-            f"Unknown att_placement {placement!r}. Valid choices: {', '.join((DEFAULT_PLACEMENT, *PLACEMENTS))}."
+            f"Unknown att_placement {placement!r}. Valid choices: {', '.join(placement_choices())}."
         )
     if name == NO_ATTENTION:
         if placement != DEFAULT_PLACEMENT:
