@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from .attention_registry import NO_ATTENTION, attention_names, canonical_attention
+from .config.choices import WEIGHT_CHOICES
 from .models.official import CheckpointError
 from .models.resnet import DEPTHS, ResidualNet
 from .models.weights_file import WEIGHTS_VERSION, is_our_weights, is_safetensors, read_weights
 
 # The input statistics a model trained on each stem's usual data expects, when a file does not say.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-WEIGHT_CHOICES = ("auto", "model", "ema")
 
 
 @dataclass

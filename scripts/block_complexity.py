@@ -71,8 +71,10 @@ def render(depth: int, network: str, size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from attn_resnet.config.choices import DEPTHS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101))
+    parser.add_argument("--depth", type=int, default=50, choices=DEPTHS)
     parser.add_argument("--network", default="ImageNet", choices=("ImageNet", "CIFAR10", "CIFAR100"))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / "attention_zoo_complexity.md"),

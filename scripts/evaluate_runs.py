@@ -26,9 +26,7 @@ from attn_resnet.app import _checkpoint_weights
 from attn_resnet.build import build_model, make_eval_loader
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.trainer import evaluate_model, resolve_device
-from attn_resnet.engine.tta import TTA_CHOICES
-
-WEIGHTS = ("model", "ema")
+from attn_resnet.config.choices import EVAL_WEIGHTS, TTA_MODES
 
 
 def _choices(text: str, valid: tuple[str, ...], option: str) -> list[str]:
@@ -82,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders or checkpoint files")
     parser.add_argument("--checkpoint", default="last.pt", help="checkpoint name in a run's checkpoints/")
     parser.add_argument("--weights", default="model,ema", help="comma-separated: model, ema")
-    parser.add_argument("--tta", default="none", help=f"comma-separated: {', '.join(TTA_CHOICES)}")
+    parser.add_argument("--tta", default="none", help=f"comma-separated: {', '.join(TTA_MODES)}")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="32", choices=("32", "bf16", "fp16"))
     parser.add_argument("--data-root", help="where the data is now, if not where the run read it")
     parser.add_argument("--output", type=Path, help="write the records as JSON here")
     args = parser.parse_args(argv)
-    weights = _choices(args.weights, WEIGHTS, "--weights")
-    ttas = _choices(args.tta, TTA_CHOICES, "--tta")
+    weights = _choices(args.weights, EVAL_WEIGHTS, "--weights")
+    ttas = _choices(args.tta, TTA_MODES, "--tta")
     device = resolve_device(args.device, purpose="evaluation")
     records, missing = [], []
     for target in args.runs:

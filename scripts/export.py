@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from attn_resnet.config.choices import WEIGHT_CHOICES
     from attn_resnet.export import DEFAULT_OPSET, DEFAULT_TOLERANCE, FORMATS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path, help="a checkpoints/best.pt or last.pt, or a .safetensors weights file")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", required=True, type=Path, help="the file to write")
-    parser.add_argument("--weights", default="auto", choices=("auto", "model", "ema"),
+    parser.add_argument("--weights", default="auto", choices=WEIGHT_CHOICES,
                         help="of a training checkpoint: the weight average when kept (auto), or either")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

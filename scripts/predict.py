@@ -32,6 +32,8 @@ if str(REPO) not in sys.path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from attn_resnet.config.choices import WEIGHT_CHOICES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("checkpoint", type=Path, help="a checkpoints/best.pt or last.pt, or a .safetensors weights file")
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--weights", default="auto", choices=("auto", "model", "ema"),
+    parser.add_argument("--weights", default="auto", choices=WEIGHT_CHOICES,
                         help="of a training checkpoint: the weight average when kept (auto), or either")
     args = parser.parse_args(argv)
     if args.topk < 1 or args.batch_size < 1:

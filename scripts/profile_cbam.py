@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import benchmark as bench  # noqa: E402
+from attn_resnet.config.choices import DEPTHS  # noqa: E402
 from attn_resnet.models import ResidualNet  # noqa: E402
 from attn_resnet.models.attention.cbam import CBAM, ChannelGate, SpatialGate, global_max_pool  # noqa: E402
 from attn_resnet.models.attention.se import global_avg_pool, mean_by_sum  # noqa: E402
@@ -192,7 +193,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101))
+    parser.add_argument("--depth", type=int, default=50, choices=DEPTHS)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=11)

@@ -1,7 +1,9 @@
 """The valid values of every choice key, in one place and without importing torch.
 
-The modules that implement a choice (models, data, engine) keep their own registries;
-tests check that these lists equal them.
+Each list exists once: here, or derived here from its registry (attention blocks and
+placements from ``attention_registry``, optimizers and schedules from ``optim_registry``).
+The modules that implement a choice (models, data, engine) import their list from here, so
+the config checks before torch and the code after it cannot disagree.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from .. import optim_registry
 from ..attention_registry import (DEFAULT_PLACEMENT, NO_ATTENTION, attention_names, canonical_attention,
                                   placement_choices)
 
-DEPTHS = (18, 34, 50, 101)
+# depth -> (residual block, blocks per stage): the ResNet layouts (He et al., 2016), torch-free;
+# ``models.resnet`` builds from this table, so a new depth is one line here.
+RESNET_LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+                  50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
+DEPTHS = tuple(RESNET_LAYOUTS)
 ATTENTION_TYPES = attention_names()
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
@@ -42,5 +48,7 @@ TTA_MODES = ("none", "flip", "flip_translate")
 LOSSES = ("ce", "bce")
 AUG_POLICIES = ("none", "randaugment", "trivialaugment")
 EVAL_WEIGHTS = ("model", "ema")  # evaluate.py weights=: the trained weights or the run's weight average
+# load_checkpoint(weights=...), predict.py and export.py --weights: "auto" takes the average when the run kept one.
+WEIGHT_CHOICES = ("auto", *EVAL_WEIGHTS)
 # What train.py returns to a sweeper (optimized_metric).
 OPTIMIZED_METRICS = ("val_acc1", "best_val_acc1", "val_loss")

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .cifar import build_cifar, build_cifar_eval
 from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits, crop_flip_params, normalize_uint8
-from .device import LOADER_CHOICES, DeviceImageLoader, DevicePrefetcher, build_prefetched_loader, resolve_loader
+from .device import DeviceImageLoader, DevicePrefetcher, build_prefetched_loader, resolve_loader
 from .digits import build_digits, build_digits_eval
 from .imagefolder import build_imagefolder, build_imagefolder_eval
 from .loader import available_cores, build_loader, iterate_batches, resolve_num_workers, seed_worker, worker_error
@@ -105,7 +105,6 @@ __all__ = [
     "DATASET_BUILDERS",
     "DATASET_CHOICES",
     "EVAL_BUILDERS",
-    "LOADER_CHOICES",
     "SUBSET_SEED",
     "VAL_SPLIT_SEED",
     "DataError",

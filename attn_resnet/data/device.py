@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..config.choices import LOADERS  # the one list, torch-free for the config checks
 from .common import (
     DataError,
     TensorImageDataset,
@@ -30,7 +31,6 @@ from .common import (
 from .loader import build_loader, epoch_sampler, iterate_batches
 from .policies import AugmentSpec, augment_uint8
 
-LOADER_CHOICES = ("auto", "device", "workers", "dali")
 
 
 class DeviceImageLoader:
@@ -247,8 +247,8 @@ def resolve_loader(
     "dali" (optional NVIDIA DALI) decodes the image files of class-folder datasets.
     """
     key = str(requested).strip().lower()
-    if key not in LOADER_CHOICES:
-        raise DataError(f"data.loader must be one of {', '.join(LOADER_CHOICES)}, got {requested!r}.")
+    if key not in LOADERS:
+        raise DataError(f"data.loader must be one of {', '.join(LOADERS)}, got {requested!r}.")
     if key == "device" and not isinstance(dataset, UInt8ImageDataset):
         raise DataError(
             f"data.loader=device keeps a whole split on the device as one uint8 tensor and augments it "

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from ..config.choices import COMPILE_MODES  # the one list, torch-free for the config checks
 # Modes that replay CUDA graphs on a GPU: the first call compiles, the second records the graph.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 

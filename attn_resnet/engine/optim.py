@@ -17,8 +17,6 @@ from torch import nn
 from ..optim_registry import (OPTIMIZER_DEFAULTS, OPTIMIZERS, PROJECT_OPTIM_KEYS, SCHEDULES, accepted_options,
                               check_options, resolve)
 
-OPTIMIZER_CHOICES = tuple(OPTIMIZERS)
-SCHEDULE_CHOICES = tuple(SCHEDULES)
 
 _BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.")
 _STAGE_ATTENTION = re.compile(r"^stage_attn\.(\d+)\.")
@@ -201,7 +199,7 @@ def lr_factor_schedule(
     allowed) ramps from ``warmup_start_factor`` up to the schedule's value.
     """
     if name not in ("step", "multistep", "cosine", "constant"):
-        raise ValueError(f"Unknown schedule {name!r}. Valid choices: {', '.join(SCHEDULE_CHOICES)}.")
+        raise ValueError(f"Unknown schedule {name!r}. Valid choices: {', '.join(SCHEDULES)}.")
     steps_per_epoch = max(1, steps_per_epoch)
     total_steps = max(1, total_epochs * steps_per_epoch)
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))

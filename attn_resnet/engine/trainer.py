@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.choices import EVAL_PRECISIONS, PRECISIONS, TTA_MODES
 from ..data.loader import iterate_batches
 from ..signals import RunInterrupted, StopRequest
 from .callbacks import Callback, CallbackList
@@ -34,15 +35,13 @@ from .objectives import Objective
 from .progress import ProgressReporter
 from .tb_logger import TensorBoardLogger
 from .throughput import Throughput
-from .tta import TTA_CHOICES, tta_logits
+from .tta import tta_logits
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_PRECISION_CHOICES", "NonFiniteLossError", "PRECISION_CHOICES", "Trainer", "TrainerSettings",
+__all__ = ["NonFiniteLossError", "Trainer", "TrainerSettings",
            "evaluate_model", "resolve_device"]
 
-PRECISION_CHOICES = ("32", "bf16", "fp16")
-EVAL_PRECISION_CHOICES = ("32", "bf16", "fp16", "same")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -66,7 +65,7 @@ class TrainerSettings:
     ``ema_decay``: keep an exponential moving average of the weights with this decay and
     validate it instead of the trained weights (``ema.WeightAverage``; 0: none); ``ema_warmup``:
     its decay ramps up as ``(1 + t) / (10 + t)``. ``tta``: test-time augmentation of the
-    validation and test passes (``tta.TTA_CHOICES``). ``loss`` (ce | bce), ``label_smoothing``
+    validation and test passes (``tta.TTA_MODES``). ``loss`` (ce | bce), ``label_smoothing``
     and ``bce_target_threshold``: the training loss (``objectives.Objective``; evaluation always
     reports the cross-entropy).
     """
@@ -174,8 +173,8 @@ def evaluate_model(model: nn.Module, loader, device: torch.device, precision: st
     every rank returns the metrics of the whole split, each image counted once. ``tta``: the
     logits are averaged over that test-time augmentation's views (``tta.tta_logits``).
     """
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta={tta!r} is not valid. Valid choices: {', '.join(TTA_CHOICES)}.")
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r} is not valid. Valid choices: {', '.join(TTA_MODES)}.")
     was_training = model.training
     model.eval()
     forward = forward if forward is not None else model
@@ -266,11 +265,11 @@ class Trainer:
         input_info: dict | None = None,
         distributed: Distributed | None = None,
     ) -> None:
-        if settings.tta not in TTA_CHOICES:
-            raise ValueError(f"trainer.tta={settings.tta!r} is not valid. Valid choices: {', '.join(TTA_CHOICES)}.")
-        if settings.eval_precision not in EVAL_PRECISION_CHOICES:
+        if settings.tta not in TTA_MODES:
+            raise ValueError(f"trainer.tta={settings.tta!r} is not valid. Valid choices: {', '.join(TTA_MODES)}.")
+        if settings.eval_precision not in EVAL_PRECISIONS:
             raise ValueError(f"trainer.eval_precision={settings.eval_precision!r} is not valid. "
-                             f"Valid choices: {', '.join(EVAL_PRECISION_CHOICES)}.")
+                             f"Valid choices: {', '.join(EVAL_PRECISIONS)}.")
         check_compile_mode(settings.compile_mode)
         for key in ("val_every_epochs", "checkpoint_every_epochs"):
             value = getattr(settings, key)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..config.choices import TTA_MODES as TTA_CHOICES  # the one list, torch-free for the config checks
+from ..config.choices import TTA_MODES  # the one list, torch-free for the config checks
 
-__all__ = ["TTA_CHOICES", "TTA_VIEWS", "tta_logits"]
+__all__ = ["TTA_MODES", "TTA_VIEWS", "tta_logits"]
 
 # Forward passes per image of each mode (for throughput figures and docs).
 TTA_VIEWS = {"none": 1, "flip": 2, "flip_translate": 6}
@@ -39,7 +39,7 @@ def _mirrored(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Ten
 
 
 def tta_logits(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str = "none") -> torch.Tensor:
-    """The logits of ``images`` (B, C, H, W) under the TTA ``mode`` (one of ``TTA_CHOICES``)."""
+    """The logits of ``images`` (B, C, H, W) under the TTA ``mode`` (one of ``TTA_MODES``)."""
     if mode == "none":
         return forward(images)
     if mode == "flip":
@@ -51,4 +51,4 @@ def tta_logits(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Te
         down_right = _same_format(padded[..., 2:, 2:], images)
         shifted = 0.5 * (_mirrored(forward, up_left) + _mirrored(forward, down_right))
         return 0.5 * _mirrored(forward, images) + 0.5 * shifted
-    raise ValueError(f"trainer.tta={mode!r} is not valid. Valid choices: {', '.join(TTA_CHOICES)}.")
+    raise ValueError(f"trainer.tta={mode!r} is not valid. Valid choices: {', '.join(TTA_MODES)}.")

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from ..config.choices import INITS, RESNET_LAYOUTS  # the one list of each, torch-free for the config checks
 from .attention import (DEFAULT_PLACEMENT, PLACEMENTS, AttentionConfigError, build_attention, canonical_name,
                         check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
 from .attention.fused import check_fused, set_fused
 
 NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
-INIT_CHOICES = ("reference", "torchvision")
 STAGE_WIDTHS = (64, 128, 256, 512)
 # Where this network can hold an attention block: ``attn`` (each residual block's branch, before the
 # addition), ``post_attn`` (each residual block, after the addition), ``stage_attn`` (after stages 1-3),
@@ -126,11 +126,10 @@ class Bottleneck(nn.Module):
         return self.post_attn(self.relu(out + shortcut))
 
 
+# depth -> (block class, blocks per stage), from the torch-free table of layouts.
 DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
+    depth: ({"basic": BasicBlock, "bottleneck": Bottleneck}[block], layers)
+    for depth, (block, layers) in RESNET_LAYOUTS.items()
 }
 
 
@@ -348,8 +347,8 @@ def ResidualNet(
         num_classes = DEFAULT_NUM_CLASSES[network_type]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    if init not in INIT_CHOICES:
-        _choice(init, INIT_CHOICES, "init")
+    if init not in INITS:
+        _choice(init, INITS, "init")
 
     block, layers = DEPTHS[depth]
     model = ResNet(

@@ -47,9 +47,9 @@ import functools
 import torch
 from torch import nn
 
+from ....config.choices import FUSED_CHOICES  # the one list, torch-free for the config checks
 from . import ops
 
-FUSED_CHOICES = ("auto", True, False)
 
 
 class FusedKernelError(RuntimeError):
@@ -57,8 +57,8 @@ class FusedKernelError(RuntimeError):
 
 
 def check_fused(value) -> None:
-    """ValueError unless ``value`` is "auto", True or False."""
-    if not (value is True or value is False or value == "auto"):
+    """ValueError unless ``value`` is one of ``FUSED_CHOICES`` ("auto", True or False)."""
+    if not any(value is choice if isinstance(choice, bool) else value == choice for choice in FUSED_CHOICES):
         raise ValueError(f"fused={value!r} is not a choice: use 'auto' (fused kernels on CUDA when Triton is "
                          f"importable, eager otherwise), True (always fused) or False (always eager).")
 
@@ -127,5 +127,5 @@ def cbam_gates(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     return cbam_gates(x, block)
 
 
-__all__ = ["FUSED_CHOICES", "FusedKernelError", "cbam_gates", "check_fused", "se_gate", "set_fused",
+__all__ = ["FusedKernelError", "cbam_gates", "check_fused", "se_gate", "set_fused",
            "triton_available", "use_fused"]
