@@ -7,7 +7,7 @@ figure "GFLOPs". Element-wise work (BN, activations, pooling, gating) is not cou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,9 +28,6 @@ class Complexity:
     def gflops(self) -> float:
         """Multiply-accumulates in units of 1e9, reported as "GFLOPs" by the papers."""
         return self.macs / 1e9
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "params_m": self.params_m, "gflops": self.gflops}
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -318,27 +318,3 @@ class RunLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-    @classmethod
-    def held_by_other(cls, folder: str | os.PathLike) -> dict | None:
-        """``{pid, host, started}`` of the live process that holds ``folder``'s lock, or None when free.
-
-        Takes the lock and gives it back at once; creates nothing. Use it before a run starts,
-        to fail early; only acquire() is a guarantee.
-        """
-        path = Path(folder) / cls.FILE_NAME
-        try:
-            handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as error:
-            raise describe_os_error(error, path, "read the lock file") from error
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read_holder(handle)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(handle)

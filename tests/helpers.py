@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,28 @@ def write_run_results(folder: Path, config: dict, overrides: list[str], status: 
     else:
         results["error"] = error
     (folder / "results.json").write_text(json.dumps(results | extra))
+
+
+# Our parameter names -> the authors' (the inverse of attn_resnet.models.official's table), to write
+# test checkpoints in the layout of their released files.
+_OURS_TO_OFFICIAL = [
+    (r"\.attn\.channel_gate\.mlp\.0\.", ".cbam.ChannelGate.mlp.1."),
+    (r"\.attn\.channel_gate\.mlp\.2\.", ".cbam.ChannelGate.mlp.3."),
+    (r"\.attn\.spatial_gate\.(conv|bn)\.", r".cbam.SpatialGate.spatial.\1."),
+    (r"^stage_attn\.([012])\.", lambda m: f"bam{int(m.group(1)) + 1}."),
+    (r"\.channel_gate\.fc1\.", ".channel_att.gate_c.gate_c_fc_0."),
+    (r"\.channel_gate\.bn\.", ".channel_att.gate_c.gate_c_bn_1."),
+    (r"\.channel_gate\.fc2\.", ".channel_att.gate_c.gate_c_fc_final."),
+    (r"\.spatial_gate\.conv_reduce\.", ".spatial_att.gate_s.gate_s_conv_reduce0."),
+    (r"\.spatial_gate\.bn_reduce\.", ".spatial_att.gate_s.gate_s_bn_reduce0."),
+    (r"\.spatial_gate\.conv_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_conv_di_\1."),
+    (r"\.spatial_gate\.bn_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_bn_di_\1."),
+    (r"\.spatial_gate\.conv_final\.", ".spatial_att.gate_s.gate_s_conv_final."),
+]
+
+
+def ours_to_official(key: str) -> str:
+    """The authors' name for one of our parameter keys."""
+    for pattern, replacement in _OURS_TO_OFFICIAL:
+        key = re.sub(pattern, replacement, key)
+    return key

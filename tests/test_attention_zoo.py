@@ -148,13 +148,64 @@ def test_an_option_the_block_does_not_take_names_those_it_does(name):
         ResidualNet("CIFAR10", 18, 10, name, not_an_option=3)
 
 
+def other_value(block: type, option: str, default):
+    """A valid value of ``option`` other than its default, read from the block's own declarations:
+    another entry of the module's tuple of choices for a string, the reverse for a tuple, a smaller
+    (or, when small, larger) integer, the opposite flag, or the annotated type's for None."""
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default // 2 if default > 2 else default + 1
+    if isinstance(default, tuple):
+        assert default[::-1] != default, f"{block.__name__}.{option}: a symmetric tuple default"
+        return default[::-1]
+    if isinstance(default, str):
+        module = inspect.getmodule(block)
+        choices = next(value for value in vars(module).values()
+                       if isinstance(value, tuple) and default in value and len(value) > 1)
+        return next(choice for choice in choices if choice != default)
+    if default is None:
+        annotation = str(inspect.signature(block).parameters[option].annotation)
+        assert "int" in annotation, f"{block.__name__}.{option}: no way to pick a value for {annotation}"
+        return 5
+    raise AssertionError(f"{block.__name__}.{option}: no rule for a default of type {type(default).__name__}")
+
+
+def randomised(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter and BN statistic drawn at random (seed 1), so no
+    zero-initialised layer hides a difference."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                values = torch.rand(tensor.shape, generator=generator) + 0.5 if "running_var" in name else \
+                    torch.randn(tensor.shape, generator=generator) * 0.2
+                tensor.copy_(values)
+    return model.eval()
+
+
 @pytest.mark.parametrize("name", BLOCKS)
 def test_options_reach_the_block(name):
+    # Each option set to a value other than its default must change the network: its weights'
+    # shapes, or (same shapes, same weights) its output.
     options = block_options(name)
     if not options:
         pytest.skip(f"{name} takes no options")
-    model = ResidualNet("CIFAR10", 18, 10, name, **options)  # its defaults, passed explicitly
-    assert model.attention_blocks()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = randomised(ResidualNet("CIFAR10", 18, 10, name))
+    with torch.no_grad():
+        expected = reference(images)
+    for option, default in options.items():
+        value = other_value(ATTENTION_BLOCKS[name], option, default)
+        changed = ResidualNet("CIFAR10", 18, 10, name, **{option: value}).eval()
+        shapes = {key: tensor.shape for key, tensor in changed.state_dict().items()}
+        if shapes != {key: tensor.shape for key, tensor in reference.state_dict().items()}:
+            continue  # the option reached the block: it built other layers
+        changed.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            output = changed(images)
+        assert output.shape == expected.shape
+        assert not torch.allclose(output, expected, atol=1e-4), f"{name}: {option}={value!r} changed nothing"
 
 
 class NamedLikeTheTrunk(nn.Module):

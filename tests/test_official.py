@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from attn_resnet.models import ResidualNet
-from attn_resnet.models.official import CheckpointError, load_official, official_to_ours, ours_to_official
+from attn_resnet.models.official import CheckpointError, load_official, official_to_ours
 
 from conftest import read_reference_keys
+from helpers import ours_to_official
 
 CASES = [
     ("official_keys_CIFAR10_resnet18_CBAM.txt", ("CIFAR10", 18, 10, "CBAM")),

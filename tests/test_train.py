@@ -315,7 +315,7 @@ def test_quick_start_command_reaches_97_percent(tmp_path):
 
 def test_evaluate_takes_the_authors_checkpoint_format(tmp_path):
     from attn_resnet.models import ResidualNet
-    from attn_resnet.models.official import ours_to_official
+    from helpers import ours_to_official
 
     root = write_cifar10(tmp_path / "data")
     torch.manual_seed(0)

@@ -39,22 +39,6 @@ _OFFICIAL_TO_OURS = [
     (r"\.spatial_att\.gate_s\.gate_s_conv_final\.", ".spatial_gate.conv_final."),
 ]
 
-_OURS_TO_OFFICIAL = [
-    (r"\.attn\.channel_gate\.mlp\.0\.", ".cbam.ChannelGate.mlp.1."),
-    (r"\.attn\.channel_gate\.mlp\.2\.", ".cbam.ChannelGate.mlp.3."),
-    (r"\.attn\.spatial_gate\.(conv|bn)\.", r".cbam.SpatialGate.spatial.\1."),
-    (r"^stage_attn\.([012])\.", lambda m: f"bam{int(m.group(1)) + 1}."),
-    (r"\.channel_gate\.fc1\.", ".channel_att.gate_c.gate_c_fc_0."),
-    (r"\.channel_gate\.bn\.", ".channel_att.gate_c.gate_c_bn_1."),
-    (r"\.channel_gate\.fc2\.", ".channel_att.gate_c.gate_c_fc_final."),
-    (r"\.spatial_gate\.conv_reduce\.", ".spatial_att.gate_s.gate_s_conv_reduce0."),
-    (r"\.spatial_gate\.bn_reduce\.", ".spatial_att.gate_s.gate_s_bn_reduce0."),
-    (r"\.spatial_gate\.conv_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_conv_di_\1."),
-    (r"\.spatial_gate\.bn_dilated\.(\d+)\.", r".spatial_att.gate_s.gate_s_bn_di_\1."),
-    (r"\.spatial_gate\.conv_final\.", ".spatial_att.gate_s.gate_s_conv_final."),
-]
-
-
 def _rename(key: str, rules) -> str:
     for pattern, replacement in rules:
         key = re.sub(pattern, replacement, key)
@@ -64,11 +48,6 @@ def _rename(key: str, rules) -> str:
 def official_to_ours(key: str) -> str:
     """Our parameter name for a key of the authors' ResidualNet (``module.`` prefix allowed)."""
     return _rename(key.removeprefix("module."), _OFFICIAL_TO_OURS)
-
-
-def ours_to_official(key: str) -> str:
-    """The authors' name for one of our keys (the inverse of ``official_to_ours``)."""
-    return _rename(key, _OURS_TO_OFFICIAL)
 
 
 class CheckpointError(ValueError):
