@@ -14,6 +14,7 @@ The training loop gets its batches already on its device, normalized there: from
 ``DeviceImageLoader`` (the whole uint8 split on the device, augmented in batches) or from
 ``build_prefetched_loader`` (a DataLoader of uint8 items in a ``DevicePrefetcher``);
 ``resolve_loader`` picks one for the option ``data.loader``. Both give the same batches.
+Every loader is a ``BatchLoader`` (``interface``): what the trainer is written against.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits, cr
 from .device import DeviceImageLoader, DevicePrefetcher, build_prefetched_loader, resolve_loader
 from .digits import build_digits, build_digits_eval
 from .imagefolder import build_imagefolder, build_imagefolder_eval
+from .interface import BatchLoader, EpochBatchSampler, SampledDeviceLoader
 from .loader import available_cores, build_loader, iterate_batches, resolve_num_workers, seed_worker, worker_error
 from .sampler import ResumableBatchSampler, mix_seed
 from .synthetic import build_synthetic, build_synthetic_eval
@@ -102,6 +104,7 @@ def build_eval_dataset(name: str, **options: Any) -> tuple[Dataset, DataInfo]:
 
 
 __all__ = [
+    "BatchLoader",
     "DATASET_BUILDERS",
     "DATASET_CHOICES",
     "EVAL_BUILDERS",
@@ -111,7 +114,9 @@ __all__ = [
     "DataInfo",
     "DeviceImageLoader",
     "DevicePrefetcher",
+    "EpochBatchSampler",
     "ResumableBatchSampler",
+    "SampledDeviceLoader",
     "Splits",
     "available_cores",
     "build_datasets",

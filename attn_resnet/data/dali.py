@@ -24,7 +24,8 @@ import torch
 
 from ..optional import DALI_INSTALL, dali_available
 from .common import DataError
-from .loader import available_cores, epoch_sampler
+from .interface import SampledDeviceLoader
+from .loader import available_cores
 from .sampler import mix_seed
 
 def _read(path: str) -> np.ndarray:
@@ -35,53 +36,34 @@ def _read(path: str) -> np.ndarray:
                         f"it from the data set folder.") from error
 
 
-class DaliImageLoader:
+class DaliImageLoader(SampledDeviceLoader):
     """Batches ``(images, targets)`` of a class-folder dataset, decoded and transformed by DALI on ``device``.
 
-    Same interface as the other loaders: ``batch_sampler`` (``set_epoch``, ``set_start_batch``),
-    ``len()``, and batches already normalized on ``device`` as ``dtype`` (channels_last on
+    A ``BatchLoader`` with ``SampledDeviceLoader``'s constructor: ``batch_sampler`` (``set_epoch``,
+    ``set_start_batch``), ``len()``, and batches already normalized on ``device`` as ``dtype`` (channels_last on
     request: DALI then writes HWC, which is that memory format), targets int64.
     """
 
-    def __init__(
-        self,
-        dataset,
-        batch_size: int = 128,
-        train: bool = True,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        *,
-        drop_last: bool | None = None,
-        num_replicas: int = 1,
-        rank: int = 0,
-        channels_last: bool = False,
-        dtype: torch.dtype = torch.float32,
-        num_threads: int | None = None,
-    ):
+    def __init__(self, dataset, *args, num_threads: int | None = None, **kwargs):
+        """``SampledDeviceLoader``'s arguments, and ``num_threads`` for DALI's CPU stages (default: up to 4)."""
+        self.num_threads = int(num_threads or max(1, min(4, available_cores())))
+        super().__init__(dataset, *args, **kwargs)
+
+    def _accept(self, dataset) -> None:
         if not dali_available():
             raise DataError(DALI_INSTALL)
-        samples = getattr(dataset, "samples", None)
-        if samples is None or not hasattr(dataset, "image_size"):
+        if getattr(dataset, "samples", None) is None or not hasattr(dataset, "image_size"):
             raise DataError(f"data.loader=dali reads image files from class folders (imagenet, imagefolder); "
                             f"{type(dataset).__name__} is not such a data set. Use data.loader=auto for it.")
-        self.dataset = dataset
-        self.files = [str(path) for path, _ in samples]
-        self.labels = np.asarray([label for _, label in samples], dtype=np.int64)
-        self.augment = bool(getattr(dataset, "train", train))  # the split's own transform, as the workers path
+
+    def _prepare(self, dataset) -> None:
+        self.files = [str(path) for path, _ in dataset.samples]
+        self.labels = np.asarray([label for _, label in dataset.samples], dtype=np.int64)
+        self.augment = bool(getattr(dataset, "train", self.train))  # the split's own transform, as the workers path
         self.height, self.width = dataset.image_size
         self.resize_shorter = round(max(dataset.image_size) / 0.875)
         self.mean = [255 * float(value) for value in dataset.mean]
         self.std = [255 * float(value) for value in dataset.std]
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.dtype = dtype
-        self.seed = int(seed)
-        self.rank = int(rank)
-        self.num_threads = int(num_threads or max(1, min(4, available_cores())))
-        self.batch_sampler = epoch_sampler(len(self.files), batch_size, train, seed, drop_last, num_replicas, rank)
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
 
     def _feed(self, batches: Iterator[list[tuple[int, int]]]):
         for keys in batches:

@@ -28,45 +28,31 @@ from .common import (
     normalization_constants,
     normalize_uint8,
 )
-from .loader import build_loader, epoch_sampler, iterate_batches
+from .interface import SampledDeviceLoader
+from .loader import build_loader, iterate_batches
 from .policies import AugmentSpec, augment_uint8
 
 
 
-class DeviceImageLoader:
+class DeviceImageLoader(SampledDeviceLoader):
     """Batches ``(images, targets)`` of a uint8 image dataset held whole on ``device``.
 
     The dataset's images (``all_images()``, zero-padded once when it augments) and labels are
     copied to ``device`` at construction. Each batch's indices and aug_seeds come from
     ``batch_sampler``, a ``ResumableBatchSampler`` built as ``build_loader`` builds it (same
-    ``set_epoch``, ``set_start_batch``, sharding and ``drop_last``, default ``train``); a train
+    ``set_epoch``, ``set_start_batch``, sharding and ``drop_last``, default ``train``; the
+    constructor is ``SampledDeviceLoader``'s); a train
     dataset's crops and flips are ``crop_flip_params`` of the seeds, gathered for the whole
     batch with one indexing op; then the data set's ``augment`` ops (``policies.augment_uint8``:
     the policy grouped by op, cutout and erasing boxes each one masked select). Images come out normalized as ``dtype`` (float32 by default),
     in the channels_last memory format on request; targets as int64, both on ``device``.
     """
 
-    def __init__(
-        self,
-        dataset: UInt8ImageDataset,
-        batch_size: int = 128,
-        train: bool = True,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        *,
-        drop_last: bool | None = None,
-        num_replicas: int = 1,
-        rank: int = 0,
-        channels_last: bool = False,
-        dtype: torch.dtype = torch.float32,
-    ):
+    def _accept(self, dataset) -> None:
         if not isinstance(dataset, UInt8ImageDataset):
             raise DataError(f"DeviceImageLoader needs a uint8 image dataset, got {type(dataset).__name__}.")
-        self.dataset = dataset
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.dtype = dtype
-        self.batch_sampler = epoch_sampler(len(dataset), batch_size, train, seed, drop_last, num_replicas, rank)
+
+    def _prepare(self, dataset: UInt8ImageDataset) -> None:
         self.spec = dataset.augment if dataset.train else AugmentSpec()
         self.augment = dataset.train and (dataset.pad > 0 or dataset.flip or self.spec.active)
         self.pad, self.flip = dataset.pad, dataset.flip
@@ -94,9 +80,6 @@ class DeviceImageLoader:
             stacked = stacked.permute(0, 1, 3, 4, 2).contiguous()  # (F, N, H', W', C)
             return stacked.unfold(2, self.height, 1).unfold(3, self.width, 1).permute(0, 1, 2, 3, 5, 6, 4)
         return stacked.unfold(3, self.height, 1).unfold(4, self.width, 1).permute(0, 1, 3, 4, 2, 5, 6)
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for keys in self.batch_sampler:

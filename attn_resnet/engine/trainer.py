@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.choices import EVAL_PRECISIONS, PRECISIONS, TTA_MODES
+from ..data.interface import BatchLoader
 from ..data.loader import iterate_batches
 from ..signals import RunInterrupted, StopRequest
 from .callbacks import Callback, CallbackList
@@ -141,7 +142,7 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device,
 _NOTED_UNDEFINED_TOP5: weakref.WeakSet = weakref.WeakSet()
 
 
-def _full_batch_size(loader, first: int) -> int:
+def _full_batch_size(loader: BatchLoader, first: int) -> int:
     """The loader's batch size, or the size of its first batch when it does not say."""
     sampler = getattr(loader, "batch_sampler", None)
     return int(getattr(sampler, "batch_size", None) or getattr(loader, "batch_size", None) or first)
@@ -154,7 +155,7 @@ def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader, device: torch.device, precision: str = "32",
+def evaluate_model(model: nn.Module, loader: BatchLoader, device: torch.device, precision: str = "32",
                    channels_last: bool = False, limit_batches: int = 0, progress: ProgressReporter | None = None,
                    desc: str = "val", forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                    pad_last_batch: bool = False,
@@ -250,15 +251,15 @@ class Trainer:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         lr_schedule: Callable[[int], Callable[[int], float]],
-        train_loader,
-        val_loader,
+        train_loader: BatchLoader,
+        val_loader: BatchLoader,
         settings: TrainerSettings,
         run_dir: str | os.PathLike,
         device: torch.device,
         config: dict | None = None,
         model_spec: dict | None = None,
         tensorboard: bool = True,
-        test_loader=None,
+        test_loader: BatchLoader | None = None,
         progress: ProgressReporter | None = None,
         callbacks: list[Callback] | None = None,
         objective: Objective | None = None,
@@ -389,7 +390,7 @@ class Trainer:
         self.checkpoints.load(self, checkpoint, source)
 
     # -------------------------------------------------------------- evaluation
-    def evaluate(self, loader=None, desc: str = "val") -> dict[str, float | None]:
+    def evaluate(self, loader: BatchLoader | None = None, desc: str = "val") -> dict[str, float | None]:
         settings = self.settings
         self.distributed.broadcast_buffers(self.model)  # every rank evaluates the model rank 0 saves
         return evaluate_model(self.model, loader if loader is not None else self.val_loader, self.device,
