@@ -39,7 +39,7 @@ from .tta import TTA_CHOICES, tta_logits
 log = logging.getLogger(__name__)
 
 __all__ = ["EVAL_PRECISION_CHOICES", "NonFiniteLossError", "PRECISION_CHOICES", "Trainer", "TrainerSettings",
-           "evaluate_model", "resolve_device"]
+           "autocast_context", "evaluate_model", "resolve_device"]
 
 PRECISION_CHOICES = ("32", "bf16", "fp16")
 EVAL_PRECISION_CHOICES = ("32", "bf16", "fp16", "same")
@@ -127,6 +127,7 @@ def device_name(device: torch.device) -> str:
 
 
 def autocast_context(device: torch.device, precision: str):
+    """Autocast to ``precision``'s dtype ("bf16", "fp16") on ``device``; no autocast for "32"."""
     dtype = AUTOCAST_DTYPES.get(str(precision))
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -400,7 +401,11 @@ class Trainer:
                               reduce=self.distributed.sum_ if self.distributed.enabled else None, tta=settings.tta)
 
     # ---------------------------------------------------------------- training
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, start_batch: int | None = None) -> dict[str, float]:
+        """Train epoch ``epoch`` (0-based) from batch ``start_batch``, by default where the state left off
+        (``batch_in_epoch``: 0, or a resumed run's position); the epoch's training loss and accuracy."""
+        if start_batch is not None:
+            self.batch_in_epoch = start_batch
         settings = self.settings
         self.model.train()
         self.callbacks.call("on_train_epoch_start", self, epoch)
