@@ -76,7 +76,7 @@ def cpu_step_peak_mb(impl: str, depth: int, att_type: str, settings: Settings) -
     spec = {"impl": impl, "depth": depth, "att_type": att_type, "threads": settings.threads,
             "settings": {k: v for k, v in vars(settings).items()}}
     try:
-        result = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)],
+        result = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec, default=str)],  # Path: text
                                 capture_output=True, text=True, timeout=600, cwd=REPO)  # imports this package
     except subprocess.TimeoutExpired:
         return None, "the memory probe timed out"
