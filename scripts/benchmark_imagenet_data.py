@@ -28,13 +28,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from attn_resnet.benchmarks.render import KEPT_SECTION  # noqa: E402
 from attn_resnet.data import available_cores, build_prefetched_loader, build_splits  # noqa: E402
 from attn_resnet.data.dali import DaliImageLoader  # noqa: E402
 from attn_resnet.optional import dali_available  # noqa: E402
 from attn_resnet.data.device import DevicePrefetcher  # noqa: E402
 from attn_resnet.data.loader import build_loader  # noqa: E402
 
-START, END = "<!-- imagenet-data:start -->", "<!-- imagenet-data:end -->"
+START, END = KEPT_SECTION  # scripts/benchmark.py keeps this section when it rewrites the file
 
 
 def write_jpegs(root: Path, count: int, classes: int = 8, seed: int = 0) -> int:

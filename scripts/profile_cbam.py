@@ -5,7 +5,7 @@
     python scripts/profile_cbam.py --quick --output-md out/cbam.md --output-json out/cbam.json   # smoke test
 
 Everything runs in this one process, warm-up first, the contenders taking turns (the order
-rotates each repeat), with the statistics of scripts/benchmark.py:
+rotates each repeat), with the statistics of scripts/benchmark.py (``attn_resnet.benchmarks``):
 
 - steps: the train step (forward, cross-entropy, backward, SGD step) of our plain ResNet, of the
   same net with CBAM, with CBAM's channel gate only, with its spatial gate only, and with both gates
@@ -23,19 +23,21 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import benchmark as bench  # noqa: E402
+from attn_resnet.benchmarks.contenders import make_optimizer, make_train_step  # noqa: E402
+from attn_resnet.benchmarks.machine import load_average, machine_info, versions  # noqa: E402
+from attn_resnet.benchmarks.render import command_line, load_average_text, spread_text  # noqa: E402
+from attn_resnet.benchmarks.settings import NETWORK_TYPE, NUM_CLASSES  # noqa: E402
+from attn_resnet.benchmarks.timing import median, paired_ratio, repeat_steps, timed_turns  # noqa: E402
 from attn_resnet.config.choices import DEPTHS  # noqa: E402
 from attn_resnet.models import ResidualNet  # noqa: E402
 from attn_resnet.models.attention.cbam import CBAM, ChannelGate, SpatialGate, global_max_pool  # noqa: E402
@@ -75,7 +77,7 @@ class SpatialGateWithoutMax(SpatialGate):
 
 
 def build_variant(depth: int, variant: str) -> nn.Module:
-    model = ResidualNet(bench.NETWORK_TYPE, depth, bench.NUM_CLASSES, "none" if variant == "plain" else "CBAM")
+    model = ResidualNet(NETWORK_TYPE, depth, NUM_CLASSES, "none" if variant == "plain" else "CBAM")
     for module in model.modules():
         if isinstance(module, CBAM):
             if variant == "channel gate only":
@@ -93,23 +95,23 @@ def time_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(device)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = torch.randint(0, bench.NUM_CLASSES, (args.batch_size,), generator=generator).to(device)
+    targets = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=generator).to(device)
     steps = {}
     for variant in VARIANTS:
         torch.manual_seed(0)
         model = build_variant(args.depth, variant).to(device).train()
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        steps[variant] = bench.make_train_step(model, model, bench.make_optimizer(model), images, targets, device,
-                                               args.precision)
+        steps[variant] = make_train_step(model, model, make_optimizer(model), images, targets, device,
+                                         args.precision)
         for _ in range(args.warmup):
             steps[variant]()
 
-    seconds = bench.timed_turns({name: bench.repeat_steps(step, args.iters) for name, step in steps.items()},
-                                args.repeats, device)
+    seconds = timed_turns({name: repeat_steps(step, args.iters) for name, step in steps.items()},
+                          args.repeats, device)
     return [{"variant": variant, "step_seconds": seconds[variant],
-             "median_step_seconds": bench.median(seconds[variant]),
-             **bench.paired_ratio(seconds[variant], seconds["plain"])} for variant in VARIANTS]
+             "median_step_seconds": median(seconds[variant]),
+             **paired_ratio(seconds[variant], seconds["plain"])} for variant in VARIANTS]
 
 
 def time_max_ops(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -146,11 +148,11 @@ def time_max_ops(args: argparse.Namespace, device: torch.device) -> list[dict]:
         contenders.update({f"both/{name}": forward_backward(name, op) for name, op in MAX_OPS.items()})
         for run in contenders.values():  # warm-up
             run()
-        seconds = bench.timed_turns(contenders, args.repeats, device)
+        seconds = timed_turns(contenders, args.repeats, device)
         for name in MAX_OPS:
             rows.append({"stage": stage, "shape": list(shape), "op": name,
-                         "forward_us": bench.median(seconds[f"forward/{name}"]) * 1e6,
-                         "forward_backward_us": bench.median(seconds[f"both/{name}"]) * 1e6})
+                         "forward_us": median(seconds[f"forward/{name}"]) * 1e6,
+                         "forward_backward_us": median(seconds[f"both/{name}"]) * 1e6})
     return rows
 
 
@@ -159,13 +161,13 @@ def markdown(report: dict) -> str:
     lines = [
         "# Where CBAM's overhead goes",
         "",
-        f"Written by `{bench.command_line(report['arguments'], 'scripts/profile_cbam.py')}` on {report['date']}.",
+        f"Written by `{command_line(report['arguments'], 'scripts/profile_cbam.py')}` on {report['date']}.",
         "",
         f"- machine: {m['platform']}; {m.get('gpu') or m['cpu']}; {m['cpu_cores']} CPU cores, {m['torch_threads']} torch "
-        f"threads; 1-minute load average {bench.load(m.get('load_average_start'))} at the start, "
-        f"{bench.load(m.get('load_average_end'))} at the end",
+        f"threads; 1-minute load average {load_average_text(m.get('load_average_start'))} at the start, "
+        f"{load_average_text(m.get('load_average_end'))} at the end",
         f"- versions: torch {v['torch']}",
-        f"- settings on {s['device']}: ResNet-{s['depth']} ({bench.NETWORK_TYPE} stem), "
+        f"- settings on {s['device']}: ResNet-{s['depth']} ({NETWORK_TYPE} stem), "
         f"{'bf16 autocast' if s['precision'] == 'bf16' else 'float32'}, "
         f"{'channels_last' if s['channels_last'] else 'contiguous'}, batch {s['batch_size']}, "
         f"{s['image_size']}x{s['image_size']} images, repeats {s['repeats']} (x {s['iters']} steps, after "
@@ -178,7 +180,7 @@ def markdown(report: dict) -> str:
               "maximum (every other op kept), so it bounds from below what any faster maximum could give.", "",
               "| variant | ratio | step ms |", "|---|---|---|"]
     for row in report["steps"]:
-        lines.append(f"| {row['variant']} | {row['ratio']:.3f}{bench.spread_text(row['spread'], 3)} | "
+        lines.append(f"| {row['variant']} | {row['ratio']:.3f}{spread_text(row['spread'], 3)} | "
                      f"{row['median_step_seconds'] * 1e3:.1f} |")
     lines += ["", "## The two maxima, with and without the index", "",
               "Microseconds per call (median); forward + backward includes the gradient of the input.", "",
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "arguments": list(sys.argv[1:] if argv is None else argv),
-        "machine": bench.machine_info(device), "versions": bench.versions(), "notes": list(args.note),
+        "machine": machine_info(device), "versions": versions(), "notes": list(args.note),
         "settings": {"device": str(device), "precision": args.precision, "channels_last": args.channels_last,
                      "depth": args.depth, "image_size": args.image_size,
                      "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
@@ -231,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["steps"] = time_steps(args, device)
     report["max_ops"] = time_max_ops(args, device)
-    report["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_end"] = load_average()
     for row in report["steps"]:
-        print(f"{row['variant']}: {row['ratio']:.3f}x{bench.spread_text(row['spread'], 3)} of the plain step")
+        print(f"{row['variant']}: {row['ratio']:.3f}x{spread_text(row['spread'], 3)} of the plain step")
     for path, content in ((args.output_json, json.dumps(report, indent=1) + "\n"), (args.output_md, markdown(report))):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)

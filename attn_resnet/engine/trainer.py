@@ -40,8 +40,8 @@ from .tta import tta_logits
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "Trainer", "TrainerSettings",
-           "evaluate_model", "resolve_device"]
+__all__ = ["NonFiniteLossError", "Trainer", "TrainerSettings", "autocast_context", "evaluate_model",
+           "resolve_device"]
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -127,6 +127,7 @@ def device_name(device: torch.device) -> str:
 
 
 def autocast_context(device: torch.device, precision: str):
+    """Autocast to ``precision``'s dtype ("bf16", "fp16") on ``device``; no autocast for "32"."""
     dtype = AUTOCAST_DTYPES.get(str(precision))
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -400,7 +401,11 @@ class Trainer:
                               reduce=self.distributed.sum_ if self.distributed.enabled else None, tta=settings.tta)
 
     # ---------------------------------------------------------------- training
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, start_batch: int | None = None) -> dict[str, float]:
+        """Train epoch ``epoch`` (0-based) from batch ``start_batch``, by default where the state left off
+        (``batch_in_epoch``: 0, or a resumed run's position); the epoch's training loss and accuracy."""
+        if start_batch is not None:
+            self.batch_in_epoch = start_batch
         settings = self.settings
         self.model.train()
         self.callbacks.call("on_train_epoch_start", self, epoch)
