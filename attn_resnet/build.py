@@ -39,8 +39,8 @@ def model_spec(model: Mapping[str, Any], stem: str, num_classes: int) -> dict:
     ``stem`` ("imagenet" | "cifar") is recorded under the name checkpoints have always used,
     ``network_type``: "ImageNet", and for the CIFAR stem "CIFAR100" with 100 classes, else "CIFAR10"
     (``dataset_registry.network_type_of``), so that the specs of the usual runs read as before; an
-    older network type given instead is kept as it is. Checkpoints are matched by stem
-    (``dataset_registry.same_stem``), so CIFAR10 and CIFAR100 specs of one network match.
+    older network type given instead is kept as it is. A resume matches specs by stem
+    (``engine.checkpointing``), so CIFAR10 and CIFAR100 specs of one network match.
     """
     return {
         "network_type": NETWORK_TYPES.get(str(stem).lower()) or network_type_of(stem, int(num_classes)),

@@ -135,11 +135,6 @@ def network_type_of(stem: str, num_classes: int | None = None) -> str:
     return "CIFAR100" if num_classes == 100 else "CIFAR10"
 
 
-def same_stem(network_type_a: Any, network_type_b: Any) -> bool:
-    """Whether two model specs' ``network_type`` build the same network (CIFAR10 and CIFAR100 do)."""
-    return stem_of(network_type_a) is not None and stem_of(network_type_a) == stem_of(network_type_b)
-
-
 def data_stem(data: Mapping[str, Any]) -> str:
     """The stem a ``data`` config chooses: ``data.stem``, or the one its older spelling ``data.network_type`` names.
 
