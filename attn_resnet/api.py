@@ -17,12 +17,11 @@ from torch import nn
 
 from .attention_registry import NO_ATTENTION, attention_names, canonical_attention
 from .config.choices import WEIGHT_CHOICES
+from .dataset_registry import IMAGENET_MEAN, IMAGENET_STD, stem_of
 from .models.official import CheckpointError
 from .models.resnet import DEPTHS, ResidualNet
 from .models.weights_file import WEIGHTS_VERSION, is_our_weights, is_safetensors, read_weights
 
-# The input statistics a model trained on each stem's usual data expects, when a file does not say.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -53,10 +52,11 @@ def _build(spec: dict[str, Any]) -> nn.Module:
 
 def _input_info(spec: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, Any]:
     saved = dict(saved or {})
-    imagenet = spec["network_type"] == "ImageNet"
+    imagenet = stem_of(spec["network_type"]) == "imagenet"
     size = saved.get("image_size") or ([224, 224] if imagenet else [32, 32])
     return {
         "class_names": [str(name) for name in saved.get("class_names") or range(int(spec["num_classes"]))],
+        # ImageNet's statistics when a file does not say (the usual pretraining data of either stem).
         "mean": tuple(float(v) for v in saved.get("mean") or IMAGENET_MEAN),
         "std": tuple(float(v) for v in saved.get("std") or IMAGENET_STD),
         "image_size": (int(size[0]), int(size[-1])),

@@ -35,6 +35,7 @@ from .complexity import measure
 from .config.choices import OPTIMIZED_METRICS
 from .config.resume import TASK_KEYS, describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
+from .dataset_registry import data_stem, normalize_data_config
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
@@ -247,6 +248,8 @@ def _train(config: dict, run_dir: Path, stop: StopRequest | None = None) -> dict
 
 def _train_process(config: dict, run_dir: Path, distributed: Distributed, device: torch.device,
                    stop: StopRequest | None = None) -> dict:
+    # data.stem resolved (from its older spelling data.network_type too): what checkpoints and results record.
+    config["data"] = normalize_data_config(config["data"])
     data_cfg, trainer_cfg, optim_cfg = config["data"], config["trainer"], config["optim"]
     seed = int(config["seed"])
     configure_determinism(seed, bool(trainer_cfg["deterministic"]))  # the same on every rank: same initial weights
@@ -266,7 +269,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
             f"data.batch_size={data_cfg['batch_size']} is larger than the training set of {info.name} "
             f"({info.train_size} images{share}), so an epoch would have no full batch. Lower data.batch_size."
         )
-    spec = model_spec(config["model"], data_cfg["network_type"], info.num_classes)
+    spec = model_spec(config["model"], data_cfg["stem"], info.num_classes)
     model_cfg = config["model"]
     model = build_model(spec, fused=model_cfg.get("fused", "auto"))
     init_record = InitRecord()
@@ -401,13 +404,17 @@ def _with_errors(metrics: dict) -> dict:
 def _evaluation_data(cfg: DictConfig, checkpoint: dict | None) -> dict:
     """The data settings: the checkpoint's, with every non-null ``data.*`` given here on top.
 
-    Naming another data set (``data=cifar100``) replaces the checkpoint's settings instead.
+    Naming another data set (``data=cifar100``) replaces the checkpoint's settings instead. A stem given
+    in either spelling (``data.stem``, or the older ``data.network_type``) replaces the checkpoint's.
     """
     given = {k: v for k, v in (OmegaConf.to_container(cfg.data, resolve=True) or {}).items() if v is not None} \
         if cfg.get("data") is not None else {}
+    if "network_type" in given:
+        given["stem"] = data_stem(given)
+        del given["network_type"]
     if checkpoint is None:
         return given
-    saved = dict(checkpoint["config"]["data"])
+    saved = normalize_data_config(checkpoint["config"]["data"])
     if given.get("name") not in (None, saved.get("name")):
         return given
     return {**saved, **given}
@@ -441,7 +448,7 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
         model = build_model(spec, fused=cfg.model.get("fused", "auto"))
         model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
     else:
-        spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_cfg["network_type"],
+        spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_stem(data_cfg),
                           info.num_classes)
         model = load_official(build_model(spec, fused=cfg.model.get("fused", "auto")), cfg.checkpoint)
     if spec["num_classes"] != info.num_classes:

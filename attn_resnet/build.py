@@ -11,11 +11,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .config.choices import (EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, NETWORK_TYPES, TRANSFER_MODEL_KEYS,
-                             canonical_attention)
+from .config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS, canonical_attention
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
 from .data.policies import AugmentSpec
+from .dataset_registry import NETWORK_TYPES, network_type_of
 from .engine.objectives import BatchMix
 from .models import ResidualNet
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 LOADER_KEYS = ("batch_size", "val_batch_size", "num_workers", "pin_memory", "persistent_workers", "loader",
                "repeat_aug")
-DATA_META_KEYS = ("name", "network_type")
+DATA_META_KEYS = ("name", "stem", "network_type")  # the dataset and the network's stem: not builder options
 # The network's own keys in model.* beside depth and att_type, the fine-tuning start and how the
 # network runs (model.fused); every other model.* key is an option of the chosen block.
 MODEL_KEYS = NETWORK_MODEL_KEYS + TRANSFER_MODEL_KEYS + EXECUTION_MODEL_KEYS
@@ -33,10 +33,17 @@ MODEL_OPTION_KEYS = tuple(key for key in NETWORK_MODEL_KEYS if key not in ("dept
 LEGACY_BLOCK_KEYS = ("reduction", "kernel_size", "combine")
 
 
-def model_spec(model: Mapping[str, Any], network_type: str, num_classes: int) -> dict:
-    """Plain keyword arguments for ``ResidualNet``; stored in checkpoints to rebuild the model."""
+def model_spec(model: Mapping[str, Any], stem: str, num_classes: int) -> dict:
+    """Plain keyword arguments for ``ResidualNet``; stored in checkpoints to rebuild the model.
+
+    ``stem`` ("imagenet" | "cifar") is recorded under the name checkpoints have always used,
+    ``network_type``: "ImageNet", and for the CIFAR stem "CIFAR100" with 100 classes, else "CIFAR10"
+    (``dataset_registry.network_type_of``), so that the specs of the usual runs read as before; an
+    older network type given instead is kept as it is. A resume matches specs by stem
+    (``engine.checkpointing``), so CIFAR10 and CIFAR100 specs of one network match.
+    """
     return {
-        "network_type": NETWORK_TYPES[str(network_type).lower()],
+        "network_type": NETWORK_TYPES.get(str(stem).lower()) or network_type_of(stem, int(num_classes)),
         "depth": int(model["depth"]),
         "num_classes": int(num_classes),
         "att_type": canonical_attention(model["att_type"]),
@@ -82,7 +89,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return "32"
 
 
-def dataset_options(data: Mapping[str, Any]) -> dict:
+def _builder_arguments(data: Mapping[str, Any]) -> dict:
+    """The keys of a data config that go to the dataset's builder (``data.dataset_options`` lists those it takes)."""
     return {k: v for k, v in data.items() if k not in LOADER_KEYS + DATA_META_KEYS}
 
 
@@ -159,7 +167,7 @@ def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, chann
     image once). ``aug`` (the ``aug`` config group) adds the training split's per-image ops after
     the data set's own crop and flip (``augment_spec``); ``data.repeat_aug`` repeats its images.
     """
-    splits = build_splits(data["name"], **dataset_options(data))
+    splits = build_splits(data["name"], **_builder_arguments(data))
     splits.train.set_augment(augment_spec(aug or {}))
     repeats = int(data.get("repeat_aug", 1) or 1)
     build, options = _loader_options(data, seed, device, splits.train, str(data["name"]), channels_last, dtype,
@@ -177,7 +185,7 @@ def make_loaders(data: Mapping[str, Any], seed: int, device: torch.device, chann
 def make_eval_loader(data: Mapping[str, Any], seed: int, device: torch.device, channels_last: bool = False,
                      dtype: torch.dtype = torch.float32):
     """The val/test split alone (the train split is never read or scanned) and its DataInfo."""
-    dataset, info = build_eval_dataset(data["name"], **dataset_options(data))
+    dataset, info = build_eval_dataset(data["name"], **_builder_arguments(data))
     val_batch = int(data.get("val_batch_size") or data.get("batch_size") or 256)
     build, options = _loader_options(data, seed, device, dataset, str(data["name"]), channels_last, dtype)
     return build(dataset, batch_size=val_batch, train=False, **options), info

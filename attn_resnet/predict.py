@@ -4,8 +4,8 @@
 palette), prepares it with the checkpoint's recorded input size and normalisation, and runs the
 model in batches. An image that cannot be read gets its reason instead of predictions, and the
 others are still predicted. The preparation is the evaluation transform of training: for a network
-with the ImageNet stem, resize the shorter side to size / 0.875 and crop the centre; for the CIFAR
-stem, resize to the input size.
+with the ImageNet stem, resize the shorter side to size / crop_pct (the run's data.crop_pct, 0.875 by
+default) and crop the centre; for the CIFAR stem, resize to the input size.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torchvision import transforms
 from .api import ModelInfo
 from .data.common import normalization_constants, normalize_uint8
 from .data.imagefolder import val_transform
+from .dataset_registry import DEFAULT_CROP_PCT, stem_of
 from .runfiles import write_file_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -77,8 +78,9 @@ def check_output(path: Path | None, overwrite: bool) -> None:
 def input_transform(info: ModelInfo):
     """PIL image -> uint8 (3, H, W) at the model's input size, as its evaluation saw images."""
     size = tuple(info.image_size)
-    if info.model_spec.get("network_type") == "ImageNet":
-        return val_transform(size, uint8=True)
+    if stem_of(info.model_spec.get("network_type")) == "imagenet":
+        crop_pct = (info.config.get("data") or {}).get("crop_pct") or DEFAULT_CROP_PCT
+        return val_transform(size, uint8=True, crop_pct=float(crop_pct))
     return transforms.Compose([transforms.Resize(size), transforms.PILToTensor()])
 
 

@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=Path("outputs/transfer_study"), help="folder for the runs")
     parser.add_argument("--output", type=Path, help="write the Markdown table here (default: print it)")
     parser.add_argument("--depth", type=int, default=18)
-    parser.add_argument("--network-type", default="ImageNet", help="stem: ImageNet (cheap at 32x32) or CIFAR10")
+    parser.add_argument("--stem", "--network-type", dest="stem", default="imagenet", type=str.lower,
+                        choices=("imagenet", "cifar", "cifar10"), help="imagenet (cheap at 32x32) or cifar")
     parser.add_argument("--pretrain-classes", default="0,1,2,3,4", help="indices of the pretraining classes")
     parser.add_argument("--finetune-classes", default="5,6,7,8,9", help="indices of the target classes")
     parser.add_argument("--pretrain-epochs", type=int, default=10)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs = args.runs.resolve()
     source_classes, target_classes = _classes(args.pretrain_classes), _classes(args.finetune_classes)
-    common = [f"data.root={args.data_root}", f"model.depth={args.depth}", f"data.network_type={args.network_type}",
+    common = [f"data.root={args.data_root}", f"model.depth={args.depth}", f"data.stem={'imagenet' if args.stem == 'imagenet' else 'cifar'}",
               *args.extra]
     as_list = lambda indices: "[" + ",".join(map(str, indices)) + "]"  # noqa: E731
     pretrain = run("pretrain", [*common, f"data.classes={as_list(source_classes)}",
@@ -122,7 +123,7 @@ def render(args, pretrain: dict, table: dict, seeds: list[int], arms: dict) -> l
     lines = [
         "# Fine-tuning vs training from scratch on CIFAR-10 (CPU)",
         "",
-        f"ResNet-{args.depth} ({args.network_type} stem, 32x32 inputs). Pretrained for {args.pretrain_epochs} epochs "
+        f"ResNet-{args.depth} ({'ImageNet' if args.stem == 'imagenet' else 'CIFAR'} stem, 32x32 inputs). Pretrained for {args.pretrain_epochs} epochs "
         f"on the {pretrain['data']['train_size']:,} training images of {', '.join(source)} "
         f"(test top-1 {_top1(pretrain):.2f}% on their {pretrain['data']['val_size']:,} test images). Then, on "
         f"{', '.join(target)}: {args.finetune_subset:,} training images (class-balanced), {args.finetune_epochs} "

@@ -35,6 +35,14 @@ def compose_train(overrides: list[str], config_name: str = "train", return_hydra
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def build_datasets(name: str, **options):
+    """``(train_set, official val/test set, info)`` of ``build_splits``, without the held-out split."""
+    from attn_resnet.data import build_splits
+
+    splits = build_splits(name, **options)
+    return splits.train, splits.test, splits.info
+
+
 def launch_env() -> dict:
     """This environment for a child launch: no inherited rank or run stamp, one thread per process."""
     inherited = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",

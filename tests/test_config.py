@@ -222,7 +222,7 @@ def test_cfg_job_resolve_prints_the_resolved_config():
     result = run_script("train.py", ["--cfg", "job", "--resolve", "model.att_type=cbam", "data=cifar100"])
     assert result.returncode == 0, result.stderr
     assert "att_type: cbam" in result.stdout and "name: cifar100" in result.stdout
-    assert "network_type: CIFAR100" in result.stdout
+    assert "stem: cifar" in result.stdout
     assert "name: cifar100_resnet18_CBAM" in result.stdout and "${" not in result.stdout
 
 

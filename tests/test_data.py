@@ -19,10 +19,10 @@ from attn_resnet.data import (
     DataError,
     DataInfo,
     ResumableBatchSampler,
-    build_datasets,
     build_loader,
     dataset_options,
 )
+from helpers import build_datasets
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import write_cifar10, write_imagefolder
+from helpers import build_datasets, write_cifar10, write_imagefolder
 from torch._utils import ExceptionWrapper
 from torch.utils.data import Dataset
 
@@ -19,7 +19,6 @@ from attn_resnet.data import (
     DATASET_CHOICES,
     EVAL_BUILDERS,
     DataError,
-    build_datasets,
     build_eval_dataset,
     build_loader,
     build_splits,

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from attn_resnet.data import build_datasets
 from attn_resnet.data.device import DeviceImageLoader, build_prefetched_loader
 
-from helpers import write_cifar10
+from helpers import build_datasets, write_cifar10
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

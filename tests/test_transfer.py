@@ -303,5 +303,5 @@ def test_the_finetune_recipe_needs_its_file_and_feeds_an_imagenet_network(tmp_pa
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "w.pth")
     cfg = compose_train(["experiment=finetune_cifar10", f"model.init_from={tmp_path / 'w.pth'}"])
     validate_train_config(cfg)
-    assert cfg.data.name == "cifar10" and cfg.data.network_type == "ImageNet" and cfg.data.image_size == 224
+    assert cfg.data.name == "cifar10" and cfg.data.stem == "imagenet" and cfg.data.image_size == 224
     assert cfg.optim.head_lr_scale > 1

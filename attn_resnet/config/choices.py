@@ -8,7 +8,7 @@ the config checks before torch and the code after it cannot disagree.
 
 from __future__ import annotations
 
-from .. import optim_registry
+from .. import dataset_registry, optim_registry
 from ..attention_registry import (DEFAULT_PLACEMENT, NO_ATTENTION, attention_names, canonical_attention,
                                   placement_choices)
 
@@ -33,9 +33,10 @@ INIT_FORMATS = ("auto", "ours", "official", "torchvision", "timm")
 INIT_FROM_REQUIRED = "required"
 # model.freeze: the last part of the network that does not train (each includes the ones before it).
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4")
-# lower-case spelling -> canonical spelling
-NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-DATASETS = ("cifar10", "cifar100", "imagenet", "imagefolder", "synthetic", "digits")
+# data.stem; the older data.network_type (lower-case spelling -> canonical spelling) is read as its alias.
+STEMS = dataset_registry.STEMS
+NETWORK_TYPES = dataset_registry.NETWORK_TYPES
+DATASETS = dataset_registry.dataset_names()  # the built-in ones; validation reads the registry itself
 OPTIMIZERS = tuple(optim_registry.OPTIMIZERS)
 SCHEDULES = tuple(optim_registry.SCHEDULES)
 PRECISIONS = ("32", "bf16", "fp16")

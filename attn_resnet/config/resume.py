@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..dataset_registry import DEFAULT_CROP_PCT, DEFAULT_CROP_SCALE, RegistryError, normalize_data_config
 from .choices import canonical_attention
 
 # Keys that may differ on resume: they change how a run is executed or reported, not its trajectory.
@@ -63,7 +64,23 @@ OFF_VALUES: dict[str, Any] = {
     "optim.head_lr_scale": 1.0,
     "data.classes": None,
     "data.image_size": None,
+    "data.mean": None,
+    "data.std": None,
+    "data.crop_scale": list(DEFAULT_CROP_SCALE),
+    "data.crop_pct": DEFAULT_CROP_PCT,
 }
+
+
+def _with_stem(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with ``data.stem`` resolved and the older ``data.network_type`` gone, so that a checkpoint of
+    an earlier release (``data.network_type: CIFAR10``) compares with a config that says ``data.stem: cifar``."""
+    data = config.get("data")
+    if not isinstance(data, Mapping):
+        return config
+    try:
+        return {**config, "data": normalize_data_config(data)}
+    except RegistryError:
+        return config  # a value validation reports; compared as it is
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -79,7 +96,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def trajectory_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{key: (checkpoint's value, this run's value)}`` for every trajectory key that differs."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = _flatten(_with_stem(saved)), _flatten(_with_stem(current))
     for flat in (old, new):  # "cbam" and "CBAM" are the same block
         if "model.att_type" in flat:
             flat["model.att_type"] = canonical_attention(flat["model.att_type"]) or flat["model.att_type"]

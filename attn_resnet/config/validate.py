@@ -15,7 +15,9 @@ from typing import Any, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .. import dataset_registry
 from ..attention_registry import NO_ATTENTION, declared_block
+from ..optim_registry import RegistryError
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -25,7 +27,7 @@ _OPTION_FROM = {"model": lambda cfg: "resnet", "data": lambda cfg: cfg.data.get(
                 "optim": lambda cfg: cfg.optim.get("name"), "sched": lambda cfg: cfg.sched.get("name"),
                 "trainer": lambda cfg: "default", "aug": lambda cfg: "basic"}
 # evaluate.py may override these data keys of the data settings stored in a checkpoint.
-EVALUATE_DATA_KEYS = ("name", "network_type", "root", "download", "val_subset", "batch_size", "val_batch_size",
+EVALUATE_DATA_KEYS = ("name", "stem", "network_type", "root", "download", "val_subset", "batch_size", "val_batch_size",
                       "num_workers", "pin_memory", "persistent_workers", "image_size", "loader")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -292,12 +294,12 @@ def _num_workers(cfg: DictConfig) -> None:
     _number(cfg, "data.num_workers", integer=True, allow_zero=True)
 
 
-def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
+def validate_data(cfg: DictConfig) -> None:
     data = cfg.data
-    if data.get("name") not in C.DATASETS:
-        fail_choice("data.name", data.get("name"), C.DATASETS)
-    if str(data.get("network_type")).lower() not in C.NETWORK_TYPES:
-        fail_choice("data.network_type", data.get("network_type"), C.NETWORK_TYPES.values())
+    if data.get("name") not in dataset_registry.DATASETS:  # read now: a dataset registered since import counts
+        fail_choice("data.name", data.get("name"), dataset_registry.dataset_names())
+    _stem(data)
+    _data_transforms(data)
     _number(cfg, "data.batch_size", integer=True)
     _number(cfg, "data.val_batch_size", integer=True, allow_none=True)
     _num_workers(cfg)
@@ -314,6 +316,26 @@ def validate_data(cfg: DictConfig, *, training: bool = True) -> None:
         _image_size(data.get("image_size"))
     if data.get("classes") is not None:
         _classes(data.get("classes"))
+
+
+def _stem(data: DictConfig) -> None:
+    """data.stem (imagenet | cifar), or its older spelling data.network_type; not two different stems."""
+    try:
+        dataset_registry.data_stem(data)
+    except RegistryError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _data_transforms(data: DictConfig) -> None:
+    """data.mean / data.std (3 numbers each, std positive; null: the dataset's), and the class-folder
+    datasets' data.crop_scale (0 < low <= high <= 1) and data.crop_pct (0 < pct <= 1)."""
+    try:
+        dataset_registry.check_normalization(plain(data.get("mean")), plain(data.get("std")))
+        if "crop_scale" in data or "crop_pct" in data:
+            dataset_registry.check_crop(plain(data.get("crop_scale", list(dataset_registry.DEFAULT_CROP_SCALE))),
+                                        data.get("crop_pct", dataset_registry.DEFAULT_CROP_PCT))
+    except RegistryError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _image_size(value: Any) -> None:
@@ -343,8 +365,9 @@ def _check_dali(dataset: str) -> None:
     """data.loader=dali: only for image files in class folders, and only where DALI is installed."""
     from ..optional import DALI_INSTALL, dali_available
 
-    if dataset not in ("imagenet", "imagefolder"):
-        raise ConfigError(f"data.loader=dali decodes image files from class folders (data=imagenet or imagefolder); "
+    readers = [name for name, entry in dataset_registry.DATASETS.items() if entry.image_files]
+    if not dataset_registry.entry(dataset).image_files:
+        raise ConfigError(f"data.loader=dali decodes image files from class folders (data={' or '.join(readers)}); "
                           f"{dataset} is held in memory. Use data.loader=auto for it.")
     if not dali_available():
         raise ConfigError(DALI_INSTALL)
@@ -536,7 +559,9 @@ def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
             raise ConfigError("checkpoint_format=official needs the model and data chosen explicitly, e.g. "
                               "model.depth=50 model.att_type=CBAM data=imagenet data.root=/path/to/imagenet.")
         validate_model(cfg, conf_dir)
-        validate_data(cfg, training=False)
+        validate_data(cfg)
+    elif isinstance(data, DictConfig) and (data.get("stem") is not None or data.get("network_type") is not None):
+        _stem(data)  # a stem replacing the checkpoint's
 
 
 def plain(value: Any) -> Any:

@@ -1,5 +1,6 @@
 """Datasets and loaders.
 
+The datasets are those of ``attn_resnet.dataset_registry`` (its docstring says how to add one);
 ``build_splits(name, **options)`` -> ``Splits`` (train, held-out val, official test, info) for
 training; ``build_eval_dataset(name, **options)`` -> ``(test_set, info)`` reads the evaluation
 split alone; ``build_loader(dataset, ...)`` makes a resumable DataLoader and
@@ -20,51 +21,54 @@ Every loader is a ``BatchLoader`` (``interface``): what the trainer is written a
 from __future__ import annotations
 
 import inspect
-from functools import partial
+from collections.abc import Iterator, Mapping
 from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
-from .cifar import build_cifar, build_cifar_eval
+from .. import dataset_registry
 from .common import SUBSET_SEED, VAL_SPLIT_SEED, DataError, DataInfo, Splits, crop_flip_params, normalize_uint8
 from .device import DeviceImageLoader, DevicePrefetcher, build_prefetched_loader, resolve_loader
-from .digits import build_digits, build_digits_eval
-from .imagefolder import build_imagefolder, build_imagefolder_eval
 from .interface import BatchLoader, EpochBatchSampler, SampledDeviceLoader
 from .loader import available_cores, build_loader, iterate_batches, resolve_num_workers, seed_worker, worker_error
 from .sampler import ResumableBatchSampler, mix_seed
-from .synthetic import build_synthetic, build_synthetic_eval
 
-DATASET_BUILDERS: dict[str, Callable[..., Splits]] = {
-    "cifar10": partial(build_cifar, "cifar10"),
-    "cifar100": partial(build_cifar, "cifar100"),
-    "imagenet": partial(build_imagefolder, "imagenet"),
-    "imagefolder": partial(build_imagefolder, "imagefolder"),
-    "synthetic": build_synthetic,
-    "digits": build_digits,
-}
+
+class _Builders(Mapping):
+    """dataset name -> its builder, read from the registry: imported on first use, and a dataset
+    registered later is here too."""
+
+    def __init__(self, builder: str) -> None:
+        self.builder = builder
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        if name not in dataset_registry.DATASETS:
+            raise KeyError(name)
+        return dataset_registry.resolve(name, self.builder)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dataset_registry.dataset_names())
+
+    def __len__(self) -> int:
+        return len(dataset_registry.DATASETS)
+
+
+DATASET_BUILDERS: Mapping[str, Callable[..., Splits]] = _Builders("train")
 # The evaluation split alone; each takes a subset of its dataset's options, the others
 # (train_subset, val_split, train_size) only concern the training images.
-EVAL_BUILDERS: dict[str, Callable[..., tuple[Dataset, DataInfo]]] = {
-    "cifar10": partial(build_cifar_eval, "cifar10"),
-    "cifar100": partial(build_cifar_eval, "cifar100"),
-    "imagenet": partial(build_imagefolder_eval, "imagenet"),
-    "imagefolder": partial(build_imagefolder_eval, "imagefolder"),
-    "synthetic": build_synthetic_eval,
-    "digits": build_digits_eval,
-}
-DATASET_CHOICES = tuple(DATASET_BUILDERS)
+EVAL_BUILDERS: Mapping[str, Callable[..., tuple[Dataset, DataInfo]]] = _Builders("eval")
+DATASET_CHOICES = dataset_registry.dataset_names()  # the built-in ones; DATASET_BUILDERS has those registered since
 
 
 def dataset_options(name: str) -> list[str]:
-    """The keyword options that dataset ``name`` accepts."""
+    """The keyword options that dataset ``name`` accepts (its ``data.*`` keys other than the loader's)."""
     return list(inspect.signature(DATASET_BUILDERS[name]).parameters)
 
 
 def _checked_key(name: str, options: dict[str, Any]) -> str:
     key = name.lower() if isinstance(name, str) else name
     if key not in DATASET_BUILDERS:
-        raise DataError(f"Unknown dataset {name!r}. Valid choices: {', '.join(DATASET_CHOICES)}.")
+        raise DataError(f"Unknown dataset {name!r}. Valid choices: {', '.join(DATASET_BUILDERS)}.")
     valid = dataset_options(key)
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -82,12 +86,6 @@ def build_splits(name: str, **options: Any) -> Splits:
     """
     key = _checked_key(name, options)
     return DATASET_BUILDERS[key](**options)
-
-
-def build_datasets(name: str, **options: Any) -> tuple[Dataset, Dataset, DataInfo]:
-    """``(train_set, official val/test set, info)``: ``build_splits`` without the held-out split."""
-    splits = build_splits(name, **options)
-    return splits.train, splits.test, splits.info
 
 
 def build_eval_dataset(name: str, **options: Any) -> tuple[Dataset, DataInfo]:
@@ -119,7 +117,6 @@ __all__ = [
     "SampledDeviceLoader",
     "Splits",
     "available_cores",
-    "build_datasets",
     "build_eval_dataset",
     "build_loader",
     "build_prefetched_loader",

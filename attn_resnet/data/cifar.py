@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from .common import (
     carve_val_split,
     check_positive_int,
     check_size,
+    data_info,
+    normalization,
     resolve_classes,
     stratified_subset,
 )
@@ -35,8 +38,6 @@ class CifarSpec:
     archive: str
     url: str
     md5: str  # of the official archive; the extracted files are checked by structure instead
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -55,8 +56,6 @@ CIFAR_SPECS = {
         archive="cifar-10-python.tar.gz",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
     ),
     "cifar100": CifarSpec(
         title="CIFAR-100",
@@ -69,8 +68,6 @@ CIFAR_SPECS = {
         archive="cifar-100-python.tar.gz",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -154,12 +151,13 @@ def _download(spec: CifarSpec, root: Path) -> None:
         ) from error
 
 
-def load_cifar(name: str, root, train: bool, download: bool = False) -> TensorImageDataset:
+def load_cifar(name: str, root, train: bool, download: bool = False, mean=None, std=None) -> TensorImageDataset:
     """The full train or test split of ``name`` ("cifar10"/"cifar100") under ``root``.
 
     Reads only that split's files and the class names; ``download`` fetches the release
-    when one of those is missing.
+    when one of those is missing. ``mean`` / ``std``: the normalisation (None: the registered one).
     """
+    mean, std = normalization(name, mean, std)
     spec = CIFAR_SPECS[name]
     root = Path(root).expanduser().resolve()
     folder = root / spec.folder
@@ -170,21 +168,11 @@ def load_cifar(name: str, root, train: bool, download: bool = False) -> TensorIm
     batches = [_read_batch(folder / file, spec, root, len(classes)) for file in files]
     images = torch.cat([images for images, _ in batches])
     labels = torch.cat([labels for _, labels in batches])
-    return TensorImageDataset(images, labels, classes, spec.mean, spec.std, train, pad=CIFAR_PAD, flip=train)
+    return TensorImageDataset(images, labels, classes, mean, std, train, pad=CIFAR_PAD, flip=train)
 
 
-def _info(name: str, test_set: TensorImageDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
-    return DataInfo(
-        name=name,
-        num_classes=len(test_set.classes),
-        image_size=test_set.output_size or (32, 32),
-        class_names=list(test_set.classes),
-        mean=test_set.mean,
-        std=test_set.std,
-        train_size=train_size,
-        val_size=len(test_set),
-        val_split_size=val_split_size,
-    )
+def _info(name: str, test_set: TensorImageDataset, train_set=None, held_out=None) -> DataInfo:
+    return data_info(name, test_set, test_set.output_size or (32, 32), train_set, held_out)
 
 
 def _narrowed(dataset: TensorImageDataset, order: list[int] | None, size: tuple[int, int] | None):
@@ -194,10 +182,10 @@ def _narrowed(dataset: TensorImageDataset, order: list[int] | None, size: tuple[
     return dataset
 
 
-def _test_set(name: str, root, download: bool, val_subset, classes, image_size) -> TensorImageDataset:
+def _test_set(name: str, root, download: bool, val_subset, classes, image_size, mean, std) -> TensorImageDataset:
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     size = check_size("image_size", image_size, allow_none=True)
-    test_set = load_cifar(name, root, train=False, download=download)
+    test_set = load_cifar(name, root, train=False, download=download, mean=mean, std=std)
     test_set = _narrowed(test_set, resolve_classes(classes, test_set.classes, CIFAR_SPECS[name].title), size)
     if val_subset is not None:
         test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
@@ -214,6 +202,8 @@ def build_cifar(
     val_split: int | None = None,
     classes: list[str | int] | None = None,
     image_size: int | tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> Splits:
     """CIFAR train (pad-4 crop + flip) and test sets; ``root`` holds the extracted release folder.
 
@@ -223,24 +213,32 @@ def build_cifar(
     training images left) / ``val_subset`` (of the test set) keep a class-balanced subset of
     that many samples, the same one every time (fixed seed ``SUBSET_SEED``). ``image_size``:
     the images reach the model resized to it (after the 32x32 augmentation, where they are
-    normalized, on the device with the device loaders); None keeps 32x32.
+    normalized, on the device with the device loaders); None keeps 32x32. ``mean`` / ``std``:
+    the normalisation, per RGB channel (None: the dataset's registered one).
     """
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     val_split = check_positive_int("val_split", val_split, allow_none=True)
     size = check_size("image_size", image_size, allow_none=True)
-    test_set = _test_set(name, root, download, val_subset, classes, size)
-    train_set = load_cifar(name, root, train=True, download=download)
+    test_set = _test_set(name, root, download, val_subset, classes, size, mean, std)
+    train_set = load_cifar(name, root, train=True, download=download, mean=mean, std=std)
     train_set = _narrowed(train_set, resolve_classes(classes, train_set.classes, CIFAR_SPECS[name].title), size)
     train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), name)
-    info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
-    return Splits(train_set, held_out, test_set, info)
+    return Splits(train_set, held_out, test_set, _info(name, test_set, train_set, held_out))
 
 
 def build_cifar_eval(
     name: str, *, root="data", download: bool = False, val_subset: int | None = None,
     classes: list[str | int] | None = None, image_size: int | tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
 ) -> tuple[TensorImageDataset, DataInfo]:
     """The CIFAR test set alone (options as in ``build_cifar``): reads the test batch and the meta file."""
-    test_set = _test_set(name, root, download, val_subset, classes, image_size)
-    return test_set, _info(name, test_set, None)
+    test_set = _test_set(name, root, download, val_subset, classes, image_size, mean, std)
+    return test_set, _info(name, test_set)
+
+
+# The registry's builders (dataset_registry.DATASETS).
+build_cifar10 = partial(build_cifar, "cifar10")
+build_cifar10_eval = partial(build_cifar_eval, "cifar10")
+build_cifar100 = partial(build_cifar, "cifar100")
+build_cifar100_eval = partial(build_cifar_eval, "cifar100")

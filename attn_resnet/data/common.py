@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..dataset_registry import DATASETS, RegistryError, check_normalization
 from .policies import (  # noqa: F401 (cutout's helpers re-exported)
     _FIELD_MASK,
     _FLIP_SHIFT,
@@ -51,6 +52,39 @@ class DataInfo:
     train_size: int | None
     val_size: int
     val_split_size: int = 0
+
+
+def data_info(name: str, test_set, image_size: tuple[int, int], train_set=None, held_out=None) -> DataInfo:
+    """The ``DataInfo`` of a dataset whose official val/test split is ``test_set`` (which has ``classes``,
+    ``mean`` and ``std``); ``train_set`` is None when only that split was read, ``held_out`` the split of
+    ``val_split`` (None without it)."""
+    return DataInfo(
+        name=name,
+        num_classes=len(test_set.classes),
+        image_size=(int(image_size[0]), int(image_size[1])),
+        class_names=list(test_set.classes),
+        mean=tuple(test_set.mean),
+        std=tuple(test_set.std),
+        train_size=None if train_set is None else len(train_set),
+        val_size=len(test_set),
+        val_split_size=0 if held_out is None else len(held_out),
+    )
+
+
+def normalization(name: str, mean: Sequence[float] | None, std: Sequence[float] | None,
+                  ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Options ``mean`` / ``std`` (``data.mean`` / ``data.std``) checked, each the registered default of
+    dataset ``name`` when None; None stays None for a dataset that computes them from its images."""
+    try:
+        mean, std = check_normalization(mean, std)
+    except RegistryError as error:
+        raise DataError(str(error)) from None
+    registered = DATASETS.get(name)
+    if mean is None and registered is not None:
+        mean = registered.mean
+    if std is None and registered is not None:
+        std = registered.std
+    return mean, std
 
 
 @dataclass(frozen=True)

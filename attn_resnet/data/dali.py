@@ -5,9 +5,10 @@ from the same ``ResumableBatchSampler`` as every other loader (order, sharding a
 mid-epoch resume, a last val batch without padding), so only the decoding and the transforms
 move to DALI: the files' bytes are read on the host and fed with ``fn.external_source``;
 the train images get DALI's RandomResizedCrop (``fn.decoders.image_random_crop``: area
-0.08-1, aspect 3/4-4/3, decoded only inside the crop), a resize to ``image_size`` and a
-random flip; the val images a resize of the shorter side to ``image_size / 0.875`` and a
-center crop; both are normalized with the ImageNet mean and std, as the workers path does.
+in the dataset's ``crop_scale``, 0.08-1 by default, aspect 3/4-4/3, decoded only inside the
+crop), a resize to ``image_size`` and a random flip; the val images a resize of the shorter
+side to ``image_size / crop_pct`` (0.875 by default) and a center crop; both are normalized
+with the dataset's mean and std (ImageNet's by default), as the workers path does.
 The random crops come from DALI's generator, seeded per (seed, epoch, rank): a run is
 repeatable, but a mid-epoch resume draws other crops than the uninterrupted run would have.
 
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..dataset_registry import DEFAULT_CROP_PCT, DEFAULT_CROP_SCALE
 from ..optional import DALI_INSTALL, dali_available
 from .common import DataError
 from .interface import SampledDeviceLoader
@@ -61,7 +63,8 @@ class DaliImageLoader(SampledDeviceLoader):
         self.labels = np.asarray([label for _, label in dataset.samples], dtype=np.int64)
         self.augment = bool(getattr(dataset, "train", self.train))  # the split's own transform, as the workers path
         self.height, self.width = dataset.image_size
-        self.resize_shorter = round(max(dataset.image_size) / 0.875)
+        self.resize_shorter = round(max(dataset.image_size) / getattr(dataset, "crop_pct", DEFAULT_CROP_PCT))
+        self.crop_scale = [float(value) for value in getattr(dataset, "crop_scale", DEFAULT_CROP_SCALE)]
         self.mean = [255 * float(value) for value in dataset.mean]
         self.std = [255 * float(value) for value in dataset.std]
 
@@ -89,7 +92,7 @@ class DaliImageLoader(SampledDeviceLoader):
                                                dtype=[types.UINT8, types.INT64])
             if self.augment:
                 images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
-                                                       random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3],
+                                                       random_area=self.crop_scale, random_aspect_ratio=[3 / 4, 4 / 3],
                                                        num_attempts=10)
                 images = fn.resize(images, resize_x=self.width, resize_y=self.height,
                                    interp_type=types.INTERP_LINEAR, antialias=True)

@@ -16,6 +16,8 @@ from .common import (
     TensorImageDataset,
     carve_val_split,
     check_positive_int,
+    data_info,
+    normalization,
     resolve_classes,
     stratified_subset,
 )
@@ -47,6 +49,8 @@ def build_digits(
     root=None,
     download: bool = False,
     classes: list[str | int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> Splits:
     """Stratified train/val split (``val_fraction``, seed ``SPLIT_SEED``); train augments by pad-2 crop only.
 
@@ -56,7 +60,8 @@ def build_digits(
     so it does not change with ``train_subset`` or ``val_split``. ``root`` and ``download``
     are accepted and ignored (the data ships with scikit-learn). ``image_size`` (default
     32) is the upsampled side length; 16 trains four times faster on a CPU. ``classes`` (digits
-    as names "0".."9" or indices) keeps those, relabelled 0.. in the order given.
+    as names "0".."9" or indices) keeps those, relabelled 0.. in the order given. ``mean`` /
+    ``std`` replace the training part's statistics when given.
     """
     from sklearn.model_selection import train_test_split
 
@@ -66,6 +71,7 @@ def build_digits(
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     val_split = check_positive_int("val_split", val_split, allow_none=True)
     image_size = check_positive_int("image_size", image_size)
+    given_mean, given_std = normalization("digits", mean, std)
     if image_size < 8:
         raise DataError(f"Option image_size must be at least 8 (the digits are 8x8), got {image_size}.")
     images, labels = load_digits_uint8(image_size)
@@ -74,8 +80,8 @@ def build_digits(
     )
     train_idx, val_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
     pixels = images[train_idx].to(torch.float32).div(255)
-    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(pixels.std(dim=(0, 2, 3)).tolist())
+    mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist()) if given_mean is None else given_mean
+    std = tuple(pixels.std(dim=(0, 2, 3)).tolist()) if given_std is None else given_std
     names = [str(digit) for digit in range(10)]
     train_set = TensorImageDataset(images[train_idx], labels[train_idx], names, mean, std, True, DIGITS_PAD)
     test_set = TensorImageDataset(images[val_idx], labels[val_idx], names, mean, std, False)
@@ -85,18 +91,8 @@ def build_digits(
     if val_subset is not None:
         test_set = test_set.subset(stratified_subset(test_set.labels, val_subset, SUBSET_SEED))
     train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), "digits")
-    info = DataInfo(
-        name="digits",
-        num_classes=len(train_set.classes),
-        image_size=(image_size, image_size),
-        class_names=list(train_set.classes),
-        mean=mean,
-        std=std,
-        train_size=len(train_set),
-        val_size=len(test_set),
-        val_split_size=len(held_out) if held_out is not None else 0,
-    )
-    return Splits(train_set, held_out, test_set, info)
+    return Splits(train_set, held_out, test_set, data_info("digits", test_set, (image_size, image_size), train_set,
+                                                           held_out))
 
 
 def build_digits_eval(
@@ -107,10 +103,12 @@ def build_digits_eval(
     root=None,
     download: bool = False,
     classes: list[str | int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> tuple[TensorImageDataset, DataInfo]:
     """The ``val_fraction`` split of ``build_digits`` alone (all digits ship in one small array)."""
     splits = build_digits(
         val_fraction=val_fraction, val_subset=val_subset, image_size=image_size, root=root, download=download,
-        classes=classes,
+        classes=classes, mean=mean, std=std,
     )
     return splits.test, replace(splits.info, train_size=None)

@@ -1,9 +1,15 @@
-"""ImageNet-style folders (``root/train/<class>/*``, ``root/val/<class>/*``) with the standard transforms."""
+"""ImageNet-style folders (``root/train/<class>/*``, ``root/val/<class>/*``) with the standard transforms.
+
+Train: RandomResizedCrop (area fraction in ``crop_scale``) + flip; val: resize to the crop
+size / ``crop_pct``, then a centre crop; both normalized with ``mean`` / ``std`` (ImageNet's by
+default). The options are ``data.crop_scale``, ``data.crop_pct``, ``data.mean`` and ``data.std``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,6 +18,14 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
+from ..dataset_registry import (  # noqa: F401 (the ImageNet statistics re-exported)
+    DEFAULT_CROP_PCT,
+    DEFAULT_CROP_SCALE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RegistryError,
+    check_crop,
+)
 from .common import (
     SUBSET_SEED,
     DataError,
@@ -20,7 +34,9 @@ from .common import (
     carve_val_split,
     check_positive_int,
     check_size,
+    data_info,
     draw_aug_seed,
+    normalization,
     normalization_constants,
     normalize_uint8,
     relabel,
@@ -30,26 +46,27 @@ from .common import (
 )
 from .policies import AugmentSpec, augment_uint8, cutout_fill
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CENTER_CROP_FRACTION = 0.875  # resize to 256 then crop 224: the usual ImageNet evaluation
 
-
-def _to_output(uint8: bool) -> list[Callable]:
+def _to_output(uint8: bool, mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
     # uint8 items are normalized later, on the device (normalize_uint8): a quarter of the bytes to copy.
     if uint8:
         return [transforms.PILToTensor()]
-    return [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return [transforms.ToTensor(), transforms.Normalize(mean, std)]
 
 
-def train_transform(size: tuple[int, int], uint8: bool = False) -> Callable:
-    return transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
-                               *_to_output(uint8)])
+def train_transform(size: tuple[int, int], uint8: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD, crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE,
+                    ) -> Callable:
+    """RandomResizedCrop to ``size`` keeping an area fraction in ``crop_scale``, a random flip, then a tensor."""
+    return transforms.Compose([transforms.RandomResizedCrop(size, scale=tuple(crop_scale)),
+                               transforms.RandomHorizontalFlip(), *_to_output(uint8, mean, std)])
 
 
-def val_transform(size: tuple[int, int], uint8: bool = False) -> Callable:
-    return transforms.Compose([transforms.Resize(round(max(size) / CENTER_CROP_FRACTION)),
-                               transforms.CenterCrop(size), *_to_output(uint8)])
+def val_transform(size: tuple[int, int], uint8: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
+                  std: Sequence[float] = IMAGENET_STD, crop_pct: float = DEFAULT_CROP_PCT) -> Callable:
+    """Resize the shorter side to ``max(size) / crop_pct``, crop the centre ``size``, then a tensor."""
+    return transforms.Compose([transforms.Resize(round(max(size) / crop_pct)),
+                               transforms.CenterCrop(size), *_to_output(uint8, mean, std)])
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -68,30 +85,39 @@ def load_rgb(path: str) -> Image.Image:
 class FolderDataset(Dataset):
     """Samples ``(path, label)`` from a class-per-folder tree, decoded and transformed per item.
 
-    Train items get ``train_transform(image_size)``, the others ``val_transform(image_size)``.
-    Train items are augmented with torchvision's transforms, which draw from the global RNG;
-    for a key ``(index, aug_seed)`` that RNG is forked and seeded with ``aug_seed`` so the
-    result is reproducible and the caller's RNG state is untouched. Items are normalized
-    float32 images; ``uint8_items()`` gives the same crops as uint8, for loaders that
-    normalize on the device with ``mean``/``std``.
+    Train items get ``train_transform(image_size, crop_scale=crop_scale)``, the others
+    ``val_transform(image_size, crop_pct=crop_pct)``. Train items are augmented with
+    torchvision's transforms, which draw from the global RNG; for a key ``(index, aug_seed)``
+    that RNG is forked and seeded with ``aug_seed`` so the result is reproducible and the
+    caller's RNG state is untouched. Items are float32 images normalized with ``mean`` / ``std``;
+    ``uint8_items()`` gives the same crops as uint8, for loaders that normalize on the device
+    with ``mean``/``std``, and the DALI loader reads the four settings from here too.
     """
 
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
-
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], image_size: tuple[int, int], train: bool,
-                 uint8: bool = False, augment: AugmentSpec | None = None):
+                 uint8: bool = False, augment: AugmentSpec | None = None, *,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE, crop_pct: float = DEFAULT_CROP_PCT):
         self.samples = samples
         self.targets = [label for _, label in samples]
         self.classes = classes
         self.image_size = image_size
         self.train = train
         self.uint8 = uint8
-        self.transform = train_transform(image_size, uint8) if train else val_transform(image_size, uint8)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.crop_scale, self.crop_pct = tuple(crop_scale), crop_pct
+        self.transform = (train_transform(image_size, uint8, self.mean, self.std, self.crop_scale) if train
+                          else val_transform(image_size, uint8, self.mean, self.std, crop_pct))
         self.augment = augment if augment is not None and train else AugmentSpec()
-        self._crop = train_transform(image_size, uint8=True) if train else None
-        self._fill = cutout_fill(IMAGENET_MEAN)
-        self._shift, self._scale = normalization_constants(IMAGENET_MEAN, IMAGENET_STD)
+        self._crop = train_transform(image_size, True, crop_scale=self.crop_scale) if train else None
+        self._fill = cutout_fill(self.mean)
+        self._shift, self._scale = normalization_constants(self.mean, self.std)
+
+    def _derived(self, samples: list[tuple[str, int]], classes: list[str], train: bool, uint8: bool,
+                 ) -> FolderDataset:
+        """Another set of samples with this dataset's image size, augmentation, normalisation and crops."""
+        return FolderDataset(samples, classes, self.image_size, train, uint8, self.augment, mean=self.mean,
+                             std=self.std, crop_scale=self.crop_scale, crop_pct=self.crop_pct)
 
     def set_augment(self, spec: AugmentSpec) -> None:
         """Per-image ops after the crop and flip (``policies.AugmentSpec``); a val set ignores them."""
@@ -125,20 +151,17 @@ class FolderDataset(Dataset):
     def subset(self, indices: torch.Tensor, train: bool | None = None) -> FolderDataset:
         """The given samples; the val transform with ``train=False``, else this dataset's."""
         samples = [self.samples[i] for i in torch.as_tensor(indices).tolist()]
-        return FolderDataset(samples, self.classes, self.image_size, self.train if train is None else train,
-                             self.uint8, self.augment)
+        return self._derived(samples, self.classes, self.train if train is None else train, self.uint8)
 
     def select_classes(self, order: Sequence[int]) -> FolderDataset:
         """The samples of classes ``order`` (indices), relabelled 0..len(order)-1 in that order."""
         kept, labels = relabel(torch.tensor(self.targets, dtype=torch.int64), order, len(self.classes))
         samples = [(self.samples[i][0], label) for i, label in zip(kept.tolist(), labels.tolist())]
-        return FolderDataset(samples, [self.classes[i] for i in order], self.image_size, self.train, self.uint8,
-                             self.augment)
+        return self._derived(samples, [self.classes[i] for i in order], self.train, self.uint8)
 
     def uint8_items(self) -> FolderDataset:
         """The same samples and draws, with uint8 (3, H, W) images as items (not normalized)."""
-        return FolderDataset(self.samples, self.classes, self.image_size, self.train, uint8=True,
-                             augment=self.augment)
+        return self._derived(self.samples, self.classes, self.train, uint8=True)
 
 
 def _scan(folder: Path, root: Path) -> ImageFolder:
@@ -179,23 +202,19 @@ def _image_size(value) -> tuple[int, int]:
     return check_size("image_size", value)
 
 
-def _info(name: str, val_set: FolderDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
-    return DataInfo(
-        name=name,
-        num_classes=len(val_set.classes),
-        image_size=val_set.image_size,
-        class_names=list(val_set.classes),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        train_size=train_size,
-        val_size=len(val_set),
-        val_split_size=val_split_size,
-    )
+def _transforms(name: str, mean, std, crop_scale, crop_pct) -> dict:
+    """The ``FolderDataset`` keywords of options ``mean``, ``std``, ``crop_scale`` and ``crop_pct``, checked."""
+    mean, std = normalization(name, mean, std)
+    try:
+        crop_scale, crop_pct = check_crop(crop_scale, crop_pct)
+    except RegistryError as error:
+        raise DataError(str(error)) from None
+    return dict(mean=mean, std=std, crop_scale=crop_scale, crop_pct=crop_pct)
 
 
 def _val_set(scan: ImageFolder, size: tuple[int, int], val_subset: int | None, order: list[int] | None,
-             ) -> FolderDataset:
-    val_set = FolderDataset(scan.samples, scan.classes, size, train=False)
+             transform: dict) -> FolderDataset:
+    val_set = FolderDataset(scan.samples, scan.classes, size, train=False, **transform)
     val_set = val_set if order is None else val_set.select_classes(order)
     if val_subset is None:
         return val_set
@@ -219,8 +238,12 @@ def build_imagefolder(
     download: bool = False,
     val_image_size: int | tuple[int, int] | None = None,
     classes: list[str | int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE,
+    crop_pct: float = DEFAULT_CROP_PCT,
 ) -> Splits:
-    """Train (RandomResizedCrop + flip) and val (resize to size/0.875 + center crop) sets from ``root``.
+    """Train (RandomResizedCrop + flip) and val (resize to size/crop_pct + center crop) sets from ``root``.
 
     Classes and their order come from the train folder names (sorted). ``val_split`` holds
     that many training images out (class-balanced, fixed, with the val transform) for
@@ -230,8 +253,12 @@ def build_imagefolder(
     evaluate at another size than the training crops (FixRes, Touvron et al. 2019: train at 160,
     test at 224; None: the same). ``classes`` (folder names or indices) keeps those classes only,
     relabelled 0.. in the order given, before the subsets and the held-out split are drawn.
+    ``mean`` / ``std`` (None: the dataset's registered ones, ImageNet's), ``crop_scale`` (the
+    RandomResizedCrop's area range) and ``crop_pct`` (the val centre crop's fraction of the
+    resized side) set the transforms.
     """
     root = _needs_root(name, root)
+    transform = _transforms(name, mean, std, crop_scale, crop_pct)
     size = _image_size(image_size)
     eval_size = size if val_image_size is None else _image_size(val_image_size)
     train_subset = check_positive_int("train_subset", train_subset, allow_none=True)
@@ -240,11 +267,11 @@ def build_imagefolder(
     train_scan, val_scan = _scan(root / "train", root), _scan(root / "val", root)
     _check_same_classes(train_scan.classes, val_scan.classes, root)
     order = resolve_classes(classes, train_scan.classes, f"{name} ({root})")
-    train_set = FolderDataset(train_scan.samples, train_scan.classes, size, train=True)
+    train_set = FolderDataset(train_scan.samples, train_scan.classes, size, train=True, **transform)
     train_set = train_set if order is None else train_set.select_classes(order)
-    test_set = _val_set(val_scan, eval_size, val_subset, order)
+    test_set = _val_set(val_scan, eval_size, val_subset, order, transform)
     train_set, held_out = carve_val_split(train_set, val_split, train_subset, len(train_set.classes), name)
-    info = _info(name, test_set, len(train_set), len(held_out) if held_out is not None else 0)
+    info = data_info(name, test_set, test_set.image_size, train_set, held_out)
     return Splits(train_set, held_out, test_set, info)
 
 
@@ -257,6 +284,10 @@ def build_imagefolder_eval(
     download: bool = False,
     val_image_size: int | tuple[int, int] | None = None,
     classes: list[str | int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE,
+    crop_pct: float = DEFAULT_CROP_PCT,
 ) -> tuple[FolderDataset, DataInfo]:
     """The val set of ``build_imagefolder`` alone: ``root/val`` is enough, its folder names are the classes.
 
@@ -264,6 +295,7 @@ def build_imagefolder_eval(
     must match val's, since a class missing from val would shift every label after it.
     """
     root = _needs_root(name, root)
+    transform = _transforms(name, mean, std, crop_scale, crop_pct)  # crop_scale: checked, used by train only
     size = _image_size(image_size)
     val_subset = check_positive_int("val_subset", val_subset, allow_none=True)
     val_scan = _scan(root / "val", root)
@@ -271,5 +303,12 @@ def build_imagefolder_eval(
         _check_same_classes(_class_folders(root / "train"), val_scan.classes, root)
     order = resolve_classes(classes, val_scan.classes, f"{name} ({root})")
     test_set = _val_set(val_scan, size if val_image_size is None else _image_size(val_image_size), val_subset,
-                        order)
-    return test_set, _info(name, test_set, None)
+                        order, transform)
+    return test_set, data_info(name, test_set, test_set.image_size)
+
+
+# The registry's builders (dataset_registry.DATASETS).
+build_imagenet = partial(build_imagefolder, "imagenet")
+build_imagenet_eval = partial(build_imagefolder_eval, "imagenet")
+build_class_folders = partial(build_imagefolder, "imagefolder")
+build_class_folders_eval = partial(build_imagefolder_eval, "imagefolder")

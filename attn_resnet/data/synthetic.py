@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import DataError, DataInfo, Splits, UInt8ImageDataset, carve_val_split, check_positive_int
+from .common import (DataError, DataInfo, Splits, UInt8ImageDataset, carve_val_split, check_positive_int, data_info,
+                     normalization)
 from .sampler import mix_seed
 
 TEMPLATE_WEIGHT = 0.6  # the rest of each pixel is per-image uniform noise
@@ -21,7 +22,8 @@ class SyntheticDataset(UInt8ImageDataset):
     The train and val streams are different images; ``indices`` picks items of a stream
     (default: its first ``size``). Labels are ``stream index % num_classes``. Train items get
     the CIFAR-style pad-crop and flip (pad = image_size // 8) so the augmentation path costs
-    what it does on real data.
+    what it does on real data. They are normalized with the blend's own mean and std, or with
+    ``mean`` / ``std`` when given.
     """
 
     def __init__(
@@ -34,6 +36,8 @@ class SyntheticDataset(UInt8ImageDataset):
         *,
         stream: str | None = None,
         indices: torch.Tensor | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
     ):
         self.num_classes = num_classes
         self.image_size = image_size
@@ -47,13 +51,14 @@ class SyntheticDataset(UInt8ImageDataset):
         self.templates = F.interpolate(grid, size=(image_size, image_size), mode="bilinear", align_corners=False)
         # Mean and std of the blend, per channel: templates are shared, noise is U(0, 1).
         weight = TEMPLATE_WEIGHT
-        mean = weight * self.templates.mean(dim=(0, 2, 3)) + (1 - weight) * 0.5
-        var = weight**2 * self.templates.var(dim=(0, 2, 3)) + (1 - weight) ** 2 / 12
+        blend_mean = weight * self.templates.mean(dim=(0, 2, 3)) + (1 - weight) * 0.5
+        blend_var = weight**2 * self.templates.var(dim=(0, 2, 3)) + (1 - weight) ** 2 / 12
+        self.given_mean, self.given_std = mean, std
         super().__init__(
             self.indices % num_classes,
             [f"class_{k}" for k in range(num_classes)],
-            mean.tolist(),
-            var.sqrt().tolist(),
+            blend_mean.tolist() if mean is None else mean,
+            blend_var.sqrt().tolist() if std is None else std,
             train,
             pad=image_size // 8,
             flip=True,
@@ -75,6 +80,7 @@ class SyntheticDataset(UInt8ImageDataset):
         return SyntheticDataset(
             0, self.num_classes, self.image_size, self.seed, self.train if train is None else train and self.train,
             stream=self.stream, indices=self.indices[torch.as_tensor(indices, dtype=torch.int64)],
+            mean=self.given_mean, std=self.given_std,
         )
 
 
@@ -86,18 +92,8 @@ def _check_options(num_classes, image_size, seed) -> tuple[int, int, int]:
     return num_classes, image_size, seed
 
 
-def _info(val_set: SyntheticDataset, train_size: int | None, val_split_size: int = 0) -> DataInfo:
-    return DataInfo(
-        name="synthetic",
-        num_classes=val_set.num_classes,
-        image_size=(val_set.image_size, val_set.image_size),
-        class_names=list(val_set.classes),
-        mean=val_set.mean,
-        std=val_set.std,
-        train_size=train_size,
-        val_size=len(val_set),
-        val_split_size=val_split_size,
-    )
+def _info(val_set: SyntheticDataset, train_set=None, held_out=None) -> DataInfo:
+    return data_info("synthetic", val_set, (val_set.image_size, val_set.image_size), train_set, held_out)
 
 
 def build_synthetic(
@@ -110,17 +106,20 @@ def build_synthetic(
     seed: int = 0,
     root=None,
     download: bool = False,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> Splits:
     """Synthetic train/val sets; ``val_split`` holds that many of the ``train_size`` training
-    images out, not augmented. ``root`` and ``download`` are accepted and ignored."""
+    images out, not augmented. ``root`` and ``download`` are accepted and ignored. ``mean`` /
+    ``std``: the normalisation (None: the images' own statistics)."""
     num_classes, image_size, seed = _check_options(num_classes, image_size, seed)
     train_size = check_positive_int("train_size", train_size)
     val_size = check_positive_int("val_size", val_size)
-    train_set = SyntheticDataset(train_size, num_classes, image_size, seed, train=True)
-    test_set = SyntheticDataset(val_size, num_classes, image_size, seed, train=False)
+    mean, std = normalization("synthetic", mean, std)
+    train_set = SyntheticDataset(train_size, num_classes, image_size, seed, train=True, mean=mean, std=std)
+    test_set = SyntheticDataset(val_size, num_classes, image_size, seed, train=False, mean=mean, std=std)
     train_set, held_out = carve_val_split(train_set, val_split, None, num_classes, "synthetic")
-    info = _info(test_set, len(train_set), len(held_out) if held_out is not None else 0)
-    return Splits(train_set, held_out, test_set, info)
+    return Splits(train_set, held_out, test_set, _info(test_set, train_set, held_out))
 
 
 def build_synthetic_eval(
@@ -131,9 +130,12 @@ def build_synthetic_eval(
     seed: int = 0,
     root=None,
     download: bool = False,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> tuple[SyntheticDataset, DataInfo]:
     """The synthetic val set alone (the same images as ``build_synthetic``'s test split)."""
     num_classes, image_size, seed = _check_options(num_classes, image_size, seed)
     val_size = check_positive_int("val_size", val_size)
-    test_set = SyntheticDataset(val_size, num_classes, image_size, seed, train=False)
-    return test_set, _info(test_set, None)
+    mean, std = normalization("synthetic", mean, std)
+    test_set = SyntheticDataset(val_size, num_classes, image_size, seed, train=False, mean=mean, std=std)
+    return test_set, _info(test_set)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..dataset_registry import stem_of
 from ..models.official import CheckpointError
 from ..runfiles import check_room, megabytes
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic, set_rng_state
@@ -146,6 +147,12 @@ def _network_defaults(keys: set[str]) -> dict[str, Any]:
             if key in parameters and parameters[key].default is not inspect.Parameter.empty}
 
 
+def _by_stem(spec: dict) -> dict:
+    """``spec`` with its ``network_type`` as the stem it builds: CIFAR10 and CIFAR100 (a spec's name for the CIFAR
+    stem with 100 classes) are one network, whichever the checkpoint's run recorded."""
+    return {**spec, "network_type": stem_of(spec.get("network_type")) or spec.get("network_type")}
+
+
 class Checkpointer:
     """Writes a trainer's state to ``directory`` and reads it back; remembers the last good checkpoint.
 
@@ -228,8 +235,9 @@ class Checkpointer:
         if spec:
             # A spec written before a ResidualNet option existed meant that option's default.
             spec = {**_network_defaults(set(self.model_spec) - set(spec)), **spec}
-        if self.model_spec and spec and spec != self.model_spec:
-            differing = sorted(k for k in set(spec) | set(self.model_spec) if spec.get(k) != self.model_spec.get(k))
+        if self.model_spec and spec and _by_stem(spec) != _by_stem(self.model_spec):
+            differing = sorted(k for k in set(spec) | set(self.model_spec)
+                               if _by_stem(spec).get(k) != _by_stem(self.model_spec).get(k))
             raise CheckpointError(
                 f"Cannot resume from {source}: it holds a different model "
                 f"({', '.join(f'{k}={spec.get(k)!r}' for k in differing)}) than this run's "

@@ -20,12 +20,10 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from ..config.choices import INITS, RESNET_LAYOUTS  # the one list of each, torch-free for the config checks
+from ..dataset_registry import DEFAULT_NUM_CLASSES, NETWORK_TYPES, STEMS, network_type_of, stem_of
 from .attention import (DEFAULT_PLACEMENT, PLACEMENTS, AttentionConfigError, build_attention, canonical_name,
                         check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
 from .attention.fused import check_fused, set_fused
-
-NETWORK_TYPES = {"imagenet": "ImageNet", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-DEFAULT_NUM_CLASSES = {"ImageNet": 1000, "CIFAR10": 10, "CIFAR100": 100}
 STAGE_WIDTHS = (64, 128, 256, 512)
 # Where this network can hold an attention block: ``attn`` (each residual block's branch, before the
 # addition), ``post_attn`` (each residual block, after the addition), ``stage_attn`` (after stages 1-3),
@@ -246,7 +244,7 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"Input of {height}x{width} pixels is too small for the {stem} stem, which downsamples "
                 f"by {self.min_input_size}: height and width must be at least {self.min_input_size}. "
-                f"Resize the images or use the other network_type."
+                f"Resize the images or use the other stem (data.stem, or ResidualNet's network_type)."
             )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,7 +321,8 @@ def ResidualNet(
 ) -> ResNet:
     """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
 
-    network_type: "ImageNet" | "CIFAR10" | "CIFAR100" (case-insensitive; selects the stem).
+    network_type: "ImageNet" | "CIFAR10" | "CIFAR100", or the stem kind "imagenet" | "cifar"
+    (case-insensitive; selects the stem: "cifar" is "CIFAR10").
     depth: 18 | 34 | 50 | 101. num_classes: defaults to 1000 / 10 / 100 by network_type.
     att_type: "none" (or None) | any registered block, e.g. "SE", "CBAM", "BAM" (case-insensitive).
     att_placement: "default" (the block's own) | "residual" | "post_add" | "stage" | "head".
@@ -337,9 +336,10 @@ def ResidualNet(
     attention_options: the block's own options, e.g. ``reduction=8`` or CBAM's ``kernel_size=3``;
     one the block does not take is an error naming those it does.
     """
-    if not isinstance(network_type, str) or network_type.lower() not in NETWORK_TYPES:
-        _choice(network_type, NETWORK_TYPES.values(), "network_type")
-    network_type = NETWORK_TYPES[network_type.lower()]
+    stem = stem_of(network_type)
+    if stem is None:
+        _choice(network_type, (*NETWORK_TYPES.values(), *STEMS), "network_type")
+    network_type = NETWORK_TYPES.get(network_type.lower()) or network_type_of(stem)
     if isinstance(depth, bool) or depth not in DEPTHS:
         _choice(depth, DEPTHS, "depth")
     att_type = canonical_name(att_type)
@@ -355,7 +355,7 @@ def ResidualNet(
         block,
         layers,
         num_classes,
-        imagenet_stem=network_type == "ImageNet",
+        imagenet_stem=stem == "imagenet",
         att_type=att_type,
         attention_options=attention_options,
         stride_in_1x1=stride_in_1x1,

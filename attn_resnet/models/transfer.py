@@ -152,8 +152,8 @@ def _mismatch_error(source: str, fmt: str, state: Mapping[str, torch.Tensor], mo
     stem_differs = stem_file is not None and stem_file.shape != stem_model.shape
     if stem_differs:
         causes.append(f"the file has a {stem_file.shape[-1]}x{stem_file.shape[-1]} stem and the model a "
-                      f"{stem_model.shape[-1]}x{stem_model.shape[-1]} one (set data.network_type=ImageNet, or "
-                      f"network_type when building it, to use an ImageNet-stem file)")
+                      f"{stem_model.shape[-1]}x{stem_model.shape[-1]} one (set data.stem=imagenet, or "
+                      f"network_type='ImageNet' when building it, to use an ImageNet-stem file)")
     trunk = [key for keys in problems.values() for key in keys
              if not _ATTENTION_KEY.search(key) and key.split(" ")[0] not in HEAD_KEYS
              and not (stem_differs and key.startswith("conv1."))]
@@ -168,7 +168,7 @@ def _mismatch_error(source: str, fmt: str, state: Mapping[str, torch.Tensor], mo
     return CheckpointError(
         f"Cannot initialise the model from {source} ({fmt} format): {look} Likely cause: "
         f"{' or '.join(dict.fromkeys(causes)) or 'another architecture'} ({detail}). Build the model with the "
-        f"file's depth, stem and block (model.depth, data.network_type, model.att_type and its options), or "
+        f"file's depth, stem and block (model.depth, data.stem, model.att_type and its options), or "
         f"pass the file that matches; model.init_from_format names the key convention if auto-detection "
         f"guessed wrong. Nothing was loaded."
     )
