@@ -72,10 +72,11 @@ def render(depth: int, network: str, size: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from attn_resnet.config.choices import DEPTHS
+    from attn_resnet.dataset_registry import NETWORK_TYPES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=50, choices=DEPTHS)
-    parser.add_argument("--network", default="ImageNet", choices=("ImageNet", "CIFAR10", "CIFAR100"))
+    parser.add_argument("--network", default="ImageNet", choices=tuple(NETWORK_TYPES.values()))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / "attention_zoo_complexity.md"),
                         help="a Markdown file, or - for standard output")

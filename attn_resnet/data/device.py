@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .. import dataset_registry
 from ..config.choices import LOADERS  # the one list, torch-free for the config checks
 from .common import (
     DataError,
@@ -235,7 +236,8 @@ def resolve_loader(
     if key == "device" and not isinstance(dataset, UInt8ImageDataset):
         raise DataError(
             f"data.loader=device keeps a whole split on the device as one uint8 tensor and augments it "
-            f"there, which only in-memory image sets allow (cifar10, cifar100, digits, synthetic); "
+            f"there, which only in-memory image sets allow "
+            f"({', '.join(name for name, entry in dataset_registry.DATASETS.items() if not entry.image_files)}); "
             f"{name} decodes and transforms its image files one at a time on the CPU. Use "
             f"data.loader=workers (or auto) for it."
         )
