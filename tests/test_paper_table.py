@@ -10,6 +10,7 @@ import pytest
 
 from attn_resnet import reporting
 from attn_resnet.models.attention import ATTENTION_BLOCKS
+from attn_resnet.reporting.runs import _canonical_att
 
 from helpers import run_script
 
@@ -183,7 +184,7 @@ def test_command_line_sweep_records_no_sweeper_params(cli_sweep):
 def test_table_of_a_command_line_sweep(cli_sweep):
     results = _job_results(cli_sweep)
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
-    acc1 = {reporting._canonical_att(r["config"]["model"]["att_type"]): r["final"]["acc1"] for r in results.values()}
+    acc1 = {_canonical_att(r["config"]["model"]["att_type"]): r["final"]["acc1"] for r in results.values()}
     assert set(acc1) == {"none", "SE"}
 
     runs = reporting.collect_runs(cli_sweep)
