@@ -3,9 +3,10 @@ each block minus the plain network of the same recipe)."""
 
 from __future__ import annotations
 
+from ..attention_registry import DEFAULT_PLACEMENT, PLACEMENTS
 from .aggregate import Row, budget_notes, build_rows, problems
 from .render import SIGNIFICANT, _paired_cells
-from .runs import NO_RECIPE, PLACEMENT_ORDER, Run, _attention_order, block_placement, run_recipe
+from .runs import NO_RECIPE, Run, _attention_order, block_placement, run_recipe
 
 
 # ------------------------------------------------------- blocks x placements
@@ -16,12 +17,12 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     placement is marked with †, and the lowest error of each block is in bold. The plain network
     (att_type=none) is the first row, for reference.
     """
-    placements = list(PLACEMENT_ORDER)
+    placements = list(PLACEMENTS)
     tables: dict[tuple, dict[str, dict[str, Row]]] = {}
     for row in rows:
         name, _, placement = str(row.att_type).partition("@")
         if name != "none" and not placement:
-            placement = block_placement(name) or "default"
+            placement = block_placement(name) or DEFAULT_PLACEMENT
         tables.setdefault((row.dataset, row.depth), {}).setdefault(name, {})[placement or "none"] = row
     text = []
     for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):

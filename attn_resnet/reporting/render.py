@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+from ..attention_registry import DEFAULT_PLACEMENT
 from .aggregate import Row, budget_notes, evaluation_notes, mixed_experiments, mixed_recipes, problems
 from .stats import PairedDifference
 
@@ -77,7 +78,8 @@ def csv_record(row: Row) -> dict:
     paired = row.vs_plain or PairedDifference(0)
     r = _rounded
     return {"model": row.label, "data": row.dataset, "depth": row.depth,
-            "att_type": row.att_type if row.att_type is None else att_type, "att_placement": placement or "default",
+            "att_type": row.att_type if row.att_type is None else att_type,
+            "att_placement": placement or DEFAULT_PLACEMENT,
             "params_m": r(row.params_m), "gflops": r(row.gflops, 3), "err1_mean": r(err1), "err1_std": r(std1),
             "err5_mean": r(err5), "err5_std": r(std5), "seeds_completed": len(row.completed), "runs": len(row.runs),
             "paper_err1": paper1, "delta_err1": r(_delta(err1, paper1)), "paper_err5": paper5,

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..attention_registry import attention_names, canonical_attention
+from ..attention_registry import DEFAULT_PLACEMENT, PLACEMENTS, attention_names, canonical_attention
 from ..config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS
 from ..config.resume import OFF_VALUES
 
 ATT_ORDER = {name: index for index, name in enumerate(attention_names())}  # the registry's order
-PLACEMENT_ORDER = {"residual": 0, "post_add": 1, "stage": 2, "head": 3}
+PLACEMENT_ORDER = {name: index for index, name in enumerate(PLACEMENTS)}  # the registry's order
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _attention_identity(att_type: Any, placement: Any = None, model: dict | None
                and not (key in TRANSFER_MODEL_KEYS and value == OFF_VALUES.get(f"model.{key}"))}
     if options:
         name += "(" + ", ".join(f"{key}={options[key]}" for key in sorted(options)) + ")"
-    if placement in (None, "default"):
+    if placement in (None, DEFAULT_PLACEMENT):
         return name
     return name if block_placement(name) == placement else f"{name}@{placement}"
 
