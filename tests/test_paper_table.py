@@ -239,7 +239,8 @@ def _hydra_multirun_yaml(sweep_dir, overrides: list[str]):
     """Write ``sweep_dir/multirun.yaml`` as ``train.py --multirun <overrides>`` would, without running a job.
 
     Mirrors ``Hydra.multirun``: the sweep's config is composed in MULTIRUN mode from the
-    command line, and the basic sweeper saves it unresolved.
+    command line, and the basic sweeper saves it unresolved. Hydra's public ``compose`` cannot:
+    it composes in RUN mode, which refuses sweep overrides (``model.att_type=none,SE``).
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path

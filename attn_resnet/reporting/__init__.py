@@ -32,7 +32,7 @@ from .results import collect_runs, completed_seeds, count_seeds, run_from_result
 from .runs import (ATT_ORDER, NO_RECIPE, PLACEMENT_ORDER, Run, block_placement, distinct_seeds, parse_where,
                    run_matches, run_recipe, run_setting, unknown_keys)
 from .stats import PairedDifference, paired_difference, sample_mean_std, t_quantile_975
-from .sweeps import IDENTITY_KEYS, expected_jobs, identity_from_overrides, sweep_jobs
+from .sweeps import IDENTITY_KEYS, expected_jobs, identity_from_overrides, sweep_combinations, sweep_jobs
 
 __all__ = [
     "ATT_ORDER", "COMPLEXITY_HEADER", "FORMATS", "HEADER", "IDENTITY_KEYS", "NO_RECIPE", "PAIRED_LEGEND",
@@ -42,6 +42,6 @@ __all__ = [
     "expected_jobs", "identity_from_overrides", "load_papers", "mixed_experiments", "mixed_recipes",
     "paired_difference", "paper_left_out_note", "paper_matches", "paper_table", "parse_where", "placement_pivot",
     "problems", "recipe_pivot", "recipe_rows", "render", "run_from_results", "run_matches", "run_recipe",
-    "run_setting", "sample_mean_std", "sweep_jobs", "t_quantile_975", "table_cells",
+    "run_setting", "sample_mean_std", "sweep_combinations", "sweep_jobs", "t_quantile_975", "table_cells",
     "unknown_keys",
 ]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import copy
 import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 from ..config import resolvers  # noqa: F401 - sweeper params may use ${att_blocks:} and ${seeds}-style interpolations
 from .runs import Run, _as_int, _attention_identity
+
+if TYPE_CHECKING:  # Hydra is imported only where a sweep is read
+    from hydra.core.override_parser.types import Override
 
 
 def sweep_jobs(config) -> list[list[str]]:
@@ -19,14 +23,34 @@ def sweep_jobs(config) -> list[list[str]]:
     basic sweeper does (the command line wins for a key given in both). A command-line sweep
     has no ``params`` (``hydra.sweeper.params: null``).
     """
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params or {})
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.get("task") or [])
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return sweep_combinations(OverridesParser.create().parse_overrides(arguments))
+
+
+def sweep_combinations(overrides: list[Override]) -> list[list[str]]:
+    """Every job of a sweep over parsed ``overrides``, in the order and spelling Hydra's basic sweeper
+    launches them: one list per key (a sweep's values, or one fixed value), a later override of a key
+    replacing an earlier one in its place, then their Cartesian product.
+
+    Written on Hydra's public ``Override`` methods; a test pins it to the basic sweeper's own
+    ``split_arguments``.
+    """
+    from hydra.errors import HydraException
+
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # interval(...): a continuous range, for optimising sweepers; the error Hydra raises
+            raise HydraException(f"BasicSweeper does not support sweep type : {override.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _apply_job_override(config, override, groups: set[str]) -> None:
