@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:  # this checkout's package, also where another cop
     sys.path.insert(0, str(REPO))
 
 from attn_resnet import reporting  # noqa: E402
+from attn_resnet.attention_registry import PLACEMENTS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "printed under it anyway, from their results.json)")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--by", choices=("placement", "recipe"),
-                        help="Markdown: blocks as rows and, as columns, placements (residual, post_add, stage, "
-                             "head), or recipes (recipe=paper, modern: top-1 accuracy, then each block minus the "
+                        help=f"Markdown: blocks as rows and, as columns, placements ({', '.join(PLACEMENTS)}), "
+                             "or recipes (recipe=paper, modern: top-1 accuracy, then each block minus the "
                              "plain network of the same recipe, paired by seed)")
     parser.add_argument("--by-placement", action="store_const", const="placement", dest="by",
                         help="the same as --by placement")

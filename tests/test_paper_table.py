@@ -10,6 +10,7 @@ import pytest
 
 from attn_resnet import reporting
 from attn_resnet.models.attention import ATTENTION_BLOCKS
+from attn_resnet.reporting.runs import _canonical_att
 
 from helpers import run_script
 
@@ -183,7 +184,7 @@ def test_command_line_sweep_records_no_sweeper_params(cli_sweep):
 def test_table_of_a_command_line_sweep(cli_sweep):
     results = _job_results(cli_sweep)
     assert len(results) == 2 and all(r["status"] == "completed" for r in results.values())
-    acc1 = {reporting._canonical_att(r["config"]["model"]["att_type"]): r["final"]["acc1"] for r in results.values()}
+    acc1 = {_canonical_att(r["config"]["model"]["att_type"]): r["final"]["acc1"] for r in results.values()}
     assert set(acc1) == {"none", "SE"}
 
     runs = reporting.collect_runs(cli_sweep)
@@ -238,7 +239,8 @@ def _hydra_multirun_yaml(sweep_dir, overrides: list[str]):
     """Write ``sweep_dir/multirun.yaml`` as ``train.py --multirun <overrides>`` would, without running a job.
 
     Mirrors ``Hydra.multirun``: the sweep's config is composed in MULTIRUN mode from the
-    command line, and the basic sweeper saves it unresolved.
+    command line, and the basic sweeper saves it unresolved. Hydra's public ``compose`` cannot:
+    it composes in RUN mode, which refuses sweep overrides (``model.att_type=none,SE``).
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path

@@ -1,0 +1,138 @@
+"""Rows -> text: the architecture table in Markdown, CSV or LaTeX, beside the published numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from ..attention_registry import DEFAULT_PLACEMENT
+from .aggregate import Row, budget_notes, evaluation_notes, mixed_experiments, mixed_recipes, problems
+from .stats import PairedDifference
+
+FORMATS = ("md", "csv", "latex")
+
+
+def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _mean_std(mean: float | None, std: float | None, undefined: bool = False) -> str:
+    if mean is None:
+        return "n/a" if undefined else "–"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _paper_value(row: Row, key: str) -> float | None:
+    if row.paper is None or row.paper.get(key) is None:
+        return None
+    return float(row.paper[key])
+
+
+def _delta(ours: float | None, published: float | None) -> float | None:
+    return None if ours is None or published is None else ours - published
+
+
+HEADER = ["Model", "Data", "Params (M)", "GFLOPs", "Top-1 err (%)", "Top-5 err (%)", "Seeds",
+          "Paper top-1", "Δ top-1", "Paper top-5", "Δ top-5", "Top-1 acc vs plain (95% CI)", "Pairs"]
+SIGNIFICANT = "*"
+PAIRED_LEGEND = ("Top-1 acc vs plain: the block's top-1 accuracy minus the plain ResNet's (same data and depth), "
+                 "in points, averaged over the seeds both ran (paired by seed; Pairs: how many), with its 95% "
+                 "interval mean ± t(0.975, n-1) sd/sqrt(n); " + SIGNIFICANT + " the interval excludes 0 "
+                 "(a gain if positive, a loss if negative); n/a: fewer than 2 pairs.")
+
+
+def _paired_cells(difference: PairedDifference | None) -> list[str]:
+    """``+2.00 [+1.75, +2.25] *`` and the number of pairs; "–" for a row with nothing to pair with."""
+    if difference is None:
+        return ["–", "–"]
+    if difference.mean is None:
+        return ["n/a", str(difference.pairs)]
+    text = f"{difference.mean:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]"
+    return [text + (f" {SIGNIFICANT}" if difference.excludes_zero else ""), str(difference.pairs)]
+
+
+def table_cells(row: Row) -> list[str]:
+    err1, std1 = row.err("err1")
+    err5, std5 = row.err("err5")
+    paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
+    seeds = f"{len(row.completed)}" + (f"/{len(row.runs)}" if len(row.runs) != len(row.completed) else "")
+    return [row.label, str(row.dataset), _fmt(row.params_m), _fmt(row.gflops, 3), _mean_std(err1, std1),
+            _mean_std(err5, std5, undefined=row.undefined("err5")), seeds, _fmt(paper1),
+            _fmt(_delta(err1, paper1), signed=True), _fmt(paper5), _fmt(_delta(err5, paper5), signed=True),
+            *_paired_cells(row.vs_plain)]
+
+
+def _rounded(value: float | None, digits: int = 2) -> float | None:
+    """``value`` to the digits the Markdown table prints (no ``29.700000000000003`` in a CSV file)."""
+    return None if value is None else round(float(value), digits)
+
+
+def csv_record(row: Row) -> dict:
+    """The row as numbers, rounded as the Markdown table prints them (errors 2 decimals, GFLOPs 3)."""
+    err1, std1 = row.err("err1")
+    err5, std5 = row.err("err5")
+    paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
+    att_type, _, placement = str(row.att_type).partition("@")
+    paired = row.vs_plain or PairedDifference(0)
+    r = _rounded
+    return {"model": row.label, "data": row.dataset, "depth": row.depth,
+            "att_type": row.att_type if row.att_type is None else att_type,
+            "att_placement": placement or DEFAULT_PLACEMENT,
+            "params_m": r(row.params_m), "gflops": r(row.gflops, 3), "err1_mean": r(err1), "err1_std": r(std1),
+            "err5_mean": r(err5), "err5_std": r(std5), "seeds_completed": len(row.completed), "runs": len(row.runs),
+            "paper_err1": paper1, "delta_err1": r(_delta(err1, paper1)), "paper_err5": paper5,
+            "delta_err5": r(_delta(err5, paper5)), "acc1_vs_plain": r(paired.mean),
+            "acc1_vs_plain_low": r(paired.low), "acc1_vs_plain_high": r(paired.high),
+            "pairs": paired.pairs if row.vs_plain is not None else None,
+            "acc1_vs_plain_excludes_0": paired.excludes_zero if paired.mean is not None else None}
+
+
+def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
+           header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
+    """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}. Valid choices: {', '.join(FORMATS)}.")
+    header = header or HEADER
+    issues = problems(rows) if cells is table_cells else []
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(records(rows[0]).keys()) if rows else ["model"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(records(row))
+        return buffer.getvalue()
+    paired = cells is table_cells and any(row.vs_plain is not None for row in rows)
+    # The budget right under the table: a table of short runs must not pass for one of the full recipe.
+    budget = budget_notes(run for row in rows for run in row.runs) if cells is table_cells else []
+    notes = [line for line in (caption, *budget, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
+                               paper and paper.get("note")) if line]
+    if cells is table_cells:
+        notes += mixed_experiments(rows) + mixed_recipes(rows)
+    notes += evaluation_notes(rows)
+    if fmt == "md":
+        lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += [f"| {' | '.join(cells(row))} |" for row in rows]
+        text = "\n".join(lines) + "\n"
+        if notes:
+            text += "\n" + "\n".join(notes) + "\n"
+        if issues:
+            text += "\nRuns not completed:\n" + "\n".join(f"- {line}" for line in issues) + "\n"
+        return text
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+             r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_latex_escape(c) for c in cells(row)) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if notes:
+        lines.append(r"\caption{" + _latex_escape(" ".join(notes)) + "}")
+    lines.append(r"\end{table}")
+    text = "\n".join(lines) + "\n"
+    if issues:
+        text += "\n".join(f"% not completed: {_latex_escape(line)}" for line in issues) + "\n"
+    return text
+
+
+def _latex_escape(text: str) -> str:
+    return (text.replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("_", r"\_")
+            .replace("–", "--"))
