@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..data import DeviceImageLoader
-from ..data.cifar import CIFAR_SPECS
 from ..data.common import TensorImageDataset
-
-CIFAR_MEAN, CIFAR_STD = CIFAR_SPECS["cifar10"].mean, CIFAR_SPECS["cifar10"].std
+from ..dataset_registry import CIFAR10_MEAN as CIFAR_MEAN, CIFAR10_STD as CIFAR_STD
 DEVICE_LOADER_NAME = f"attn_resnet.data.{DeviceImageLoader.__name__}"  # as the reports name it
 
 
