@@ -144,6 +144,14 @@ def test_the_command_line_check_takes_the_stem_and_its_older_spelling():
         check_overrides(["train.py", "data.stm=imagenet"], "train", CONF)
     with pytest.raises(ConfigError, match="data=imagefolder, data=imagenet declare it"):
         check_overrides(["train.py", "data.crop_pct=0.9"], "train", CONF)  # cifar10 has no crops
+    # Typed together, the two spellings must name one stem, even when data.stem repeats the data set's
+    # default (which the composed config alone cannot tell from the conf file's value).
+    check_overrides(["train.py", "data.stem=cifar", "data.network_type=CIFAR100"], "train", CONF)
+    with pytest.raises(ConfigError, match=r"data.stem=cifar and data.network_type=ImageNet choose different stems"):
+        check_overrides(["train.py", "data.stem=cifar", "data.network_type=ImageNet"], "train", CONF)
+    with pytest.raises(ConfigError, match=r"data.stem=imagenet and data.network_type=CIFAR10 choose different"):
+        check_overrides(["evaluate.py", "checkpoint=x.pt", "data.network_type=CIFAR10", "data.stem=imagenet"],
+                        "evaluate", CONF)
 
 
 def test_residual_net_takes_network_types_and_stem_kinds():
