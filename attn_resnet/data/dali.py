@@ -26,6 +26,7 @@ import torch
 from ..dataset_registry import DEFAULT_CROP_PCT, DEFAULT_CROP_SCALE
 from ..optional import DALI_INSTALL, dali_available
 from .common import DataError
+from .imagefolder import eval_resize
 from .interface import SampledDeviceLoader
 from .loader import available_cores
 from .sampler import mix_seed
@@ -63,7 +64,7 @@ class DaliImageLoader(SampledDeviceLoader):
         self.labels = np.asarray([label for _, label in dataset.samples], dtype=np.int64)
         self.augment = bool(getattr(dataset, "train", self.train))  # the split's own transform, as the workers path
         self.height, self.width = dataset.image_size
-        self.resize_shorter = round(max(dataset.image_size) / getattr(dataset, "crop_pct", DEFAULT_CROP_PCT))
+        self.resize_shorter = eval_resize(dataset.image_size, getattr(dataset, "crop_pct", DEFAULT_CROP_PCT))
         self.crop_scale = [float(value) for value in getattr(dataset, "crop_scale", DEFAULT_CROP_SCALE)]
         self.mean = [255 * float(value) for value in dataset.mean]
         self.std = [255 * float(value) for value in dataset.std]

@@ -62,10 +62,15 @@ def train_transform(size: tuple[int, int], uint8: bool = False, mean: Sequence[f
                                transforms.RandomHorizontalFlip(), *_to_output(uint8, mean, std)])
 
 
+def eval_resize(size: tuple[int, int], crop_pct: float = DEFAULT_CROP_PCT) -> int:
+    """The shorter side an evaluation image is resized to before its centre ``size`` is cropped."""
+    return round(max(size) / crop_pct)
+
+
 def val_transform(size: tuple[int, int], uint8: bool = False, mean: Sequence[float] = IMAGENET_MEAN,
                   std: Sequence[float] = IMAGENET_STD, crop_pct: float = DEFAULT_CROP_PCT) -> Callable:
     """Resize the shorter side to ``max(size) / crop_pct``, crop the centre ``size``, then a tensor."""
-    return transforms.Compose([transforms.Resize(round(max(size) / crop_pct)),
+    return transforms.Compose([transforms.Resize(eval_resize(size, crop_pct)),
                                transforms.CenterCrop(size), *_to_output(uint8, mean, std)])
 
 
