@@ -23,6 +23,7 @@ from PIL import Image
 from torchvision import transforms
 
 from .api import ModelInfo
+from .config.choices import PREDICT_TTA_MODES
 from .data.common import normalization_constants, normalize_uint8
 from .data.imagefolder import val_transform
 from .dataset_registry import DEFAULT_CROP_PCT, stem_of
@@ -30,7 +31,6 @@ from .runfiles import write_file_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 OUTPUT_SUFFIXES = (".csv", ".json")
-TTA_CHOICES = ("none", "flip")
 
 
 class PredictError(ValueError):
@@ -100,8 +100,8 @@ def predict(model: torch.nn.Module, info: ModelInfo, paths: Sequence[Path], topk
             device: torch.device | str = "cpu", tta: str = "none") -> list[Prediction]:
     """Predictions for ``paths`` in their order; ``tta="flip"`` averages the probabilities of each image
     and its mirror image."""
-    if tta not in TTA_CHOICES:
-        raise PredictError(f"Unknown --tta {tta!r}. Valid choices: {', '.join(TTA_CHOICES)}.")
+    if tta not in PREDICT_TTA_MODES:
+        raise PredictError(f"Unknown --tta {tta!r}. Valid choices: {', '.join(PREDICT_TTA_MODES)}.")
     device = torch.device(device)
     model = model.to(device).eval()
     prepare = input_transform(info)

@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from attn_resnet.config.choices import WEIGHT_CHOICES
+    from attn_resnet.config.choices import PREDICT_TTA_MODES, WEIGHT_CHOICES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--topk", type=int, default=5, help="classes per image (at most the class count)")
     parser.add_argument("--output", type=Path, help="write the predictions to FILE.csv or FILE.json")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation")
+    parser.add_argument("--tta", default="none", choices=PREDICT_TTA_MODES, help="test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--weights", default="auto", choices=WEIGHT_CHOICES,

@@ -46,6 +46,8 @@ LOADERS = ("auto", "device", "workers", "dali")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 EVAL_PRECISIONS = ("32", "bf16", "fp16", "same")
 TTA_MODES = ("none", "flip", "flip_translate")
+# predict.py --tta: the views whose probabilities it averages (no translations).
+PREDICT_TTA_MODES = ("none", "flip")
 LOSSES = ("ce", "bce")
 AUG_POLICIES = ("none", "randaugment", "trivialaugment")
 EVAL_WEIGHTS = ("model", "ema")  # evaluate.py weights=: the trained weights or the run's weight average
