@@ -161,10 +161,15 @@ def data_stem(data: Mapping[str, Any]) -> str:
                             f"data.stem and takes {', '.join(NETWORK_TYPES.values())}. Set data.stem="
                             f"{' or data.stem='.join(STEMS)} instead.")
     if stem is not None and stem not in (aliased, default):
-        raise RegistryError(f"data.stem={stem} and data.network_type={alias} choose different stems "
-                            f"(data.network_type is the older spelling of data.stem: {alias} means "
-                            f"data.stem={aliased}). Give one of them, e.g. data.stem={stem}.")
+        raise different_stems(stem, alias)
     return aliased
+
+
+def different_stems(stem: str, alias: str) -> RegistryError:
+    """The error for a ``data.stem`` and a ``data.network_type`` (its older spelling) that name two stems."""
+    return RegistryError(f"data.stem={stem} and data.network_type={alias} choose different stems "
+                         f"(data.network_type is the older spelling of data.stem: {alias} means "
+                         f"data.stem={stem_of(alias)}). Give one of them, e.g. data.stem={stem}.")
 
 
 def normalize_data_config(data: Mapping[str, Any]) -> dict:

@@ -337,7 +337,7 @@ def _check_typed_stems(overrides: list[Any]) -> None:
     """ConfigError when the command line gives ``data.stem`` and its older spelling ``data.network_type`` for two
     different stems. (Once composed, a stem typed to equal the dataset's default cannot be told from the conf
     file's, so this is the place that sees both as the user wrote them.)"""
-    from ..dataset_registry import stem_of
+    from ..dataset_registry import different_stems, stem_of
 
     typed = {override.key_or_group: override.value() for override in overrides
              if override.key_or_group in ("data.stem", "data.network_type") and not override.is_sweep_override()
@@ -346,6 +346,4 @@ def _check_typed_stems(overrides: list[Any]) -> None:
     if not isinstance(stem, str) or not isinstance(alias, str) or stem_of(stem) is None or stem_of(alias) is None:
         return  # one of them (or a value that validation will name)
     if stem_of(stem) != stem_of(alias):
-        raise ConfigError(f"data.stem={stem} and data.network_type={alias} choose different stems "
-                          f"(data.network_type is the older spelling of data.stem: {alias} means "
-                          f"data.stem={stem_of(alias)}). Give one of them, e.g. data.stem={stem}.")
+        raise ConfigError(str(different_stems(stem, alias)))
