@@ -1,34 +1,55 @@
 """The attention-block registry: a block's name and where its class lives.
 
 Torch-free, so that the config layer can check ``model.att_type`` before torch is imported.
-Adding a block is one file under ``attn_resnet/models/attention/`` plus one line here; the
-block declares its own options (its constructor's keyword arguments), placements and init,
-and ``attn_resnet.models.attention`` resolves these names to classes.
+A built-in block is one file under ``attn_resnet/models/attention/`` plus one line in ``BLOCKS``.
+A block from outside the package comes in through the same registry (``attn_resnet.registry``):
+by an import path (``model.att_type=mypkg.gates:MyGate``), an entry point of an installed package
+(group ``attn_resnet.blocks``; then ``model.att_type=MyGate``), or ``register_block(name, cls)``
+at run time. Every block declares its own options (its constructor's keyword arguments),
+placements and init, and ``attn_resnet.models.attention`` resolves these names to classes.
 """
 
 from __future__ import annotations
 
 import ast
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from .registry import Found, Registry, RegistryError, locate_module, parse_path
 
 NO_ATTENTION = "none"
+BLOCK_GROUP = "attn_resnet.blocks"
+_BUILT_IN = "attn_resnet.models.attention"
 
-# name -> "module:Class" under attn_resnet.models.attention
-BLOCKS: dict[str, str] = {
-    "SE": "se:SE",
-    "CBAM": "cbam:CBAM",
-    "BAM": "bam:BAM",
-    "ECA": "eca:ECA",
-    "SEVar": "se_variants:SEVar",
-    "GC": "gc:GC",
-    "CoordAtt": "coord:CoordAtt",
-    "SK": "sk:SK",
-    "SA": "shuffle:SA",
-    "PSA": "psa:PSA",
-    "Triplet": "triplet:Triplet",
-}
+# name -> "module:Class"; the built-in ones live under attn_resnet.models.attention
+BLOCKS = Registry("attention block", BLOCK_GROUP, {
+    "SE": f"{_BUILT_IN}.se:SE",
+    "CBAM": f"{_BUILT_IN}.cbam:CBAM",
+    "BAM": f"{_BUILT_IN}.bam:BAM",
+    "ECA": f"{_BUILT_IN}.eca:ECA",
+    "SEVar": f"{_BUILT_IN}.se_variants:SEVar",
+    "GC": f"{_BUILT_IN}.gc:GC",
+    "CoordAtt": f"{_BUILT_IN}.coord:CoordAtt",
+    "SK": f"{_BUILT_IN}.sk:SK",
+    "SA": f"{_BUILT_IN}.shuffle:SA",
+    "PSA": f"{_BUILT_IN}.psa:PSA",
+    "Triplet": f"{_BUILT_IN}.triplet:Triplet",
+}, ignore_case=True)
+
+
+def register_block(name: str, cls: Any, *, replace: bool = False) -> None:
+    """Register an attention block class (or its "module:Class" path) under ``name``, for this process.
+
+    ``model.att_type=<name>`` and ``ResidualNet(..., att_type=<name>)`` then build it. Sweep workers in
+    other processes (joblib, Slurm) do not see a registration made at run time: give them the block by
+    its import path or an entry point instead.
+    """
+    if isinstance(name, str) and name.lower() == NO_ATTENTION:
+        raise RegistryError(f"Cannot register a block named {name!r}: it means no attention.")
+    BLOCKS.register(name, cls, replace=replace)
 
 
 @dataclass(frozen=True)
@@ -68,19 +89,58 @@ def placement_choices() -> tuple[str, ...]:
 
 
 def attention_names() -> tuple[str, ...]:
-    """Every valid ``att_type`` in its canonical spelling, "none" first."""
-    return (NO_ATTENTION, *BLOCKS)
+    """Every block known by name in its canonical spelling, "none" first: the built-in ones, those registered
+    at run time and those of installed packages' entry points (a block given by import path is not listed)."""
+    return (NO_ATTENTION, *BLOCKS.names())
 
 
-def canonical_attention(value) -> str | None:
-    """The canonical spelling of an ``att_type`` (case-insensitive; None means "none"), or None if unknown."""
-    if value is None:
+def find_block(value: Any) -> Found | None:
+    """Where the block ``value`` (a name, an import path or a class) lives; None for "none" and for unknown names."""
+    if value is None or (isinstance(value, str) and value.lower() == NO_ATTENTION):
+        return None
+    if isinstance(value, type):
+        return BLOCKS.find(_name_of_class(value))
+    return BLOCKS.find(value)
+
+
+def canonical_attention(value: Any) -> str | None:
+    """The canonical spelling of an ``att_type`` (names case-insensitive; None means "none"), or None if unknown.
+
+    A block class is named by its registered name, else by its import path ("mypkg.gates:MyGate"); a class
+    that cannot be imported by its path (defined inside a function) is registered under its class name.
+    """
+    if value is None or (isinstance(value, str) and value.lower() == NO_ATTENTION):
         return NO_ATTENTION
+    if isinstance(value, type):
+        return _name_of_class(value)
     if isinstance(value, str):
-        for name in attention_names():
-            if name.lower() == value.lower():
-                return name
+        return BLOCKS.canonical(value)
     return None
+
+
+def display_name(value: Any) -> str:
+    """A block's name as run folders spell it: its canonical name, with a path's colon as a dot
+    ("mypkg.gates.MyGate" for "mypkg.gates:MyGate"); an unknown value as it is."""
+    name = canonical_attention(value)
+    if name is None:
+        return str(value)
+    path = parse_path(name)
+    return f"{path[0]}.{path[1]}" if path else name
+
+
+def _name_of_class(cls: type) -> str:
+    found = BLOCKS.find(cls)
+    if found is not None:
+        return found.name
+    for name in BLOCKS:  # a built-in (or registered) target that imports to this class
+        entry = BLOCKS[name]
+        if isinstance(entry, str) and entry == f"{cls.__module__}:{cls.__qualname__}":
+            return name
+    module, qualname = cls.__module__, cls.__qualname__
+    if "<locals>" not in qualname and module != "__main__":
+        return f"{module}:{qualname}"
+    register_block(cls.__name__, cls)  # not importable by a path: known by name in this process
+    return cls.__name__
 
 
 @dataclass(frozen=True)
@@ -95,19 +155,31 @@ class DeclaredBlock:
     options: dict[str, str]
 
 
-@lru_cache(maxsize=None)
-def declared_block(name: str) -> DeclaredBlock | None:
-    """The block ``name`` as its source file declares it; None when its class cannot be read that way
-    (no ``__init__`` of its own, ``**kwargs``): callers then know nothing of its options.
+def declared_block(value: Any) -> DeclaredBlock | None:
+    """The block ``value`` (a name or an import path) as its source file declares it; None when its class
+    cannot be read that way (no ``__init__`` of its own, ``**kwargs``, a module that cannot be found):
+    callers then know nothing of its options.
 
     The options are the constructor's arguments after ``channels``, as ``block_options`` reads them
     from the imported class; a test checks that the two agree for every registered block.
     """
-    module, class_name = BLOCKS[name].split(":")
-    path = Path(__file__).resolve().parent / "models" / "attention" / f"{module}.py"
+    found = find_block(value)
+    if found is None:
+        return None
+    if found.obj is not None:
+        return _declared_from_class(found.name, found.obj)
+    return _declared_from_source(found.name, found.target)
+
+
+@lru_cache(maxsize=None)
+def _declared_from_source(name: str, target: str) -> DeclaredBlock | None:
+    module, _, class_name = target.partition(":")
+    spec = locate_module(module)
+    if spec is None or not spec.origin or not str(spec.origin).endswith(".py"):
+        return None
     try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError):
+        tree = ast.parse(Path(spec.origin).read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
         return None
     block = next((node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name), None)
     init = next((node for node in (block.body if block else ()) if isinstance(node, ast.FunctionDef)
@@ -125,3 +197,17 @@ def declared_block(name: str) -> DeclaredBlock | None:
                       and isinstance(node.value, ast.Constant)), None)
     summary = (ast.get_docstring(block) or "").strip().split("\n")[0]
     return DeclaredBlock(name, summary, placement, options)
+
+
+def _declared_from_class(name: str, cls: Any) -> DeclaredBlock | None:
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())[1:]  # after channels
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        return None
+    options = {p.name: "required" if p.default is p.empty else repr(p.default) for p in parameters
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    placement = getattr(cls, "placement", None)
+    summary = (inspect.getdoc(cls) or "").strip().split("\n")[0]
+    return DeclaredBlock(name, summary, placement if isinstance(placement, str) else None, options)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from .attention_registry import BLOCKS, find_block
 from .config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS, canonical_attention
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
                    resolve_num_workers)
@@ -18,6 +19,7 @@ from .data.policies import AugmentSpec
 from .dataset_registry import NETWORK_TYPES, network_type_of
 from .engine.objectives import BatchMix
 from .models import ResidualNet
+from .registry import RegistryError, locate_module
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ MODEL_OPTION_KEYS = tuple(key for key in NETWORK_MODEL_KEYS if key not in ("dept
 # Block options that checkpoints written before blocks declared their own options stored for
 # every block; such a checkpoint is rebuilt with the ones its block takes.
 LEGACY_BLOCK_KEYS = ("reduction", "kernel_size", "combine")
+# The spec key that records where a block from outside the package lives (``Found.record``).
+ATT_SOURCE = "att_source"
 
 
 def model_spec(model: Mapping[str, Any], stem: str, num_classes: int) -> dict:
@@ -42,7 +46,7 @@ def model_spec(model: Mapping[str, Any], stem: str, num_classes: int) -> dict:
     older network type given instead is kept as it is. A resume matches specs by stem
     (``engine.checkpointing``), so CIFAR10 and CIFAR100 specs of one network match.
     """
-    return {
+    spec = {
         "network_type": NETWORK_TYPES.get(str(stem).lower()) or network_type_of(stem, int(num_classes)),
         "depth": int(model["depth"]),
         "num_classes": int(num_classes),
@@ -50,12 +54,45 @@ def model_spec(model: Mapping[str, Any], stem: str, num_classes: int) -> dict:
         **{key: model[key] for key in MODEL_OPTION_KEYS if key in model},
         **{key: value for key, value in model.items() if key not in MODEL_KEYS},
     }
+    found = find_block(spec["att_type"])
+    if found is not None and found.external:
+        # A block from outside the package: where its class lives and which package (and version) provides
+        # it, so that evaluation, prediction, export and fine-tuning find it again in another process.
+        spec[ATT_SOURCE] = found.record()
+    return spec
+
+
+def block_source(spec: Mapping[str, Any]) -> dict | None:
+    """Where a spec's block came from (``{"target", "origin", "package", "version"}``); None for a built-in one."""
+    return spec.get(ATT_SOURCE)
+
+
+def _buildable_att_type(att_type: Any, source: Mapping[str, Any] | None) -> Any:
+    """The ``att_type`` to build a spec's block by here: its name where this process knows it, else the import
+    path its run recorded; RegistryError naming the module and the package to install when neither imports."""
+    found = find_block(att_type)
+    if found is None and canonical_attention(att_type) == "none":
+        return att_type
+    if found is None and source and source.get("target"):
+        found = BLOCKS.find(source["target"])
+    if found is None:
+        return att_type  # unknown and nothing recorded: ResidualNet names the valid blocks
+    if found.obj is None and locate_module(found.module) is None:
+        package = (source or {}).get("package") or found.distribution
+        version = (source or {}).get("version")
+        wanted = f"{package}=={version}" if package and version else (package or found.module.split(".")[0])
+        raise RegistryError(
+            f"This model's attention block {att_type!r} lives in the module {found.module!r} "
+            f"({found.target}), which cannot be imported here. Install the package that provides it "
+            f"(pip install {wanted}, or pip install -e path/to/{package or found.module.split('.')[0]} for your "
+            f"own) in this environment, or put its folder on PYTHONPATH, then run this again.")
+    return att_type if find_block(att_type) is not None else found.name
 
 
 def block_options_of(spec: Mapping[str, Any]) -> dict:
     """The block options in a model spec (or a ``model`` config node)."""
     return {key: value for key, value in spec.items()
-            if key not in MODEL_KEYS and key not in ("network_type", "num_classes")}
+            if key not in MODEL_KEYS and key not in ("network_type", "num_classes", ATT_SOURCE)}
 
 
 def describe_spec(spec: dict) -> str:
@@ -71,6 +108,9 @@ def describe_spec(spec: dict) -> str:
 
 def build_model(spec: dict, fused: bool | str = "auto") -> torch.nn.Module:
     """The network of a model spec; ``fused`` (model.fused) is how SE and CBAM run, not part of the spec."""
+    spec = dict(spec)
+    source = spec.pop(ATT_SOURCE, None)
+    spec["att_type"] = _buildable_att_type(spec.get("att_type"), source)
     if "att_placement" not in spec:  # a checkpoint from before blocks declared their own options
         from .models.attention import block_options
 

@@ -108,11 +108,8 @@ class Gain(nn.Module):
 
 @pytest.fixture
 def gain(monkeypatch):
-    # What the registry line does at import: the name -> "module:Class", resolved to the class.
-    from attn_resnet.models import attention
-
-    monkeypatch.setitem(attention_registry.BLOCKS, "Gain", "gain:Gain")
-    monkeypatch.setitem(attention.ATTENTION_BLOCKS, "Gain", Gain)
+    # What attn_resnet.register_block("Gain", Gain) does, undone after the test.
+    monkeypatch.setitem(attention_registry.BLOCKS, "Gain", Gain)
     return "Gain"
 
 

@@ -9,15 +9,13 @@ the config checks before torch and the code after it cannot disagree.
 from __future__ import annotations
 
 from .. import dataset_registry, optim_registry
-from ..attention_registry import (DEFAULT_PLACEMENT, NO_ATTENTION, attention_names, canonical_attention,
-                                  placement_choices)
+from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, canonical_attention, placement_choices
 
 # depth -> (residual block, blocks per stage): the ResNet layouts (He et al., 2016), torch-free;
 # ``models.resnet`` builds from this table, so a new depth is one line here.
 RESNET_LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
                   50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
 DEPTHS = tuple(RESNET_LAYOUTS)
-ATTENTION_TYPES = attention_names()
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
                       "drop_path")

@@ -323,7 +323,7 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: Path) -> None:
             blocks = schema.block_options()
             if blocks is ANY or leaf in blocks:
                 continue
-            takers = [name for name in BLOCKS if leaf in getattr(declared_block(name), "options", {})]
+            takers = [name for name in BLOCKS.names() if leaf in getattr(declared_block(name), "options", {})]
             if takers:
                 att = ",".join(sorted(schema.att_types or ()))
                 note = (f"model.{leaf} is an option of the {', '.join(takers)} block{'s' if len(takers) > 1 else ''} "

@@ -49,16 +49,28 @@ def _group_lines(conf_dir: Path, group: str, default: str | None, optional: bool
 
 
 def block_lines() -> list[str]:
-    """One line per attention block: its name, what it is, its own placement and its options."""
-    width = max(len(name) for name in BLOCKS) + 2
+    """One line per attention block: its name, what it is, its own placement and its options; a block of an
+    installed package (entry point) or one registered at run time also says where it comes from."""
+    names = BLOCKS.names()
+    width = max(len(name) for name in names) + 2
     lines = [f"  {NO_ATTENTION:<{width}} no attention: the plain ResNet"]
-    for name in BLOCKS:
+    for name in names:
+        found = BLOCKS.find(name)
+        origin = ""
+        if found.origin == "entry point":
+            package = f"{found.distribution} {found.version}" if found.distribution else found.target
+            origin = f" [from {package}: {found.target}]"
+        elif found.origin == "registered":
+            origin = f" [registered: {found.target}]"
         block = declared_block(name)
         if block is None:
-            lines.append(f"  {name}")
+            lines.append(f"  {name}{origin}")
             continue
         options = ", ".join(f"{key}={value}" for key, value in block.options.items()) or "none"
-        lines.append(f"  {name:<{width}} {block.summary} Placement: {block.placement}; options: {options}.")
+        lines.append(f"  {name:<{width}} {block.summary} Placement: {block.placement}; options: {options}."
+                     f"{origin}")
+    lines.append(f"  {'<path>':<{width}} a block of your own by import path: model.att_type=package.module:Class "
+                 f"(docs/extending.md).")
     return lines
 
 

@@ -2,8 +2,10 @@
 
 - ``${att_name:${model.att_type},${model.att_placement}}``: the canonical spelling (``cbam`` ->
   ``CBAM``), so run names do not depend on how a user typed the block, with the placement
-  when it is not the block's default (``CBAM-head``).
-- ``${att_blocks:}``: every registered block, comma-separated, for sweeps over the whole zoo
+  when it is not the block's default (``CBAM-head``); a block given by import path is spelled
+  with dots (``mypkg.gates.MyGate``).
+- ``${att_blocks:}``: every block known by name (built-in, registered, installed packages' entry
+  points), comma-separated, for sweeps over the whole zoo
   (``model.att_type: ${att_blocks:}`` in a sweeper's params), so a new block joins them.
 - ``${att_placements:}``: every registered placement, comma-separated, for the zoo's sweep over
   ``model.att_placement``, so a new placement joins it.
@@ -25,19 +27,17 @@ import secrets
 
 from omegaconf import OmegaConf
 
-from ..attention_registry import BLOCKS, placement_names
+from ..attention_registry import BLOCKS, display_name, placement_names
 from ..distributed_env import STAMP_VARIABLE, new_run_stamp
-from .choices import canonical_attention
 
 
 def _att_name(value, placement: str = "default") -> str:
-    name = canonical_attention(value)
-    name = name if name is not None else str(value)  # unknown: leave it for validation to report
+    name = display_name(value)  # an unknown value as it is: validation reports it
     return name if placement in (None, "default") else f"{name}-{placement}"
 
 
 def _att_blocks() -> str:
-    return ",".join(BLOCKS)
+    return ",".join(BLOCKS.names())
 
 
 def _att_placements() -> str:

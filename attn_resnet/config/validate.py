@@ -16,8 +16,8 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import dataset_registry
-from ..attention_registry import NO_ATTENTION, declared_block
-from ..optim_registry import RegistryError
+from ..attention_registry import BLOCK_GROUP, BLOCKS, NO_ATTENTION, attention_names, declared_block, find_block
+from ..registry import RegistryError, locate_module
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -192,8 +192,7 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
     model = cfg.model
     if isinstance(model.depth, bool) or model.depth not in C.DEPTHS:
         fail_choice("model.depth", model.depth, C.DEPTHS)
-    if C.canonical_attention(model.att_type) is None:
-        fail_choice("model.att_type", model.att_type, C.ATTENTION_TYPES)
+    found = _attention_block(model.att_type)
     if model.get("init") not in C.INITS:
         fail_choice("model.init", model.get("init"), C.INITS)
     placement = model.get("att_placement", C.DEFAULT_PLACEMENT)
@@ -217,8 +216,23 @@ def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
     network_keys = (group_keys(conf_dir or default_conf_dir(), "model", "resnet")
                     or set(C.NETWORK_MODEL_KEYS + C.TRANSFER_MODEL_KEYS + C.EXECUTION_MODEL_KEYS))
     options = {str(key): value for key, value in model.items() if key not in network_keys}
-    if options or placement != C.DEFAULT_PLACEMENT:
+    if options or placement != C.DEFAULT_PLACEMENT or (found is not None and found.external):
         check_block(str(model.att_type), placement, options, sorted(network_keys))
+
+
+def _attention_block(att_type: Any):
+    """Where the chosen block lives (None for "none"); ConfigError for an unknown name, or for an import path
+    whose module is not on the Python path (found without importing anything, so the answer is immediate)."""
+    if C.canonical_attention(att_type) is None:
+        raise ConfigError(
+            f"Invalid config value model.att_type={att_type!r}. Valid choices: {_listed(attention_names())} "
+            f"(case-insensitive); or a block of your own by its import path, model.att_type=package.module:Class, "
+            f"or by the name its installed package declares (entry point group {BLOCK_GROUP}). Fix it on the "
+            f"command line (e.g. model.att_type=CBAM) or in the config file.")
+    found = find_block(att_type)
+    if found is not None and found.obj is None and locate_module(found.module) is None:
+        raise ConfigError(str(BLOCKS.missing_module(found, found.module)))
+    return found
 
 
 def _validate_transfer(cfg: DictConfig) -> None:
@@ -262,6 +276,7 @@ def check_block(att_type: str, placement: str, options: dict, network_keys: list
     """
     name = C.canonical_attention(att_type)
     declared = None if name == NO_ATTENTION else declared_block(name)
+    external = name != NO_ATTENTION and find_block(name).external
     if name == NO_ATTENTION or declared is not None:
         accepted = {} if declared is None else dict(declared.options)  # defaults as written in the source
     else:  # a block whose source cannot be read that way: ask the class
@@ -275,11 +290,14 @@ def check_block(att_type: str, placement: str, options: dict, network_keys: list
         takes = (f"the {name} block takes " + ", ".join(f"model.{k} (default {v})" for k, v in accepted.items())
                  if accepted else f"att_type={name} takes no block options")
         raise ConfigError(f"{error} (model.* keys are the network's own or the chosen block's options: {takes}.)")
-    from ..models.attention import AttentionConfigError, build_attention, resolve_placement
+    from ..models.attention import AttentionConfigError, build_attention, check_block_contract, resolve_placement
 
+    values = {key: plain(value) for key, value in options.items()}
     try:
         resolve_placement(att_type, placement)
-        build_attention(att_type, 256, **{key: plain(value) for key, value in options.items()})  # the block's own checks of the values
+        build_attention(att_type, 256, **values)  # the block's own checks of the values
+        if external:  # a block from outside the package: run it once, so that a broken one stops here
+            check_block_contract(att_type, values)
     except AttentionConfigError as error:
         raise ConfigError(str(error)) from None
     except (ValueError, TypeError) as error:

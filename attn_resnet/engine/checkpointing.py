@@ -148,9 +148,12 @@ def _network_defaults(keys: set[str]) -> dict[str, Any]:
 
 
 def _by_stem(spec: dict) -> dict:
-    """``spec`` with its ``network_type`` as the stem it builds: CIFAR10 and CIFAR100 (a spec's name for the CIFAR
-    stem with 100 classes) are one network, whichever the checkpoint's run recorded."""
-    return {**spec, "network_type": stem_of(spec.get("network_type")) or spec.get("network_type")}
+    """``spec`` as a resume compares it: its ``network_type`` as the stem it builds (CIFAR10 and CIFAR100, a spec's
+    name for the CIFAR stem with 100 classes, are one network, whichever the checkpoint's run recorded), and without
+    the record of where an outside block lives (``att_source``: its package's version may change between attempts;
+    ``att_type`` names the block)."""
+    return {**{key: value for key, value in spec.items() if key != "att_source"},
+            "network_type": stem_of(spec.get("network_type")) or spec.get("network_type")}
 
 
 class Checkpointer:

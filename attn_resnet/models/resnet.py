@@ -20,9 +20,10 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from ..config.choices import INITS, RESNET_LAYOUTS  # the one list of each, torch-free for the config checks
+from ..attention_registry import find_block
 from ..dataset_registry import DEFAULT_NUM_CLASSES, NETWORK_TYPES, STEMS, network_type_of, stem_of
 from .attention import (DEFAULT_PLACEMENT, PLACEMENTS, AttentionConfigError, build_attention, canonical_name,
-                        check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
+                        check_block_contract, check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
 from .attention.fused import check_fused, set_fused
 STAGE_WIDTHS = (64, 128, 256, 512)
 # Where this network can hold an attention block: ``attn`` (each residual block's branch, before the
@@ -163,6 +164,9 @@ class ResNet(nn.Module):
             return build_attention(self.att_type, channels, **options)
 
         check_options(self.att_type, options)  # an unknown option fails here, before any layer is built
+        found = find_block(self.att_type)
+        if found is not None and found.external:  # a block from outside the package: checked once, by running it
+            check_block_contract(self.att_type, options)
         slot = {name: None for name in SLOTS}
         if self.att_placement is not None:
             chosen = PLACEMENTS[self.att_placement]
@@ -324,7 +328,8 @@ def ResidualNet(
     network_type: "ImageNet" | "CIFAR10" | "CIFAR100", or the stem kind "imagenet" | "cifar"
     (case-insensitive; selects the stem: "cifar" is "CIFAR10").
     depth: 18 | 34 | 50 | 101. num_classes: defaults to 1000 / 10 / 100 by network_type.
-    att_type: "none" (or None) | any registered block, e.g. "SE", "CBAM", "BAM" (case-insensitive).
+    att_type: "none" (or None) | any registered block, e.g. "SE", "CBAM", "BAM" (case-insensitive), an
+    entry point's block by name, a block of one's own by import path ("mypkg.gates:MyGate") or its class.
     att_placement: "default" (the block's own) | "residual" | "post_add" | "stage" | "head".
     stride_in_1x1: put the Bottleneck stride on the first 1x1 conv (original ResNet).
     zero_init_residual: zero each block's last BN weight so blocks start as identities.
