@@ -156,9 +156,11 @@ def parse_model_name(name: str) -> dict[str, Any]:
 
 
 def create_model(name: str, *, num_classes: int | None = None, pretrained: str | os.PathLike | None = None,
-                 pretrained_format: str = "auto", **options: Any) -> nn.Module:
+                 pretrained_format: str = "auto", att_type: Any = None, **options: Any) -> nn.Module:
     """Build a named network, e.g. ``create_model("resnet50_cbam", num_classes=7)``.
 
+    ``att_type``: the block, for a name without one (``create_model("cifar_resnet18", att_type=MyGate)``):
+    a block class of one's own, its import path ("mypkg.gates:MyGate") or any registered name.
     ``options``: ``ResidualNet``'s keyword options (``att_placement``, ``drop_path``, ...) and the
     block's own (``reduction=8``). ``pretrained``: a file to start from (this project's checkpoint or
     weights file, the authors' release, a torchvision or timm ResNet state dict; nothing is
@@ -166,6 +168,12 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: str |
     and the classifier is new when ``num_classes`` differs from the file's.
     """
     spec = parse_model_name(name)
+    if att_type is not None:
+        if spec["att_type"] != NO_ATTENTION:
+            raise ValueError(f"create_model({name!r}, att_type=...) names two blocks: the name's "
+                             f"{spec['att_type']} and att_type's. Give the block once: a name without one "
+                             f"(e.g. {name.rsplit('_', 1)[0]!r}) with att_type=, or the name alone.")
+        spec["att_type"] = att_type
     model = ResidualNet(spec["network_type"], spec["depth"], num_classes, spec["att_type"], **options)
     if pretrained is not None:
         from .models.transfer import load_pretrained

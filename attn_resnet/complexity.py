@@ -58,15 +58,16 @@ def measure(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) 
 
 
 def block_overheads(depth: int = 50, network_type: str = "ImageNet", input_size: tuple[int, int, int] = (3, 224, 224),
-                    placements: tuple[str, ...] | None = None) -> list[dict]:
-    """What each registered block adds to a plain ResidualNet, at each placement it takes (meta device).
+                    placements: tuple[str, ...] | None = None, extra_blocks: tuple[str, ...] = ()) -> list[dict]:
+    """What each block known by name (built-in, registered, entry points) and each of ``extra_blocks`` (import
+    paths, "mypkg.gates:MyGate") adds to a plain ResidualNet, at each placement it takes (meta device).
 
     One dict per (block, placement): ``att_type``, ``placement``, ``default`` (the block's own
     place), ``params``/``macs`` of the whole net and ``added_params``/``added_gflops`` over the plain
     net, with the block's default options.
     """
     from .models import ResidualNet
-    from .models.attention import ATTENTION_BLOCKS, block_placements
+    from .models.attention import ATTENTION_BLOCKS, block_class, block_placements, canonical_name
 
     def build(att_type: str, placement: str = "default") -> Complexity:
         with torch.device("meta"):
@@ -75,7 +76,9 @@ def block_overheads(depth: int = 50, network_type: str = "ImageNet", input_size:
 
     plain = build("none")
     rows = []
-    for name, block in ATTENTION_BLOCKS.items():
+    names = dict.fromkeys([*ATTENTION_BLOCKS, *(canonical_name(block) for block in extra_blocks)])
+    for name in names:
+        block = block_class(name)
         for placement in block_placements(name):
             if placements is not None and placement not in placements:
                 continue

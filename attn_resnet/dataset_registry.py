@@ -6,7 +6,10 @@ imported; ``config.choices.DATASETS``, the config validation and the builder map
 ``attn_resnet.data`` all read ``DATASETS``, and the builders are imported only when one is
 called (``resolve``).
 
-How to add a dataset: one module, one registry line, one conf file.
+How to add a dataset: one module, one registry line, one conf file. From outside the package,
+the registry line becomes an entry point of the group ``attn_resnet.datasets`` naming the
+``DatasetEntry`` (or ``data.name=pkg.mod:ENTRY``, or ``register_dataset``), and the conf file
+lives in the user's own config folder (``hydra.searchpath``); see docs/extending.md.
 
 1. A module with two builders. ``train(**options) -> data.Splits`` (train, held-out val,
    test, ``DataInfo``) and ``eval(**options) -> (test_set, DataInfo)``, which reads the
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Callable, Mapping, Sequence
 
-from .optim_registry import RegistryError
+from .registry import Registry, RegistryError
 
 # The network's first layers (data.stem; ResidualNet's first argument takes these too):
 #   imagenet: 7x7/2 conv + 3x3/2 max-pool, for 224x224 inputs
@@ -76,7 +79,7 @@ class DatasetEntry:
 
 
 # name -> DatasetEntry; the conf file is conf/data/<name>.yaml
-DATASETS: dict[str, DatasetEntry] = {
+DATASETS = Registry("dataset", "attn_resnet.datasets", {
     "cifar10": DatasetEntry("attn_resnet.data.cifar:build_cifar10", "attn_resnet.data.cifar:build_cifar10_eval",
                             stem="cifar", mean=CIFAR10_MEAN, std=CIFAR10_STD),
     "cifar100": DatasetEntry("attn_resnet.data.cifar:build_cifar100", "attn_resnet.data.cifar:build_cifar100_eval",
@@ -91,19 +94,40 @@ DATASETS: dict[str, DatasetEntry] = {
                               "attn_resnet.data.synthetic:build_synthetic_eval", stem="cifar"),
     "digits": DatasetEntry("attn_resnet.data.digits:build_digits", "attn_resnet.data.digits:build_digits_eval",
                            stem="cifar"),
-}
+})
+
+
+def register_dataset(name: str, dataset: DatasetEntry, *, replace: bool = False) -> None:
+    """Register a ``DatasetEntry`` under ``name`` (``data.name=<name>``; its conf file gives the loader keys)."""
+    if not isinstance(dataset, DatasetEntry):
+        raise RegistryError(f"register_dataset({name!r}, ...) takes a DatasetEntry (its builders as "
+                            f"'module:callable', its stem and normalisation), not {type(dataset).__name__}.")
+    DATASETS.register(name, dataset, replace=replace)
 
 
 def dataset_names() -> tuple[str, ...]:
-    """Every registered dataset, in registration order."""
-    return tuple(DATASETS)
+    """Every dataset known by name: the built-in ones, those registered, those of installed packages' entry points."""
+    return DATASETS.names()
 
 
 def entry(name: str) -> DatasetEntry:
-    """The registration of ``name``; RegistryError listing the valid names when there is none."""
-    if name not in DATASETS:
-        raise RegistryError(f"Unknown dataset {name!r}. Valid choices: {', '.join(DATASETS)}.")
-    return DATASETS[name]
+    """The registration of ``name`` (a name, an entry point's name or an import path to a ``DatasetEntry``);
+    RegistryError listing the valid names when there is none."""
+    value = DATASETS.load(name)
+    if not isinstance(value, DatasetEntry):
+        raise RegistryError(f"The dataset {name!r} ({DATASETS.find(name).target}) is a {type(value).__name__}, not a "
+                            f"DatasetEntry: a dataset from outside the package is declared as the built-in ones are, "
+                            f"DatasetEntry(train='pkg.mod:build', eval='pkg.mod:build_eval', stem='cifar', mean=..., "
+                            f"std=...) (see docs/extending.md).")
+    return value
+
+
+def known_entry(name: Any) -> DatasetEntry | None:
+    """``entry(name)``, or None where ``name`` is no dataset (or one that cannot be imported here)."""
+    try:
+        return entry(name) if isinstance(name, str) and DATASETS.find(name) is not None else None
+    except RegistryError:
+        return None
 
 
 def resolve(name: str, builder: str = "train") -> Callable[..., Any]:
@@ -150,7 +174,8 @@ def data_stem(data: Mapping[str, Any]) -> str:
                             f"max-pool, for 32x32 inputs). Fix it on the command line (e.g. data.stem=imagenet) "
                             f"or in the config file.")
     stem = None if stem is None else stem.lower()
-    default = DATASETS[data["name"]].stem if data.get("name") in DATASETS else None
+    registered = known_entry(data.get("name"))
+    default = registered.stem if registered is not None else None
     if alias is None:
         if stem is None and default is None:
             raise RegistryError("The data config chooses no stem: set data.stem to imagenet or cifar.")

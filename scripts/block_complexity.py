@@ -29,14 +29,14 @@ def citation(block: type) -> str:
     return ""
 
 
-def render(depth: int, network: str, size: int) -> str:
+def render(depth: int, network: str, size: int, extra_blocks: tuple[str, ...] = ()) -> str:
     import torch
 
     from attn_resnet.attention_registry import placement_names
     from attn_resnet.complexity import block_overheads
-    from attn_resnet.models.attention import ATTENTION_BLOCKS, block_options
+    from attn_resnet.models.attention import block_class, block_options
 
-    rows = block_overheads(depth, network, (3, size, size))
+    rows = block_overheads(depth, network, (3, size, size), extra_blocks=extra_blocks)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     lines = [f"# Attention zoo: what each block adds to ResNet-{depth} ({network} stem, {size}x{size})", "",
@@ -48,7 +48,7 @@ def render(depth: int, network: str, size: int) -> str:
              "| Block | Paper | Options (defaults) | Placement | + Params (M) | + GFLOPs |", "|---|---|---|---|---|---|"]
     for row in rows:
         if row["default"]:
-            block = ATTENTION_BLOCKS[row["att_type"]]
+            block = block_class(row["att_type"])
             options = ", ".join(f"`{k}={v!r}`" for k, v in block_options(row["att_type"]).items()) or "—"
             lines.append(f"| {row['att_type']} | {citation(block)} | {options} | {row['placement']} | "
                          f"{row['added_params'] / 1e6:.3f} | {row['added_gflops']:.4f} |")
@@ -78,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=50, choices=DEPTHS)
     parser.add_argument("--network", default="ImageNet", choices=tuple(NETWORK_TYPES.values()))
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--block", action="append", default=[], metavar="PACKAGE.MODULE:CLASS",
+                        help="also count a block of your own by its import path (repeatable); blocks that installed "
+                             "packages declare (entry points) or that are registered are counted anyway")
     parser.add_argument("--output", default=str(REPO / "docs" / "results" / "attention_zoo_complexity.md"),
                         help="a Markdown file, or - for standard output")
     args = parser.parse_args(argv)
-    text = render(args.depth, args.network, args.size)
+    text = render(args.depth, args.network, args.size, tuple(args.block))
     if args.output == "-":
         print(text)
     else:

@@ -73,7 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--depths", type=lambda text: tuple(int(v) for v in text.split(",")), default=None,
                         help="comma-separated, e.g. 18,50")
     parser.add_argument("--att-types", type=lambda text: tuple(text.split(",")), default=ATT_TYPES,
-                        help="comma-separated subset of " + ",".join(ATT_TYPES) + " (default: all)")
+                        help="comma-separated blocks: " + ",".join(ATT_TYPES) + " (the default), any other "
+                             "registered block, or one of your own by import path (package.module:Class), which "
+                             "is timed beside them without a peer")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -187,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         rerender(args)
         return 0
-    unknown = [name for name in args.att_types if name not in ATT_TYPES]
+    from ..attention_registry import attention_names, canonical_attention
+
+    unknown = [name for name in args.att_types if canonical_attention(name) is None]
     if unknown or "none" not in args.att_types:
-        raise SystemExit(f"--att-types {','.join(args.att_types)}: choose from {','.join(ATT_TYPES)} and include "
-                         "none (the attention overhead is measured against it).")
+        raise SystemExit(f"--att-types {','.join(args.att_types)}: choose from {','.join(attention_names())} or a "
+                         "block of your own by import path (package.module:Class), and include none (the "
+                         "attention overhead is measured against it).")
+    args.att_types = tuple(canonical_attention(name) for name in args.att_types)
     settings = resolve_settings(args)
     started = time.perf_counter()
 

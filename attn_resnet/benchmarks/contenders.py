@@ -33,8 +33,8 @@ def build_peer(depth: int, att_type: str, use_timm: bool) -> tuple[nn.Module | N
         import torchvision
 
         return getattr(torchvision.models, f"resnet{depth}")(num_classes=NUM_CLASSES), f"torchvision resnet{depth}", None
-    if att_type == "BAM":
-        return None, "—", "no torchvision/timm implementation of BAM"
+    if att_type not in ("SE", "CBAM"):
+        return None, "—", f"no torchvision/timm implementation of {att_type}"
     name = f"timm seresnet{depth}" if att_type == "SE" else f"timm resnet{depth} + attn_layer='cbam'"
     timm = timm_module() if use_timm else None
     if timm is None:

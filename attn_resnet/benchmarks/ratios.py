@@ -22,7 +22,8 @@ def model_ratios(records: list[dict], depths: list[int]) -> tuple[list[dict], li
     for mode in modes:
         for depth in depths:
             plain = by_key.get((depth, "none", "ours", mode))
-            for att_type in ATT_TYPES:
+            # The default blocks first, then any other the run was given (--att-types mypkg.gates:MyGate).
+            for att_type in dict.fromkeys([*ATT_TYPES, *(r["att_type"] for r in records)]):
                 ours = by_key.get((depth, att_type, "ours", mode))
                 peer = by_key.get((depth, att_type, "peer", mode))
                 if ours is not None and peer is not None:

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import dataset_registry
 from ..attention_registry import BLOCK_GROUP, BLOCKS, NO_ATTENTION, attention_names, declared_block, find_block
-from ..registry import RegistryError, locate_module
+from ..optim_registry import OPTIMIZERS, SCHEDULES
+from ..registry import Registry, RegistryError, locate_module
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -314,8 +315,12 @@ def _num_workers(cfg: DictConfig) -> None:
 
 def validate_data(cfg: DictConfig) -> None:
     data = cfg.data
-    if data.get("name") not in dataset_registry.DATASETS:  # read now: a dataset registered since import counts
-        fail_choice("data.name", data.get("name"), dataset_registry.dataset_names())
+    found = _registered(dataset_registry.DATASETS, "data.name", data.get("name"))
+    if found.external:
+        try:
+            dataset_registry.entry(data.get("name"))  # imports the module that declares it: a DatasetEntry?
+        except RegistryError as error:
+            raise ConfigError(str(error)) from None
     _stem(data)
     _data_transforms(data)
     _number(cfg, "data.batch_size", integer=True)
@@ -383,7 +388,7 @@ def _check_dali(dataset: str) -> None:
     """data.loader=dali: only for image files in class folders, and only where DALI is installed."""
     from ..optional import DALI_INSTALL, dali_available
 
-    readers = [name for name, entry in dataset_registry.DATASETS.items() if entry.image_files]
+    readers = [name for name in dataset_registry.DATASETS if dataset_registry.entry(name).image_files]
     if not dataset_registry.entry(dataset).image_files:
         raise ConfigError(f"data.loader=dali decodes image files from class folders (data={' or '.join(readers)}); "
                           f"{dataset} is held in memory. Use data.loader=auto for it.")
@@ -400,8 +405,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         fail_choice("optimized_metric", cfg.optimized_metric, C.OPTIMIZED_METRICS)
     validate_model(cfg, conf_dir)
     validate_data(cfg)
-    if cfg.optim.name not in C.OPTIMIZERS:
-        fail_choice("optim.name", cfg.optim.name, C.OPTIMIZERS)
+    _registered(OPTIMIZERS, "optim.name", cfg.optim.name)
     _number(cfg, "optim.lr")
     _number(cfg, "optim.weight_decay", allow_zero=True)
     _number(cfg, "optim.reference_batch_size", integer=True, allow_none=True)
@@ -412,8 +416,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
         if cfg.optim.layer_decay > 1:
             raise ConfigError(f"Invalid config value optim.layer_decay={cfg.optim.layer_decay}: it must be in (0, 1] "
                               f"(e.g. 0.7; each layer trains at that times the lr of the layer above), or null.")
-    if cfg.sched.name not in C.SCHEDULES:
-        fail_choice("sched.name", cfg.sched.name, C.SCHEDULES)
+    _registered(SCHEDULES, "sched.name", cfg.sched.name)
     _number(cfg, "sched.warmup_epochs", allow_zero=True, allow_none=cfg.sched.name == "onecycle")
     if cfg.sched.name == "onecycle" and cfg.sched.warmup_epochs is not None \
             and not 0 < cfg.sched.warmup_epochs < cfg.trainer.epochs:
@@ -479,6 +482,20 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
             f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
             f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
         )
+
+
+def _registered(registry: Registry, key: str, value: Any):
+    """Where ``value`` lives in ``registry`` (a name, an entry point's name or an import path); ConfigError naming
+    the valid names for an unknown one, and the module for a path whose module is not on the Python path."""
+    found = registry.find(value) if isinstance(value, str) else None
+    if found is None:
+        raise ConfigError(
+            f"Invalid config value {key}={value!r}. Valid choices: {_listed(registry.names())}; or one of your own "
+            f"by its import path ({key}=package.module:Name) or the name its installed package declares (entry point "
+            f"group {registry.group}). Fix it on the command line or in the config file.")
+    if found.obj is None and locate_module(found.module) is None:
+        raise ConfigError(str(registry.missing_module(found, found.module)))
+    return found
 
 
 def check_callables(cfg: DictConfig) -> None:

@@ -42,7 +42,7 @@ class _Builders(Mapping):
         self.builder = builder
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
-        if name not in dataset_registry.DATASETS:
+        if dataset_registry.DATASETS.find(name) is None:
             raise KeyError(name)
         return dataset_registry.resolve(name, self.builder)
 
@@ -50,7 +50,7 @@ class _Builders(Mapping):
         return iter(dataset_registry.dataset_names())
 
     def __len__(self) -> int:
-        return len(dataset_registry.DATASETS)
+        return len(dataset_registry.dataset_names())
 
 
 DATASET_BUILDERS: Mapping[str, Callable[..., Splits]] = _Builders("train")

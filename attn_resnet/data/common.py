@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..dataset_registry import DATASETS, RegistryError, check_normalization
+from ..dataset_registry import RegistryError, check_normalization, known_entry
 from .policies import (  # noqa: F401 (cutout's helpers re-exported)
     _FIELD_MASK,
     _FLIP_SHIFT,
@@ -79,7 +79,7 @@ def normalization(name: str, mean: Sequence[float] | None, std: Sequence[float] 
         mean, std = check_normalization(mean, std)
     except RegistryError as error:
         raise DataError(str(error)) from None
-    registered = DATASETS.get(name)
+    registered = known_entry(name)
     if mean is None and registered is not None:
         mean = registered.mean
     if std is None and registered is not None:

@@ -237,7 +237,7 @@ def resolve_loader(
         raise DataError(
             f"data.loader=device keeps a whole split on the device as one uint8 tensor and augments it "
             f"there, which only in-memory image sets allow "
-            f"({', '.join(name for name, entry in dataset_registry.DATASETS.items() if not entry.image_files)}); "
+            f"({', '.join(name for name in dataset_registry.DATASETS if not dataset_registry.entry(name).image_files)}); "
             f"{name} decodes and transforms its image files one at a time on the CPU. Use "
             f"data.loader=workers (or auto) for it."
         )

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..attention_registry import DEFAULT_PLACEMENT, PLACEMENTS, attention_names, canonical_attention
+from ..attention_registry import (DEFAULT_PLACEMENT, PLACEMENTS, attention_names, canonical_attention, declared_block,
+                                  find_block)
 from ..config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS
 from ..config.resume import OFF_VALUES
 
@@ -69,11 +70,20 @@ def _attention_identity(att_type: Any, placement: Any = None, model: dict | None
 
 
 def block_placement(name: str) -> str | None:
-    """The own placement of the block ``name`` (options allowed: ``SA(groups=8)``); None for a name no block has."""
-    from ..models.attention import ATTENTION_BLOCKS  # imports torch: only where a placement must be told apart
+    """The own placement of the block ``name`` (options allowed: ``SA(groups=8)``; a name, an entry point's name
+    or an import path); None for a name no block has here."""
+    block = name.split("(")[0]
+    if find_block(block) is None:
+        return None
+    declared = declared_block(block)  # read from its source: torch-free
+    if declared is not None and declared.placement is not None:
+        return declared.placement
+    from ..models.attention import block_class  # imports torch: a block whose source does not say it plainly
 
-    block = ATTENTION_BLOCKS.get(name.split("(")[0])
-    return block.placement if block is not None else None
+    try:
+        return getattr(block_class(block), "placement", None)
+    except (ValueError, ImportError):
+        return None
 
 
 def _attention_order(att_type: str | None) -> tuple:

@@ -131,7 +131,12 @@ def check_block_contract(att_type, options: dict | None = None, channels: int = 
 
 @lru_cache(maxsize=64)
 def _check_forward(name: str, cls, options: tuple, channels: int) -> None:
-    block = cls(channels, **dict(options))
+    with torch.device("cpu"):  # a real run, also when the network is being built on the meta device
+        _run_once(name, cls, dict(options), channels)
+
+
+def _run_once(name: str, cls, options: dict, channels: int) -> None:
+    block = cls(channels, **options)
     if not isinstance(block, nn.Module):
         raise AttentionConfigError(f"The attention block {name} breaks the block contract: building it gave "
                                    f"{type(block).__name__}, not a torch.nn.Module.")
