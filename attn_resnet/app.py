@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from .build import (
     Sharding,
     batch_mix,
+    block_source,
     build_model,
     configure_determinism,
+    configured_callbacks,
     describe_spec,
     make_eval_loader,
     make_loaders,
@@ -325,6 +327,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     if every and trainer_cfg["tensorboard"] and distributed.is_main and has_attention_maps(model):
         hooks.append(AttentionImages(fixed_images(loaders.val, int(trainer_cfg.get("attention_maps_images", 8))),
                                      every))
+    hooks += configured_callbacks(config.get("callbacks"))
     input_info = {"mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
                   "class_names": [str(name) for name in info.class_names]}
     objective = Objective(settings.loss, settings.label_smoothing, settings.bce_target_threshold,
@@ -349,7 +352,12 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     final, best = summary["final"], summary["best"]
     metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
                "hparam/best_acc1": best["acc1"]}
-    trainer.tb.hparams(flatten_hparams({k: v for k, v in config.items() if k != "hydra"}),
+    hparams = flatten_hparams({k: v for k, v in config.items() if k != "hydra"})
+    if block_source(spec):  # a block from outside the package: where it lives and which version ran
+        source = block_source(spec)
+        hparams["model.att_source"] = (f"{source['target']} ({source.get('package') or 'no installed package'}"
+                                       f"{' ' + source['version'] if source.get('version') else ''})")
+    trainer.tb.hparams(hparams,
                        {k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
     trainer.tb.close()
     acc5 = "n/a" if final["acc5"] is None else f"{final['acc5']:.2f}%"
@@ -439,15 +447,15 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     fmt = cfg.checkpoint_format
     device = resolve_device(str(cfg.device), purpose="evaluation")
     checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" else None
-    data_cfg = _evaluation_data(cfg, checkpoint)
-    val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
-                                        channels_last=bool(cfg.channels_last))
     weights = str(cfg.get("weights", "model"))
-    if checkpoint is not None:
+    if checkpoint is not None:  # the model first: a block whose package is missing stops before any data is read
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec, fused=cfg.model.get("fused", "auto"))
         model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
-    else:
+    data_cfg = _evaluation_data(cfg, checkpoint)
+    val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
+                                        channels_last=bool(cfg.channels_last))
+    if checkpoint is None:
         spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_stem(data_cfg),
                           info.num_classes)
         model = load_official(build_model(spec, fused=cfg.model.get("fused", "auto")), cfg.checkpoint)

@@ -119,6 +119,29 @@ def build_model(spec: dict, fused: bool | str = "auto") -> torch.nn.Module:
     return ResidualNet(**spec, fused=fused)
 
 
+def configured_callbacks(callbacks: Mapping[str, Any] | None) -> list:
+    """The callbacks of the config's ``callbacks`` mapping (NAME -> {_target_, arguments}), built with Hydra's
+    ``instantiate``; each is named NAME, which keys its state in checkpoints. A None entry is switched off."""
+    from hydra.utils import instantiate
+
+    from .engine.callbacks import Callback
+
+    built = []
+    for name, node in (callbacks or {}).items():
+        if node is None:
+            continue
+        callback = instantiate(dict(node))
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks.{name}: {node['_target_']} built a {type(callback).__name__}, not an "
+                            f"attn_resnet.Callback; a configured callback subclasses attn_resnet.Callback.")
+        callback.name = str(name)
+        built.append(callback)
+    if built:
+        log.info("Callbacks from the config: %s", ", ".join(f"{c.name} ({type(c).__module__}.{type(c).__qualname__})"
+                                                           for c in built))
+    return built
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     """"auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
     requested = str(requested)

@@ -47,19 +47,19 @@ def block_option_overrides(argv: list[str], conf_dir: Path | None = None) -> lis
     A block declares its options itself (its constructor's keyword arguments), so they are not
     keys of ``conf/model/*.yaml``, and Hydra refuses to set an undeclared key without a '+'.
     ``++`` adds the key or sets it where an experiment already did; validation then checks
-    it against the chosen block's options before anything runs.
+    it against the chosen block's options before anything runs. A configured callback's keys
+    (``callbacks.NAME._target_=...``) are additions too, so they work with or without Hydra's '+'.
     """
     conf_dir = conf_dir or default_conf_dir()
     declared: set[str] = set()
     for path in sorted((conf_dir / "model").glob("*.yaml")):
         declared |= group_keys(conf_dir, "model", path.stem)
-    if not declared:
-        return list(argv)
     rewritten = []
     for position, arg in enumerate(argv):
         key, equals, _ = arg.partition("=")
-        if (position > 0 and equals and key.startswith("model.") and key.count(".") == 1
-                and key.split(".", 1)[1] not in declared):
+        block_option = (declared and key.startswith("model.") and key.count(".") == 1
+                        and key.split(".", 1)[1] not in declared)
+        if position > 0 and equals and (block_option or key.startswith("callbacks.")):
             arg = "++" + arg
         rewritten.append(arg)
     return rewritten

@@ -150,14 +150,9 @@ def test_a_residual_type_block_trains_at_the_head_and_after_stages(tmp_path, pla
 
 
 def _visualize_script():
-    import importlib.util
+    from attn_resnet.commands import visualize
 
-    from helpers import REPO
-
-    spec = importlib.util.spec_from_file_location("visualize_attention", REPO / "scripts" / "visualize_attention.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return visualize
 
 
 def test_figure_names_keep_images_with_the_same_name_apart(tmp_path):

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from .. import dataset_registry
 from ..attention_registry import BLOCK_GROUP, BLOCKS, NO_ATTENTION, attention_names, declared_block, find_block
 from ..optim_registry import OPTIMIZERS, SCHEDULES
-from ..registry import Registry, RegistryError, locate_module
+from ..registry import Registry, RegistryError, locate_module, parse_path
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
@@ -38,8 +38,9 @@ class ConfigError(ValueError):
 
 
 def default_conf_dir() -> Path:
-    """The ``conf/`` folder beside the package (the repository layout)."""
-    return Path(__file__).resolve().parents[2] / "conf"
+    """The project's config folder: ``attn_resnet/conf``, which in a checkout links to the repository's ``conf/``
+    and in an installed wheel holds its copy."""
+    return (Path(__file__).resolve().parents[1] / "conf").resolve()
 
 
 def conf_dir_of(hydra_cfg: Any) -> Path:
@@ -475,6 +476,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
                               f"(e.g. 0.999; 0 keeps no average).")
         _boolean(cfg, "trainer.ema_warmup")
     validate_aug(cfg)
+    validate_callbacks(cfg)
     check_callables(cfg)
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():
@@ -482,6 +484,64 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, co
             f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
             f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
         )
+
+
+# The names of the built-in callbacks, which key their state in checkpoints too.
+BUILT_IN_CALLBACKS = ("ema", "attention_images", "frozen_norms", "init_from")
+
+
+def validate_callbacks(cfg: DictConfig) -> None:
+    """``callbacks``: NAME -> {_target_: an importable class or factory, its arguments}. ConfigError, before any
+    run folder is made, for a target that is missing or cannot be imported, arguments it does not take, or a
+    name taken by a built-in callback. Imports the targets' modules (only when callbacks are configured)."""
+    import inspect
+
+    callbacks = cfg.get("callbacks")
+    if callbacks is None:
+        return
+    example = "+callbacks.NAME._target_=package.module.Class"
+    if not isinstance(callbacks, DictConfig):
+        raise ConfigError(f"Invalid config value callbacks={callbacks!r}: it must be a mapping NAME -> "
+                          f"{{_target_: package.module.Class, arg: value}} (on the command line: {example}).")
+    for name, node in callbacks.items():
+        key = f"callbacks.{name}"
+        if node is None:
+            continue  # switched off (callbacks.NAME=null)
+        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+            raise ConfigError(f"{key} needs a _target_: the import path of its class, e.g. "
+                              f"+{key}._target_=package.module.Class (and +{key}.arg=value for its arguments).")
+        if name in BUILT_IN_CALLBACKS:
+            raise ConfigError(f"{key}: the name {name!r} is a built-in callback's (its state is saved under it): "
+                              f"give yours another name. Built-in names: {', '.join(BUILT_IN_CALLBACKS)}.")
+        target = str(node._target_)
+        path = parse_path(target)
+        if path is None:
+            raise ConfigError(f"Invalid config value {key}._target_={target!r}: it must be an import path, "
+                              f"package.module.Class (or package.module:Class).")
+        module, attribute = path
+        if locate_module(module) is None:
+            raise ConfigError(f"{key}._target_={target}: the module {module!r} cannot be imported here (no such "
+                              f"module on the Python path). Install the package that provides it (pip install -e "
+                              f"path/to/your/package), or put its folder on PYTHONPATH; check the spelling.")
+        registry = Registry("callback", "attn_resnet.callbacks")
+        try:
+            factory = registry.load(f"{module}:{attribute}")
+        except RegistryError as error:
+            raise ConfigError(f"{key}: {error}") from None
+        arguments = {str(k): v for k, v in node.items() if not str(k).startswith("_")}
+        try:
+            inspect.signature(factory).bind(**arguments)
+        except TypeError as error:
+            raise ConfigError(f"{key}: {target} does not take these arguments ({error}): "
+                              f"{', '.join(f'{key}.{k}={v!r}' for k, v in arguments.items()) or 'none given'}. "
+                              f"It takes {inspect.signature(factory)}.") from None
+        except ValueError:
+            pass  # a callable without a readable signature: its call will tell
+        from ..engine.callbacks import Callback  # torch-free
+
+        if isinstance(factory, type) and not issubclass(factory, Callback):
+            raise ConfigError(f"{key}._target_={target} is not an attn_resnet.Callback: a configured callback "
+                              f"subclasses attn_resnet.Callback and overrides the hooks it needs (docs/extending.md).")
 
 
 def _registered(registry: Registry, key: str, value: Any):
