@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
 from .config.command_line import check_overrides
 from .config.preflight import group_choices
-from .config.validate import ConfigError, conf_dir_of, default_conf_dir, group_keys
+from .config.validate import ConfigError, conf_dir_of, default_conf_dir, group_keys, option_names
 from .distributed_env import agree_run_stamp, export_submitit_env, process_env
 
 log = logging.getLogger("attn_resnet")
@@ -52,8 +52,8 @@ def block_option_overrides(argv: list[str], conf_dir: Path | None = None) -> lis
     """
     conf_dir = conf_dir or default_conf_dir()
     declared: set[str] = set()
-    for path in sorted((conf_dir / "model").glob("*.yaml")):
-        declared |= group_keys(conf_dir, "model", path.stem)
+    for option in option_names(conf_dir, "model"):
+        declared |= group_keys(conf_dir, "model", option)
     rewritten = []
     for position, arg in enumerate(argv):
         key, equals, _ = arg.partition("=")

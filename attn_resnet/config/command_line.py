@@ -25,7 +25,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..attention_registry import BLOCKS, canonical_attention, declared_block
-from .validate import ConfigError, group_keys, nearest_keys
+from .validate import (ConfDirs, ConfigError, config_dirs, group_keys, nearest_keys, option_file, option_names,
+                       source_folder)
 
 # Hydra's flags (hydra/_internal/utils.py, get_args_parser). With these the check stands aside:
 # another config folder or name, help, shell completion and --info are Hydra's business.
@@ -80,7 +81,7 @@ def _is_global(path: Path) -> bool:
 class Schema:
     """What the config files let the command line set, for one entry point and its chosen options."""
 
-    conf_dir: Path
+    conf_dir: list[Path]  # the project's config folder, then the user's (hydra.searchpath)
     config_name: str
     primary: DictConfig
     choices: dict[str, set | None]  # group -> the options it may take (ANY: cannot tell)
@@ -89,8 +90,10 @@ class Schema:
     att_types: set | None = field(default_factory=set)
 
     def options(self, group: str) -> list[str]:
-        folder = self.conf_dir / group
-        return sorted(path.stem for path in folder.glob("*.yaml")) if folder.is_dir() else []
+        return option_names(self.conf_dir, group)
+
+    def file(self, group: str, option: str) -> Path | None:
+        return option_file(self.conf_dir, group, option)
 
     @property
     def group_nodes(self) -> list[str]:
@@ -172,9 +175,10 @@ def _is_hydra(key: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
-def build_schema(conf_dir: Path, config_name: str, overrides: list[Any]) -> Schema:
+def build_schema(conf_dir: ConfDirs, config_name: str, overrides: list[Any]) -> Schema:
     """The keys and choices the config files allow, given the command line's group choices."""
-    primary = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+    conf_dir = config_dirs(conf_dir)
+    primary = OmegaConf.load(conf_dir[0] / f"{config_name}.yaml")
     choices: dict[str, set | None] = {group: {None if option is None else str(option)}
                                       for group, option, _ in defaults_entries(primary)}
     schema = Schema(conf_dir, config_name, primary, choices, set())
@@ -191,14 +195,14 @@ def build_schema(conf_dir: Path, config_name: str, overrides: list[Any]) -> Sche
             values = _element_values(override)
             att_types = ANY if values is ANY or att_types is ANY else att_types | values
     schema.global_groups = {group for group in choices
-                            if any(_is_global(path) for path in (conf_dir / group).glob("*.yaml"))}
+                            if any(_is_global(path) for folder in conf_dir for path in (folder / group).glob("*.yaml"))}
     # The chosen global files: the keys they add, and the options they choose (unless the command line did).
     chosen_globals = [(group, option) for group in sorted(schema.global_groups)
                       for option in (schema.options(group) if choices[group] is ANY else choices[group])
                       if option is not None]
     for group, option in chosen_globals:
-        path = conf_dir / group / f"{option}.yaml"
-        if not path.is_file():
+        path = schema.file(group, str(option))
+        if path is None:
             continue
         content = OmegaConf.load(path)
         for key, value in content.items():
@@ -214,9 +218,8 @@ def build_schema(conf_dir: Path, config_name: str, overrides: list[Any]) -> Sche
         # Not on the command line: the model file's block, unless a global file may choose another
         # (an experiment's sweep over blocks): then any block's options may be meant.
         att_types = ANY if chosen_globals else {
-            str(OmegaConf.load(conf_dir / "model" / f"{option}.yaml").get("att_type"))
-            for option in choices.get("model") or () if option is not None
-            and (conf_dir / "model" / f"{option}.yaml").is_file()}
+            str(OmegaConf.load(schema.file("model", str(option))).get("att_type"))
+            for option in choices.get("model") or () if option is not None and schema.file("model", str(option))}
     schema.att_types = att_types
     return schema
 
@@ -231,9 +234,15 @@ def bad_option(schema: Schema, group: str, value: str) -> ConfigError:
     by_lower = {option.lower(): option for option in options}
     near = [by_lower[name] for name in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.5)]
     hint = f"Did you mean {' or '.join(f'{group}={name}' for name in near)}? " if near else ""
+    searched = ("" if len(schema.conf_dir) == 1 else
+                f", nor has any folder of hydra.searchpath ({', '.join(map(str, schema.conf_dir[1:]))})")
+    own = ("" if near or len(schema.conf_dir) > 1 else
+           f" A file of your own is found in your config folder with hydra.searchpath=[file:///path/to/conf] "
+           f"(it holds {group}/{value}.yaml).")
     return ConfigError(
-        f"Invalid config choice {group}={value}: conf/{group}/ has no {value}.yaml. {hint}Valid choices of {group}: "
-        f"{', '.join(options)}. Fix it on the command line, e.g. {group}={near[0] if near else options[0]}."
+        f"Invalid config choice {group}={value}: conf/{group}/ has no {value}.yaml{searched}. {hint}Valid choices "
+        f"of {group}: {', '.join(options)}. Fix it on the command line, e.g. "
+        f"{group}={near[0] if near else options[0]}.{own}"
     )
 
 
@@ -249,7 +258,7 @@ def options_declaring(schema: Schema, key: str, group: str) -> list[str]:
             if option in chosen:
                 continue
             keys = group_keys(schema.conf_dir, name, option) if group else \
-                {str(k) for k in OmegaConf.load(schema.conf_dir / name / f"{option}.yaml") if k not in ("defaults", "hydra")}
+                {str(k) for k in OmegaConf.load(schema.file(name, option)) if k not in ("defaults", "hydra")}
             if leaf in keys:
                 found.append(f"{name}={option}")
     return found
@@ -280,19 +289,35 @@ def unknown_key(schema: Schema, key: str, group: str, valid: set[str], usage: st
 
 
 # ---------------------------------------------------------------- the check
-def check_overrides(argv: list[str], config_name: str, conf_dir: Path) -> None:
-    """ConfigError for the first key or group option of ``argv`` that the config files do not have."""
+def search_path_dirs(overrides: list[Any]) -> list[Path]:
+    """The folders a ``hydra.searchpath=[...]`` override adds (file:// and pkg:// entries that exist)."""
+    folders = []
+    for override in overrides:
+        if override.key_or_group != "hydra.searchpath" or override.is_delete():
+            continue
+        value = override.value()
+        for entry in value if isinstance(value, list) else [value]:
+            folder = source_folder(str(entry))
+            if folder is not None and folder.is_dir():
+                folders.append(folder)
+    return folders
+
+
+def check_overrides(argv: list[str], config_name: str, conf_dir: ConfDirs) -> None:
+    """ConfigError for the first key or group option of ``argv`` that the config files do not have (those of the
+    project's folder and of any ``hydra.searchpath=[...]`` the command line adds)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     arguments = command_line_overrides(argv)
-    if not arguments or not (conf_dir / f"{config_name}.yaml").is_file():
+    conf_dir = config_dirs(conf_dir)
+    if not arguments or not (conf_dir[0] / f"{config_name}.yaml").is_file():
         return
     try:
         overrides = OverridesParser.create().parse_overrides(arguments)
     except HydraException:
         return  # a syntax error: Hydra's parser message points at the character
-    schema = build_schema(conf_dir, config_name, overrides)
+    schema = build_schema([*conf_dir, *search_path_dirs(overrides)], config_name, overrides)
     top = schema.top_level_keys()
     for override in overrides:
         key = override.key_or_group
@@ -304,7 +329,7 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: Path) -> None:
             if override.is_delete():
                 continue
             for value in _option_values(override, schema, key) or ():
-                if value is not None and not (conf_dir / key / f"{value}.yaml").is_file():
+                if value is not None and schema.file(key, value) is None:
                     raise bad_option(schema, key, value)
             continue
         if override.type.name in ("ADD", "FORCE_ADD"):

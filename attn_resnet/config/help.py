@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ..attention_registry import BLOCKS, NO_ATTENTION, declared_block, placement_names
 from .command_line import defaults_entries
+from .validate import ConfDirs, config_dirs, option_file, option_names
 
 
 def description(path: Path, limit: int = 150) -> str:
@@ -38,8 +39,8 @@ def description(path: Path, limit: int = 150) -> str:
     return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def _group_lines(conf_dir: Path, group: str, default: str | None, optional: bool = True) -> list[str]:
-    paths = sorted((conf_dir / group).glob("*.yaml"))
+def _group_lines(conf_dir: ConfDirs, group: str, default: str | None, optional: bool = True) -> list[str]:
+    paths = [option_file(conf_dir, group, name) for name in option_names(conf_dir, group)]
     width = max((len(path.stem) for path in paths), default=0) + 1
     lines = [f"{group}:" + ("  (none by default)" if default is None and optional else "")]
     for path in paths:
@@ -74,18 +75,20 @@ def block_lines() -> list[str]:
     return lines
 
 
-def config_help(config_name: str, conf_dir: Path) -> str:
-    """The groups (with options) of ``conf/<config_name>.yaml`` and the attention blocks, as help text."""
-    primary = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+def config_help(config_name: str, conf_dir: ConfDirs) -> str:
+    """The groups (with options) of ``conf/<config_name>.yaml`` and the attention blocks, as help text; with
+    several config folders (``hydra.searchpath``), the options of all of them."""
+    folders = config_dirs(conf_dir)
+    primary = OmegaConf.load(folders[0] / f"{config_name}.yaml")
     lines = ["== Config groups ==", "Choose an option with group=option (* the default); each file's first comment "
              f"says what it is: conf/<group>/<option>.yaml.", ""]
     for group, option, _ in defaults_entries(primary):
-        if (conf_dir / group).is_dir():
-            lines += _group_lines(conf_dir, group, None if option is None else str(option))
+        if option_names(folders, group):
+            lines += _group_lines(folders, group, None if option is None else str(option))
     if config_name == "train":
         # Hydra's own groups that the project ships presets for (hydra/launcher=slurm).
-        for folder in sorted(path for path in (conf_dir / "hydra").glob("*") if path.is_dir()):
-            lines += _group_lines(conf_dir, f"hydra/{folder.name}", None, optional=False)
+        for folder in sorted(path for path in (folders[0] / "hydra").glob("*") if path.is_dir()):
+            lines += _group_lines(folders, f"hydra/{folder.name}", None, optional=False)
     lines += ["", "== Attention blocks ==",
               "model.att_type=<block> (any case); model.att_placement=" + "|".join(placement_names())
               + " moves it; "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -43,15 +43,58 @@ def default_conf_dir() -> Path:
     return (Path(__file__).resolve().parents[1] / "conf").resolve()
 
 
-def conf_dir_of(hydra_cfg: Any) -> Path:
-    """The primary config folder Hydra composed from (falls back to the repository's ``conf/``)."""
+ConfDirs = Path | Sequence[Path]  # the config folders: the project's first, then the user's (hydra.searchpath)
+
+
+def config_dirs(conf_dir: ConfDirs | None) -> list[Path]:
+    """``conf_dir`` as a list of folders, the project's first (the default folder when None)."""
+    if conf_dir is None:
+        return [default_conf_dir()]
+    return [Path(conf_dir)] if isinstance(conf_dir, (str, Path)) else [Path(d) for d in conf_dir] or [default_conf_dir()]
+
+
+def source_folder(path: str, scheme: str = "file") -> Path | None:
+    """The folder of one config search path entry (``file:///a/conf``, ``/a/conf``, ``pkg://mypkg.conf``)."""
+    if path.startswith("file://"):
+        scheme, path = "file", path[len("file://"):]
+    elif path.startswith("pkg://"):
+        scheme, path = "pkg", path[len("pkg://"):]
+    if scheme == "file":
+        return Path(path)
+    if scheme == "pkg":
+        from ..registry import locate_module
+
+        spec = locate_module(path.replace("/", "."))
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        return Path(locations[0]) if locations else None
+    return None
+
+
+def conf_dir_of(hydra_cfg: Any) -> list[Path]:
+    """The config folders Hydra composed from: its primary folder, then those of ``hydra.searchpath`` (a user's
+    experiments and options); the repository's ``conf/`` when Hydra's record says nothing usable."""
+    folders: list[Path] = []
     try:
         for source in hydra_cfg.runtime.config_sources:
-            if source.provider == "main" and str(source.path).startswith("file://"):
-                return Path(str(source.path)[len("file://"):])
+            if source.provider in ("hydra", "schema"):
+                continue  # Hydra's own configs and the structured-config store
+            folder = source_folder(str(source.path), str(source.schema))
+            if folder is not None and folder.is_dir() and folder not in folders:
+                folders.append(folder)
     except Exception:  # noqa: BLE001 - any shape we do not know: use the default folder
         pass
-    return default_conf_dir()
+    return folders or [default_conf_dir()]
+
+
+def option_file(conf_dir: ConfDirs | None, group: str, option: str) -> Path | None:
+    """The file of option ``option`` of config group ``group`` in the first folder that has it."""
+    return next((path for folder in config_dirs(conf_dir)
+                 if (path := folder / group / f"{option}.yaml").is_file()), None)
+
+
+def option_names(conf_dir: ConfDirs | None, group: str) -> list[str]:
+    """Every option of ``group`` over all the config folders."""
+    return sorted({path.stem for folder in config_dirs(conf_dir) for path in (folder / group).glob("*.yaml")})
 
 
 # ------------------------------------------------------------------ the schema
@@ -67,17 +110,17 @@ def _file_keys(path: Path, seen: frozenset = frozenset()) -> set[str]:
     return keys
 
 
-def group_keys(conf_dir: Path, group: str, option: str | None) -> set[str]:
-    """The keys that option ``option`` of config group ``group`` declares (empty if no such file)."""
-    return _file_keys(conf_dir / group / f"{option}.yaml") if option else set()
+def group_keys(conf_dir: ConfDirs | None, group: str, option: str | None) -> set[str]:
+    """The keys that option ``option`` of config group ``group`` declares (empty if no folder has its file)."""
+    path = option_file(conf_dir, group, str(option)) if option else None
+    return _file_keys(path) if path is not None else set()
 
 
-def _top_level_keys(conf_dir: Path, config_name: str, experiment: str | None) -> set[str]:
-    keys = {"defaults", *GROUPS} | _file_keys(conf_dir / f"{config_name}.yaml")
-    if experiment:
-        content = OmegaConf.load(conf_dir / "experiment" / f"{experiment}.yaml") \
-            if (conf_dir / "experiment" / f"{experiment}.yaml").is_file() else {}
-        keys |= {str(k) for k in content if k not in ("defaults", "hydra")}
+def _top_level_keys(conf_dir: ConfDirs, config_name: str, experiment: str | None) -> set[str]:
+    keys = {"defaults", *GROUPS} | _file_keys(config_dirs(conf_dir)[0] / f"{config_name}.yaml")
+    path = option_file(conf_dir, "experiment", experiment) if experiment else None
+    if path is not None:
+        keys |= {str(k) for k in OmegaConf.load(path) if k not in ("defaults", "hydra")}
     return keys - {"defaults", "hydra"}
 
 
@@ -134,10 +177,10 @@ def _declared_names(cfg: DictConfig, groups: Iterable[str]) -> set[str]:
 
 
 def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choices: dict | None = None,
-                       conf_dir: Path | None = None, groups: Iterable[str] = GROUPS) -> None:
+                       conf_dir: ConfDirs | None = None, groups: Iterable[str] = GROUPS) -> None:
     """ConfigError naming the first key that no chosen config file declares, and the nearest valid keys."""
-    conf_dir = conf_dir or default_conf_dir()
-    if not conf_dir.is_dir():
+    conf_dir = config_dirs(conf_dir)
+    if not conf_dir[0].is_dir():
         return  # an installed package without its conf/ folder: Hydra composed from elsewhere
     group_choices = dict(group_choices or {})
     top = _top_level_keys(conf_dir, config_name, group_choices.get("experiment"))
@@ -190,7 +233,7 @@ def _boolean(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"Invalid config value {key}={value!r}: it must be true or false.")
 
 
-def validate_model(cfg: DictConfig, conf_dir: Path | None = None) -> None:
+def validate_model(cfg: DictConfig, conf_dir: ConfDirs | None = None) -> None:
     model = cfg.model
     if isinstance(model.depth, bool) or model.depth not in C.DEPTHS:
         fail_choice("model.depth", model.depth, C.DEPTHS)
@@ -397,7 +440,8 @@ def _check_dali(dataset: str) -> None:
         raise ConfigError(DALI_INSTALL)
 
 
-def validate_train_config(cfg: DictConfig, group_choices: dict | None = None, conf_dir: Path | None = None) -> None:
+def validate_train_config(cfg: DictConfig, group_choices: dict | None = None,
+                          conf_dir: ConfDirs | None = None) -> None:
     """Check every key, choice and number a training run depends on; torch-free and fast."""
     check_unknown_keys(cfg, "train", group_choices, conf_dir)
     if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
@@ -620,9 +664,9 @@ def validate_aug(cfg: DictConfig) -> None:
 
 
 def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
-                             conf_dir: Path | None = None) -> None:
+                             conf_dir: ConfDirs | None = None) -> None:
     """Check evaluate.py's keys and values (torch-free)."""
-    conf_dir = conf_dir or default_conf_dir()
+    conf_dir = config_dirs(conf_dir)
     check_unknown_keys(cfg, "evaluate", group_choices, conf_dir, groups=("model",))
     data = cfg.get("data")
     if isinstance(data, DictConfig):
