@@ -115,7 +115,7 @@ def test_one_cycle_in_a_run_peaks_where_sched_warmup_epochs_ends(tmp_path):
     first, second = results["history"]
     lr, low, final = 0.1, 0.1 / 25, 0.1 / 25 / 1e4
     assert (first["lr"], first["lr_end"]) == (pytest.approx(low), pytest.approx(lr))
-    after_peak = final + (lr - final) * (1 + math.cos(math.pi / 6)) / 2  # step 6 of the cosine fall over 5..11
+    after_peak = final + (lr - final) * (1 + math.cos(math.pi / 6)) / 2  # step 6: 1/6 of the fall from step 5 to 11
     assert (second["lr"], second["lr_end"]) == (pytest.approx(after_peak), pytest.approx(final))
 
 
