@@ -110,12 +110,12 @@ def test_one_cycle_without_warmup_epochs_rises_over_the_first_30_percent():
 
 
 def test_one_cycle_in_a_run_peaks_where_sched_warmup_epochs_ends(tmp_path):
-    # Half the run rises (not the default 30%): 6 steps an epoch, the peak is the last step of epoch 1.
-    results = train(compose_train([*FAST, "trainer.epochs=2", "sched=onecycle", "sched.warmup_epochs=1"]), tmp_path)
-    first, second = results["history"]
+    # Half the run rises (not the default 30%): 2 steps an epoch, the peak is the last step of epoch 1.
+    args = [*FAST, "data.train_size=16", "trainer.epochs=2", "sched=onecycle", "sched.warmup_epochs=1"]
+    first, second = train(compose_train(args), tmp_path)["history"]
     lr, low, final = 0.1, 0.1 / 25, 0.1 / 25 / 1e4
     assert (first["lr"], first["lr_end"]) == (pytest.approx(low), pytest.approx(lr))
-    after_peak = final + (lr - final) * (1 + math.cos(math.pi / 6)) / 2  # step 6: 1/6 of the fall from step 5 to 11
+    after_peak = (lr + final) / 2  # step 2, half way down the cosine from the peak (step 1) to the last step (3)
     assert (second["lr"], second["lr_end"]) == (pytest.approx(after_peak), pytest.approx(final))
 
 

@@ -224,11 +224,11 @@ def _applied_lrs(monkeypatch, names: tuple[str, ...]) -> dict[str, list[float]]:
 
 def test_head_lr_scale_is_the_lr_the_classifier_trains_at_in_a_run(tmp_path, monkeypatch):
     applied = _applied_lrs(monkeypatch, ("fc.weight", "fc.bias", "layer4.1.conv2.weight"))
-    train(compose_train([*FAST, "optim.head_lr_scale=10", "sched=constant"]), tmp_path)
-    assert len(applied["fc.weight"]) == 6  # 48 images in batches of 8
+    train(compose_train([*FAST, "data.train_size=24", "optim.head_lr_scale=10", "sched=constant"]), tmp_path)
+    assert len(applied["fc.weight"]) == 3  # 24 images in batches of 8
     for name in ("fc.weight", "fc.bias"):
-        assert applied[name] == pytest.approx([1.0] * 6, rel=1e-4), name  # optim.lr 0.1 x 10
-    assert applied["layer4.1.conv2.weight"] == pytest.approx([0.1] * 6, rel=1e-4)
+        assert applied[name] == pytest.approx([1.0] * 3, rel=1e-4), name  # optim.lr 0.1 x 10
+    assert applied["layer4.1.conv2.weight"] == pytest.approx([0.1] * 3, rel=1e-4)
 
 
 def test_model_names():
