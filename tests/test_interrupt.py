@@ -70,6 +70,27 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_
     assert read_results(run)["status"] == "completed"
 
 
+def test_ctrl_c_with_accumulation_stops_at_the_end_of_a_group_and_resumes_exactly(tmp_path, monkeypatch):
+    # With trainer.accumulate=3 the 8 batches of an epoch form the groups 1-3, 4-6 and 7-8: a stop
+    # between two micro-batches of a group would drop the gradients summed so far.
+    args = FAST + ["data.train_size=64", "trainer.accumulate=3"]
+    train(compose_train(args), tmp_path / "reference")
+    run = tmp_path / "run"
+    _ctrl_c_at_step(monkeypatch, step=1)  # the first group's step, after batch 3
+    with pytest.raises(RunInterrupted, match="during epoch 1/1, after batch 3 of 8"):
+        train(compose_train(args), run)
+    state = load_training_checkpoint(run / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 3, 1)
+
+    monkeypatch.undo()
+    train(compose_train(args), run)
+    reference = load_training_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
+    resumed = load_training_checkpoint(run / "checkpoints" / "last.pt")
+    assert resumed["global_step"] == reference["global_step"] == 3
+    assert _same_weights(reference["model"], resumed["model"])
+    assert read_results(run)["final"] == read_results(tmp_path / "reference")["final"]
+
+
 def test_ctrl_c_at_an_epoch_end_stops_there(tmp_path, monkeypatch):
     _ctrl_c_at_step(monkeypatch, step=8)  # the last step of the first epoch: it validates, saves, then stops
     with pytest.raises(RunInterrupted, match="after epoch 1/2"):

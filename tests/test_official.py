@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -17,6 +18,43 @@ CASES = [
     ("official_keys_ImageNet_resnet50_CBAM.txt", ("ImageNet", 50, 1000, "CBAM")),
     ("official_keys_ImageNet_resnet50_BAM.txt", ("ImageNet", 50, 1000, "BAM")),
 ]
+
+
+# The authors' module -> ours, written out by hand for every module family (a module of the stem or the
+# head, or a module kind repeated in each block or BAM stage) of each released layout; each tensor of a
+# module keeps its own name (weight, bias, running_mean, ...). Written out rather than derived from the
+# mapping under test: a map that swaps two modules of one shape (BAM's two dilated convolutions, or their
+# BatchNorms) still loads every tensor, so only pairs fixed here tell it from the right one.
+TRUNK_PAIRS = [("conv1", "conv1"), ("bn1", "bn1"), ("fc", "fc"), ("layer1.0.conv1", "layer1.0.conv1"),
+               ("layer1.0.bn1", "layer1.0.bn1"), ("layer2.1.conv2", "layer2.1.conv2"), ("layer2.1.bn2", "layer2.1.bn2")]
+BOTTLENECK_PAIRS = [("layer1.0.downsample.0", "layer1.0.downsample.0"),
+                    ("layer1.0.downsample.1", "layer1.0.downsample.1"),
+                    ("layer4.2.conv3", "layer4.2.conv3"), ("layer4.2.bn3", "layer4.2.bn3")]
+CBAM_PAIRS = [("layer3.1.cbam.ChannelGate.mlp.1", "layer3.1.attn.channel_gate.mlp.0"),
+              ("layer3.1.cbam.ChannelGate.mlp.3", "layer3.1.attn.channel_gate.mlp.2"),
+              ("layer4.0.cbam.SpatialGate.spatial.conv", "layer4.0.attn.spatial_gate.conv"),
+              ("layer4.0.cbam.SpatialGate.spatial.bn", "layer4.0.attn.spatial_gate.bn")]
+BAM_PAIRS = [("bam1.channel_att.gate_c.gate_c_fc_0", "stage_attn.0.channel_gate.fc1"),
+             ("bam1.channel_att.gate_c.gate_c_bn_1", "stage_attn.0.channel_gate.bn"),
+             ("bam1.channel_att.gate_c.gate_c_fc_final", "stage_attn.0.channel_gate.fc2"),
+             ("bam2.spatial_att.gate_s.gate_s_conv_reduce0", "stage_attn.1.spatial_gate.conv_reduce"),
+             ("bam2.spatial_att.gate_s.gate_s_bn_reduce0", "stage_attn.1.spatial_gate.bn_reduce"),
+             ("bam3.spatial_att.gate_s.gate_s_conv_di_0", "stage_attn.2.spatial_gate.conv_dilated.0"),
+             ("bam3.spatial_att.gate_s.gate_s_bn_di_0", "stage_attn.2.spatial_gate.bn_dilated.0"),
+             ("bam3.spatial_att.gate_s.gate_s_conv_di_1", "stage_attn.2.spatial_gate.conv_dilated.1"),
+             ("bam3.spatial_att.gate_s.gate_s_bn_di_1", "stage_attn.2.spatial_gate.bn_dilated.1"),
+             ("bam1.spatial_att.gate_s.gate_s_conv_final", "stage_attn.0.spatial_gate.conv_final")]
+KEY_PAIRS = {
+    "official_keys_CIFAR10_resnet18_CBAM.txt": TRUNK_PAIRS + CBAM_PAIRS + [
+        ("layer2.0.downsample.0", "layer2.0.downsample.0"), ("layer2.0.downsample.1", "layer2.0.downsample.1")],
+    "official_keys_ImageNet_resnet50_CBAM.txt": TRUNK_PAIRS + BOTTLENECK_PAIRS + CBAM_PAIRS,
+    "official_keys_ImageNet_resnet50_BAM.txt": TRUNK_PAIRS + BOTTLENECK_PAIRS + BAM_PAIRS,
+}
+
+
+def _module_family(module: str) -> str:
+    """``module`` with the block and BAM stage numbers left out: ``layer*.*.bn1``, ``bam*.spatial_att...``."""
+    return re.sub(r"^bam\d\.", "bam*.", re.sub(r"^layer\d+\.\d+\.", "layer*.*.", module))
 
 
 def official_state_dict(key_file, seed=0):
@@ -39,6 +77,19 @@ def test_key_mapping_is_a_bijection_with_matching_shapes(key_file, args):
     assert {official_to_ours(k) for k in reference} == set(ours)
     assert all(tuple(ours[official_to_ours(k)].shape) == shape for k, shape in reference.items())
     assert {ours_to_official(k) for k in ours} == set(reference)
+
+
+@pytest.mark.parametrize("key_file", KEY_PAIRS)
+def test_every_module_family_maps_to_the_module_written_here(key_file):
+    keys = list(read_reference_keys(key_file))
+    pairs = KEY_PAIRS[key_file]
+    assert {_module_family(official) for official, _ in pairs} == {_module_family(key.rsplit(".", 1)[0])
+                                                                   for key in keys}
+    for official, ours in pairs:
+        tensors = [key for key in keys if key.startswith(official + ".")]
+        assert tensors, official
+        for key in tensors:
+            assert official_to_ours(f"module.{key}") == ours + key[len(official):]
 
 
 @pytest.mark.parametrize("key_file,args", CASES)
@@ -110,6 +161,13 @@ def test_loaded_object_accepted_too():
     model = load_official(ResidualNet(*args), {"state_dict": state})
     expected = state["bam2.channel_att.gate_c.gate_c_fc_0.weight"]
     torch.testing.assert_close(model.stage_attn[1].channel_gate.fc1.weight, expected)
+    # The two dilated convolutions (and their BatchNorms) have one shape: only the order tells them apart.
+    for stage, attention in enumerate(model.stage_attn):
+        for index, (conv, bn) in enumerate(zip(attention.spatial_gate.conv_dilated, attention.spatial_gate.bn_dilated)):
+            official = f"bam{stage + 1}.spatial_att.gate_s.gate_s_"
+            assert torch.equal(conv.weight, state[f"{official}conv_di_{index}.weight"])
+            assert torch.equal(bn.running_mean, state[f"{official}bn_di_{index}.running_mean"])
+            assert torch.equal(bn.weight, state[f"{official}bn_di_{index}.weight"])
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from attn_resnet.app import train
 from attn_resnet.config.validate import ConfigError, validate_train_config
 from attn_resnet.engine.optim import build_optimizer, build_scheduler, layer_ids, parameter_groups
 from attn_resnet.models import ResidualNet
 from attn_resnet.optim_registry import OPTIMIZERS, RegistryError, resolve
 
-from helpers import compose_train
+from helpers import FAST, compose_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,8 @@ def test_one_cycle_lr_and_momentum_curves():
     model = nn.Linear(2, 2)
     optimizer = build_optimizer(model, "sgd", 0.4, momentum=0.9, nesterov=True)
     epochs, steps = 10, 20
-    scheduler = build_scheduler(optimizer, "onecycle", epochs, steps, warmup_epochs=3, div_factor=25.0,
+    # 4 warmup epochs of 10: not OneCycleLR's default share (30%), so a warmup that is not passed on shows.
+    scheduler = build_scheduler(optimizer, "onecycle", epochs, steps, warmup_epochs=4, div_factor=25.0,
                                 final_div_factor=1e4, base_momentum=0.85, max_momentum=0.95)
     lrs, momenta = [], []
     for _ in range(epochs * steps):
@@ -81,7 +83,7 @@ def test_one_cycle_lr_and_momentum_curves():
         momenta.append(optimizer.param_groups[0]["momentum"])
         optimizer.step()
         scheduler.step()
-    rise = 3 * steps - 1  # OneCycleLR's first phase ends at step pct_start * total - 1
+    rise = 4 * steps - 1  # OneCycleLR's first phase ends at step pct_start * total - 1
     # By hand: cosine from lr/25 up to lr over the rise, cosine down to lr/25/1e4 over the rest;
     # the momentum mirrors it between 0.95 and 0.85.
     for step in (0, 17, rise, 120, epochs * steps - 1):
@@ -105,6 +107,16 @@ def test_one_cycle_without_warmup_epochs_rises_over_the_first_30_percent():
         optimizer.step()
         scheduler.step()
     assert lrs.index(max(lrs)) == 29 and optimizer.param_groups[0]["betas"][0] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_one_cycle_in_a_run_peaks_where_sched_warmup_epochs_ends(tmp_path):
+    # Half the run rises (not the default 30%): 2 steps an epoch, the peak is the last step of epoch 1.
+    args = [*FAST, "data.train_size=16", "trainer.epochs=2", "sched=onecycle", "sched.warmup_epochs=1"]
+    first, second = train(compose_train(args), tmp_path)["history"]
+    lr, low, final = 0.1, 0.1 / 25, 0.1 / 25 / 1e4
+    assert (first["lr"], first["lr_end"]) == (pytest.approx(low), pytest.approx(lr))
+    after_peak = (lr + final) / 2  # step 2, half way down the cosine from the peak (step 1) to the last step (3)
+    assert (second["lr"], second["lr_end"]) == (pytest.approx(after_peak), pytest.approx(final))
 
 
 def test_layer_decay_gives_each_block_its_lr():

@@ -542,6 +542,39 @@ def test_policy_ops_match_their_formulas():
     assert torch.equal(apply_policy(image, seed, spec), image & (0xFF << (8 - bits) & 0xFF))
 
 
+def _shifted_columns(image: torch.Tensor, dx: int) -> torch.Tensor:
+    """``image`` moved ``dx`` pixels to the right (left when negative), the columns let in black."""
+    out = torch.zeros_like(image)
+    if dx >= 0:
+        out[..., dx:] = image[..., :image.shape[-1] - dx]
+    else:
+        out[..., :dx] = image[..., -dx:]
+    return out
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_a_negative_draw_moves_the_image_the_other_way(policy):
+    # TranslateX moves the image by whole pixels (the bin's magnitude, truncated): a column shift, by hand.
+    # RandAugment at magnitude 20, not the default 9; TrivialAugmentWide draws the bin too.
+    spec = AugmentSpec(policy=policy, num_ops=1, magnitude=20)
+    space = _space(policy, 8, 40)
+    names = [name for name, _, _ in space]
+    seeds = torch.tensor([mix_seed(9, i) for i in range(3000)])
+    (op, bin_, negate), = _draws(seeds, spec, len(names))
+    drawn = (op == names.index("TranslateX")).nonzero().flatten()
+    magnitudes = space[names.index("TranslateX")][1]
+    pixels = [int(magnitudes[bin_[i]]) for i in drawn]
+    shifts = [-p if bool(negate[i]) else p for i, p in zip(drawn, pixels)]
+    # Both signs at one magnitude in the batch: the batch path must apply them as two calls, not one.
+    assert {shift for shift in shifts if shift > 0} & {-shift for shift in shifts if shift < 0}
+    image = torch.randint(1, 256, (3, 8, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    out = apply_policy(image.expand(len(drawn), -1, -1, -1), seeds[drawn], spec)
+    for index, shift in enumerate(shifts):
+        assert torch.equal(out[index], _shifted_columns(image, shift)), shift
+    negative = shifts.index(min(shifts))
+    assert torch.equal(apply_policy(image, seeds[drawn[negative]], spec), _shifted_columns(image, min(shifts)))
+
+
 def test_device_loader_equals_the_workers_path_with_every_per_image_op():
     dataset = cifar_like(count=24)
     dataset.set_augment(AugmentSpec(policy="trivialaugment", cutout=8, random_erasing=0.5))

@@ -12,14 +12,16 @@ import torchvision
 
 from attn_resnet import create_model, list_models, load_checkpoint
 from attn_resnet.api import parse_model_name
+from attn_resnet.app import train
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.finetune import FrozenNormsInEval, InitRecord
 from attn_resnet.engine.optim import parameter_groups
+from attn_resnet.engine.trainer import Trainer
 from attn_resnet.models.official import CheckpointError, official_to_ours
 from attn_resnet.models.transfer import freeze_, frozen_modules, load_pretrained
 from attn_resnet.models.weights_file import read_weights, save_weights
 
-from helpers import FAST, run_script
+from helpers import FAST, compose_train, run_script
 from test_official import official_state_dict
 
 ATTENTION = re.compile(r"(^|\.)(attn|post_attn|head_attn)\.|^stage_attn\.")
@@ -196,6 +198,37 @@ def test_head_lr_scale_puts_the_classifier_in_its_own_group():
     fc_groups = [g for g in decayed if {id(p) for p in g["params"]} & head]
     assert all(g["lr"] == pytest.approx(1.0) for g in fc_groups)  # the head is the top layer: lr * 1 * 10
     assert min(g["lr"] for g in decayed) < 0.1
+
+
+def _applied_lrs(monkeypatch, names: tuple[str, ...]) -> dict[str, list[float]]:
+    """Record, at every optimizer step of a run, the lr each named parameter was moved by.
+
+    SGD moves a parameter by ``lr * momentum buffer`` (weight decay included in the buffer), so the
+    step's change divided by the buffer is the lr that step applied, whatever the groups say.
+    """
+    applied = {name: [] for name in names}
+    original = Trainer._optimizer_step
+
+    def step_and_measure(self):
+        params = dict(self.model.named_parameters())
+        before = {name: params[name].detach().clone() for name in names}
+        original(self)
+        for name in names:
+            buffer = self.optimizer.state[params[name]]["momentum_buffer"]
+            moved = before[name] - params[name].detach()
+            applied[name].append(float((moved * buffer).sum() / (buffer * buffer).sum()))
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", step_and_measure)
+    return applied
+
+
+def test_head_lr_scale_is_the_lr_the_classifier_trains_at_in_a_run(tmp_path, monkeypatch):
+    applied = _applied_lrs(monkeypatch, ("fc.weight", "fc.bias", "layer4.1.conv2.weight"))
+    train(compose_train([*FAST, "data.train_size=24", "optim.head_lr_scale=10", "sched=constant"]), tmp_path)
+    assert len(applied["fc.weight"]) == 3  # 24 images in batches of 8
+    for name in ("fc.weight", "fc.bias"):
+        assert applied[name] == pytest.approx([1.0] * 3, rel=1e-4), name  # optim.lr 0.1 x 10
+    assert applied["layer4.1.conv2.weight"] == pytest.approx([0.1] * 3, rel=1e-4)
 
 
 def test_model_names():
