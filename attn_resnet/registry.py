@@ -76,10 +76,33 @@ def locate_module(module: str) -> importlib.machinery.ModuleSpec | None:
                 continue
             if spec is None or not spec.submodule_search_locations:
                 return None
-            spec = importlib.machinery.PathFinder.find_spec(name, list(spec.submodule_search_locations))
+            spec = _child_spec(name, list(spec.submodule_search_locations))
     except (ImportError, ValueError):
         return None
     return spec
+
+
+def _child_spec(name: str, locations: list[str]) -> importlib.machinery.ModuleSpec | None:
+    """The spec of submodule ``name`` in its parent's ``locations``, read from the files alone (a package, a
+    module, or a folder without ``__init__.py``, which Python imports as a namespace package)."""
+    from pathlib import Path
+
+    leaf = name.rpartition(".")[2]
+    for location in locations:
+        folder = Path(location) / leaf
+        if (folder / "__init__.py").is_file():
+            return importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                          submodule_search_locations=[str(folder)])
+        for suffix in importlib.machinery.all_suffixes():
+            if (Path(location) / f"{leaf}{suffix}").is_file():
+                return importlib.util.spec_from_file_location(name, Path(location) / f"{leaf}{suffix}")
+    for location in locations:
+        folder = Path(location) / leaf
+        if folder.is_dir():
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(folder)]
+            return spec
+    return None
 
 
 @lru_cache(maxsize=None)

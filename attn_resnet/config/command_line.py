@@ -354,6 +354,7 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: ConfDirs) -> No
                 note = (f"model.{leaf} is an option of the {', '.join(takers)} block{'s' if len(takers) > 1 else ''} "
                         f"and model.att_type={att} takes no such option: choose a block that does "
                         f"(e.g. model.att_type={takers[0]}) to set it. ")
+            valid = valid | blocks  # the chosen block's options are valid model.* keys too (model.reduction)
         raise unknown_key(schema, key, head, valid, usage, note)
     _check_typed_stems(overrides)
 
