@@ -30,6 +30,9 @@ BAD = [
     "+trainer.epoch=3",
     "data.num_workers=-1",
     "trainer.resume=/no/such/checkpoint.pt",
+    # a block or callback of one's own whose module is not installed: found missing without importing anything
+    "model.att_type=mygates.attention:MyGate",
+    "+callbacks.log._target_=mygates.callbacks.StepLog",
     # refused by Hydra before composing; the command-line check answers first
     "trainer.mixup=0.2",
     "optim=adamm",

@@ -475,3 +475,58 @@ def test_an_outside_dataset_must_be_a_dataset_entry(installed):
     assert dataset_registry.entry("mygates.data:SHADES").mean == (0.5,) * 3  # the import path
     with pytest.raises(RegistryError, match="is a function, not a DatasetEntry"):
         dataset_registry.entry("mygates.data:build")
+
+
+# ---------------------------------------------------------------- the installable tool
+def test_the_wheel_carries_the_configs_and_attn_resnet_train_runs_from_an_empty_folder(tmp_path):
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy, so that the build's own folders stay out of the checkout
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "outputs", "multirun", "runs", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    # Where this environment cannot build a wheel itself, pip builds in an isolated one (fetching setuptools).
+    isolation = ["--no-build-isolation"] if _can_build_wheels() else []
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("attn_resnet-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(name.removeprefix("attn_resnet/conf/") for name in names if name.startswith("attn_resnet/conf/"))
+    assert shipped == sorted(str(path.relative_to(REPO / "conf")) for path in (REPO / "conf").rglob("*.yaml"))
+    assert "attn_resnet/py.typed" in names and any(name.endswith("/LICENSE") for name in names)
+    assert any("entry_points.txt" in name and "attn-resnet = attn_resnet.commands:main"
+               in zipfile.ZipFile(wheel).read(name).decode() for name in names)
+
+    target = tmp_path / "installed"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                                str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "HYDRA_FULL_ERROR": "0"}
+    where = subprocess.run([sys.executable, "-c", "import attn_resnet; print(attn_resnet.__file__)"], cwd=empty,
+                           env=env, capture_output=True, text=True)
+    assert where.stdout.strip() == str(target / "attn_resnet" / "__init__.py")  # the wheel's copy, not the checkout
+    result = subprocess.run([str(target / "bin" / "attn-resnet"), "train", "experiment=digits", "trainer.epochs=1",
+                             "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.progress=false"],
+                            cwd=empty, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((empty / "outputs" / "digits_resnet18_none").glob("*/results.json"))
+    assert len(runs) == 1 and read_results(runs[0].parent)["status"] == "completed"
+    assert (runs[0].parent / "train.log").is_file()  # the job is named "train", as under python train.py
+    hydra = (runs[0].parent / ".hydra" / "hydra.yaml").read_text()
+    assert str(target / "attn_resnet" / "conf") in hydra  # composed from the wheel's configs
+    assert sorted(path.name for path in empty.iterdir()) == ["outputs"]
+
+
+def _can_build_wheels() -> bool:
+    """Whether this environment's setuptools builds wheels: 70.1 and later do, earlier ones need ``wheel``."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        version = tuple(int(part) for part in importlib.metadata.version("setuptools").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return version >= (70, 1) or (version >= (64, 0) and importlib.util.find_spec("wheel") is not None)
