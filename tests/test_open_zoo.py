@@ -23,29 +23,19 @@ from attn_resnet.models.official import CheckpointError
 
 from helpers import REPO
 
+def _readme_example_block() -> str:
+    """The block of the README's section "Bring your own block", as the user copies it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Bring your own block"):]
+    code = section[section.index("# mygates/mygates/attention.py\n"):]
+    return textwrap.indent(code[:code.index("```")].strip(), " " * 8)
+
+
+README_BLOCK = _readme_example_block()
 PACKAGE = {
     "mygates/__init__.py": '"""A researcher\'s own attention blocks, callbacks, data and optimizer."""\n',
-    "mygates/attention.py": '''
-        import torch
-        from torch import nn
-
-        from attn_resnet import AttentionMap
-
-
-        class MyGate(nn.Module):
-            """A spatial gate: a 1x1 conv bottleneck scores each position."""
-
-            placement = "residual"
-
-            def __init__(self, channels: int, reduction: int = 8) -> None:
-                super().__init__()
-                hidden = max(1, channels // reduction)
-                self.reduce = nn.Conv2d(channels, hidden, 1)
-                self.score = nn.Conv2d(hidden, 1, 1)
-                self.spatial_map = AttentionMap("spatial")
-
-            def forward(self, x):
-                return x * self.spatial_map(self.score(torch.relu(self.reduce(x))).sigmoid())
+    # The README's example block ("Bring your own block"), then blocks that break the contract.
+    "mygates/attention.py": README_BLOCK + '''
 
 
         class Untapped(nn.Module):
