@@ -381,6 +381,42 @@ def test_a_joblib_sweep_runs_the_outside_block_beside_none_and_the_tables_includ
     assert "| ResNet-18 + mygates.attention:MyGate @ head | digits |" in plain.stdout
 
 
+TINY = ["data=synthetic", "data.image_size=8", "data.train_size=32", "data.val_size=16", "data.batch_size=8",
+        "trainer.epochs=1", "trainer.device=cpu", "trainer.progress=false"]
+
+
+def _launch(site: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    from helpers import launch_env
+
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**launch_env(), "PYTHONPATH": str(site)})
+
+
+def test_submitit_jobs_build_the_entry_point_block(site, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = _launch(site, ["--multirun", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                            "model.att_type=none,MyGate", *TINY, f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert [(run["status"], run["model"]["att_type"]) for run in runs] == [("completed", "none"),
+                                                                            ("completed", "MyGate")]
+    assert runs[1]["model"]["att_source"]["package"] == "mygates"
+    assert runs[1]["params"] > runs[0]["params"]  # the gate's convolutions were built
+
+
+def test_optuna_trials_build_the_import_path_block(site, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    result = _launch(site, ["hparams_search=optuna_lr_wd", "hydra.sweeper.n_trials=2", *TINY,
+                            "data.val_split=10", "model.att_type=mygates.attention:MyGate",
+                            'hydra.sweeper.params={optim.lr:"choice(0.05,0.1)",optim.weight_decay:"choice(0.0005)",'
+                            'trainer.label_smoothing:"choice(0.0)"}', "hydra.sweeper.sampler.seed=1",
+                            f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert len(runs) == 2 and all(run["status"] == "completed" for run in runs)
+    assert {run["model"]["att_source"]["target"] for run in runs} == {"mygates.attention:MyGate"}
+
+
 def test_help_lists_entry_point_blocks_with_their_package_and_the_complexity_table_counts_them(site, tmp_path):
     helped = run(site, ["train.py", "--help"])
     assert helped.returncode == 0
