@@ -149,13 +149,21 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
 def _interrupted_message(where: str, run_dir: Path, job: dict | None) -> str:
     """One paragraph for a run stopped with Ctrl-C: where it stopped, what is kept, the command that resumes it."""
     overrides = [o for o in (job or {}).get("overrides", []) if not o.startswith("hydra.run.dir=")]
-    command = " ".join(["python train.py", *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}")])
+    command = " ".join([_train_command(), *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}")])
     last = run_dir / "checkpoints" / "last.pt"
     kept = (f"Its last checkpoint, {last}, is kept and the run continues from it, the same as if it had not "
             f"stopped" if last.is_file() else
             "No checkpoint was written before it stopped, so the same command starts it again from the beginning")
     return (f"Interrupted (Ctrl-C) {where}. Run folder: {run_dir}; results.json says \"interrupted\". {kept}: "
             f"{command}")
+
+
+def _train_command() -> str:
+    """How this run was started, for a command to repeat: ``attn-resnet train`` or ``python train.py``."""
+    import sys
+
+    started_as = (sys.argv[0] if sys.argv else "").split(" ")[0]
+    return "attn-resnet train" if Path(started_as).name == "attn-resnet" else "python train.py"
 
 
 def optimized_value(results: dict, metric: str = "val_acc1") -> float:

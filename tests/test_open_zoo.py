@@ -297,16 +297,31 @@ def test_a_block_by_import_path_trains_evaluates_and_predicts_in_new_processes(s
     try:  # the same predictions in this process, where the block is imported by the API
         model, info = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         expected = serialise(predict(model, info, images, topk=1), ".json")
+        # Fine-tuning's loader (model.init_from, create_model(pretrained=)) reads the block's tensors back.
+        import attn_resnet
+
+        tuned = attn_resnet.create_model("cifar_resnet18", num_classes=10, att_type="mygates.attention:MyGate",
+                                         reduction=4, pretrained=run_dir / "checkpoints" / "last.pt")
+        weights = tuned.state_dict()
+        assert all(torch.equal(weights[key], value) for key, value in checkpoint["model"].items())
     finally:
         sys.path.remove(str(site))
         for name in [name for name in sys.modules if name.startswith("mygates")]:
             del sys.modules[name]
     assert output.read_text() == expected and len(json.loads(expected)) == len(images)
 
+    # The visualiser draws the block's map, which passes through the public AttentionMap tap.
+    drawn = run(site, ["scripts/visualize_attention.py", str(run_dir / "checkpoints" / "last.pt"), str(images[0]),
+                       "--no-gradcam", "--output", str(tmp_path / "figures")])
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
+    assert (tmp_path / "figures" / "image_0_attention.png").is_file() and "note:" not in drawn.stderr
+
     # Without the package: one paragraph naming the module and the package (and version) to install.
     for command in (["evaluate.py", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
                      f"hydra.run.dir={tmp_path / 'eval_missing'}"],
-                    ["scripts/predict.py", str(run_dir / "checkpoints" / "last.pt"), str(images[0])]):
+                    ["scripts/predict.py", str(run_dir / "checkpoints" / "last.pt"), str(images[0])],
+                    ["scripts/visualize_attention.py", str(run_dir / "checkpoints" / "last.pt"), str(images[0]),
+                     "--output", str(tmp_path / "figures_missing")]):
         missing = run(None, command)
         said = missing.stdout + missing.stderr  # Hydra's log goes to stdout, the scripts' errors to stderr
         assert missing.returncode != 0
@@ -556,3 +571,19 @@ def _can_build_wheels() -> bool:
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return False
     return version >= (70, 1) or (version >= (64, 0) and importlib.util.find_spec("wheel") is not None)
+
+
+def test_the_visualiser_says_when_a_block_has_no_attention_map_tap(installed, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from attn_resnet.app import train
+    from attn_resnet.commands import visualize
+
+    from helpers import FAST, compose_train
+
+    train(compose_train([*FAST, "model.att_type=mygates.attention:Untapped"]), tmp_path / "run")
+    image = _png_images(tmp_path / "images", count=1)[0]
+    assert visualize.main([str(tmp_path / "run" / "checkpoints" / "last.pt"), str(image), "--no-gradcam",
+                           "--output", str(tmp_path / "figures")]) == 0
+    said = capsys.readouterr().err
+    assert "its block mygates.attention:Untapped has no AttentionMap tap" in said
+    assert (tmp_path / "figures" / "image_0_attention.png").is_file()  # the input alone is still drawn
