@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attn_resnet.models.attention import SE, AttentionMap, build_attention
 from attn_resnet.models.attention.coord import CoordAtt

@@ -11,7 +11,6 @@ from torch.utils.data import Dataset
 
 from attn_resnet.app import train
 from attn_resnet.build import make_eval_loader, make_loaders
-from attn_resnet.config.choices import LOADERS
 from attn_resnet.data import (
     DataError,
     DeviceImageLoader,

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from attn_resnet import reporting
 from attn_resnet.config.validate import validate_train_config
 
-from helpers import CONF, FAST, compose_train, run_script, write_run_results
+from helpers import FAST, compose_train, run_script, write_run_results
 
 # The knobs recipe=modern turns on, with the values the recipe study asks for.
 MODERN = {"aug.policy": "trivialaugment", "aug.cutout": 16, "aug.random_erasing": 0.0, "aug.mixup": 0.2,

@@ -9,7 +9,8 @@ the config checks before torch and the code after it cannot disagree.
 from __future__ import annotations
 
 from .. import dataset_registry, optim_registry
-from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, canonical_attention, placement_choices
+# Re-exported: the config checks read these as choices.<name> beside the fixed lists below.
+from ..attention_registry import DEFAULT_PLACEMENT, NO_ATTENTION, canonical_attention, placement_choices  # noqa: F401
 
 # depth -> (residual block, blocks per stage): the ResNet layouts (He et al., 2016), torch-free;
 # ``models.resnet`` builds from this table, so a new depth is one line here.

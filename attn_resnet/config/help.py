@@ -81,7 +81,7 @@ def config_help(config_name: str, conf_dir: ConfDirs) -> str:
     folders = config_dirs(conf_dir)
     primary = OmegaConf.load(folders[0] / f"{config_name}.yaml")
     lines = ["== Config groups ==", "Choose an option with group=option (* the default); each file's first comment "
-             f"says what it is: conf/<group>/<option>.yaml.", ""]
+             "says what it is: conf/<group>/<option>.yaml.", ""]
     for group, option, _ in defaults_entries(primary):
         if option_names(folders, group):
             lines += _group_lines(folders, group, None if option is None else str(option))

@@ -27,6 +27,7 @@ shape since torchvision 0.11; this module is the one place that uses them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.choices import EVAL_PRECISIONS, PRECISIONS, TTA_MODES
+from ..config.choices import EVAL_PRECISIONS, TTA_MODES
 from ..data.interface import BatchLoader
 from ..data.loader import iterate_batches
 from ..signals import RunInterrupted, StopRequest

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ...attention_registry import (BLOCKS, DEFAULT_PLACEMENT, NO_ATTENTION, PLACEMENTS, attention_names,
-                                  canonical_attention, find_block, placement_choices, placement_names,
+                                  canonical_attention, placement_choices, placement_names,
                                   register_block)
 from ...registry import RegistryError
 from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
