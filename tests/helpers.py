@@ -51,6 +51,31 @@ def launch_env() -> dict:
     return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
 
 
+def kill_mid_epoch(process: subprocess.Popen, run_dir: Path, epoch: int, batch: int, timeout: float = 240) -> dict:
+    """SIGKILL the training ``process`` once its ``checkpoints/last.pt`` is at (0-based) ``epoch`` and at least
+    ``batch`` batches in; the checkpoint it was killed at. Fails the test when the run ends first."""
+    import signal
+    import time
+
+    from attn_resnet.engine.checkpoint import load_training_checkpoint
+    from attn_resnet.models.official import CheckpointError
+
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if last.is_file():
+            try:
+                state = load_training_checkpoint(last)
+            except CheckpointError:  # caught mid-write: read it again
+                continue
+            if state["epoch"] == epoch and state["batch_in_epoch"] >= batch:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return state
+        time.sleep(0.05)
+    raise AssertionError("the run finished before it could be killed")
+
+
 def run_script(script: str, args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True,

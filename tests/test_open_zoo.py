@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,9 +18,8 @@ import pytest
 import torch
 
 from attn_resnet.engine.checkpoint import load_training_checkpoint
-from attn_resnet.models.official import CheckpointError
 
-from helpers import REPO
+from helpers import REPO, kill_mid_epoch
 
 def _readme_example_block() -> str:
     """The block of the README's section "Bring your own block", as the user copies it."""
@@ -352,20 +350,7 @@ def test_entry_points_bring_a_block_dataset_optimizer_and_a_configured_callback_
     process = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.pt"
-    deadline, killed_at = time.time() + 240, None
-    while time.time() < deadline and process.poll() is None:
-        if last.is_file():
-            try:
-                saved = load_training_checkpoint(last)
-            except CheckpointError:
-                continue
-            if saved["epoch"] == 1 and saved["batch_in_epoch"] >= 1:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                killed_at = saved["callbacks"]["steps"]
-                break
-        time.sleep(0.05)
-    assert killed_at is not None, "the run finished before it could be killed"
+    killed_at = kill_mid_epoch(process, run_dir, epoch=1, batch=1)["callbacks"]["steps"]
     assert killed_at["steps"] < state["steps"]
     resumed = run(site, ["train.py", *args, f"hydra.run.dir={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

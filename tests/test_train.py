@@ -1,10 +1,8 @@
 """End-to-end training runs on tiny data: artefacts, resume, failures, sweeps, evaluation."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.trainer import NonFiniteLossError
 from attn_resnet.models.official import CheckpointError
 
-from helpers import FAST, REPO, compose_train, run_script, write_cifar10, write_imagefolder
+from helpers import FAST, REPO, compose_train, kill_mid_epoch, run_script, write_cifar10, write_imagefolder
 
 TAGS = {"train/loss", "train/acc1", "val/loss", "val/acc1", "val/acc5", "opt/lr", "perf/images_per_sec",
         "perf/epoch_seconds"}
@@ -218,21 +216,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     process = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.pt"
-    deadline = time.time() + 240
-    killed_at = None
-    while time.time() < deadline and process.poll() is None:
-        if last.is_file():
-            try:
-                state = load_training_checkpoint(last)
-            except CheckpointError:
-                continue
-            if state["epoch"] == 1 and 2 <= state["batch_in_epoch"]:  # mid-way through the 2nd epoch
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                killed_at = (state["epoch"], state["batch_in_epoch"])
-                break
-        time.sleep(0.05)
-    assert killed_at is not None, "the run finished before it could be killed"
+    kill_mid_epoch(process, run_dir, epoch=1, batch=2)  # mid-way through the 2nd epoch
     assert read_results(run_dir)["status"] == "running"
     resumed = run_script("train.py", args + [f"hydra.run.dir={run_dir}"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
