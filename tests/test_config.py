@@ -311,22 +311,6 @@ def test_valid_command_lines_pass_the_check(config_name, args):
     check_overrides([f"{config_name}.py", *args], config_name, CONF)
 
 
-def test_every_command_line_of_the_readme_passes_the_check():
-    import re
-    import shlex
-
-    from attn_resnet.config.command_line import check_overrides
-
-    text = (REPO / "README.md").read_text().replace("\\\n", " ")
-    checked = 0
-    for match in re.finditer(r"(?:python|torchrun[^\n]*?)\s+(train|evaluate)\.py([^\n`|]*)", text):
-        args = [arg for arg in shlex.split(match.group(2).split("#")[0])
-                if not arg.startswith(("<", "[")) and "..." not in arg]  # placeholders of the prose
-        check_overrides([f"{match.group(1)}.py", *args], match.group(1), CONF)
-        checked += 1
-    assert checked > 20
-
-
 # ------------------------------------------------------------------------------- --help
 def test_train_help_lists_every_groups_options_with_a_line_each_and_the_blocks():
     result = run_script("train.py", ["--help"])

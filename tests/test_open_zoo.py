@@ -24,7 +24,7 @@ from helpers import REPO, kill_mid_epoch
 def _readme_example_block() -> str:
     """The block of the README's section "Bring your own block", as the user copies it."""
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Bring your own block"):]
+    section = readme[readme.index("## Bring your own block"):]
     code = section[section.index("# mygates/mygates/attention.py\n"):]
     return textwrap.indent(code[:code.index("```")].strip(), " " * 8)
 

@@ -347,13 +347,13 @@ def test_evaluate_weights_ema_needs_a_run_that_kept_an_average(tmp_path):
         _checkpoint_weights(checkpoint, "ema", "last.pt")
 
 
-def test_the_readme_callback_example_runs_and_logs_the_gradient_norm(tmp_path):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Your own callback"):]
+def test_the_docs_callback_example_runs_and_logs_the_gradient_norm(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
+    section = readme[readme.index("## Your own callback"):]
     code = section[section.index("```python") + len("```python"):]
     code = code[:code.index("```")]
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/recipes.md", "exec"), namespace)
     callback = namespace["GradNormLog"]()
     trainer = make_trainer(tmp_path, epochs=2, callbacks=[callback])
     trainer.fit()
