@@ -321,6 +321,21 @@ class Registry(dict):
 
 
 def _entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
-    # Read each time: cheap (the installed packages' metadata), and a package installed during a
-    # session (a notebook, a test) is seen at once.
+    import os
+    import sys
+
+    # Read again when the Python path or one of its folders changes (installing a package adds its
+    # dist-info folder to site-packages, which changes that folder's mtime): a package installed during
+    # a session (a notebook, a test) is seen at once, and reports that look names up per row stay fast.
+    stamps = []
+    for entry in sys.path:
+        try:
+            stamps.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            stamps.append((entry, None))
+    return _entry_points_on(group, tuple(stamps))
+
+
+@lru_cache(maxsize=32)
+def _entry_points_on(group: str, path_stamps: tuple) -> dict[str, importlib.metadata.EntryPoint]:
     return {point.name: point for point in importlib.metadata.entry_points(group=group)}
