@@ -160,7 +160,7 @@ def test_block_options_reach_the_model_spec():
 
 
 def test_block_option_overrides_need_no_plus(tmp_path):
-    from attn_resnet.cli import block_option_overrides
+    from attn_resnet.commands.hydra_app import block_option_overrides
 
     argv = ["train.py", "model.att_type=CBAM", "model.kernel_size=3", "model.depth=50", "++model.reduction=8",
             "data.batch_size=4", "--multirun", "model.groups=4,8"]
@@ -190,7 +190,7 @@ def test_unknown_keys_fail_naming_the_key_and_the_nearest_valid_ones(override, k
 def test_config_checks_import_no_torch_and_set_the_cublas_workspace_first():
     # CUBLAS_WORKSPACE_CONFIG must be in the environment before anything can initialise CUDA,
     # for every job of a sweep: the entry points set it on import, before torch is imported.
-    code = ("import os, sys, attn_resnet.cli, attn_resnet.config.preflight, attn_resnet.config.validate; "
+    code = ("import os, sys, attn_resnet.commands.hydra_app, attn_resnet.config.preflight, attn_resnet.config.validate; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]; "
             "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'")
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}

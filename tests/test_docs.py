@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from attn_resnet.attention_registry import BLOCKS, declared_block
-from attn_resnet.cli import block_option_overrides
+from attn_resnet.commands.hydra_app import block_option_overrides
 from attn_resnet.config.command_line import check_overrides
 
 from helpers import CONF, REPO, compose_train

@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..cli import block_option_overrides, check_command_line, run_entry_point
+from .hydra_app import block_option_overrides, check_command_line, run_entry_point
 from ..config.validate import default_conf_dir
 
 CONF_DIR = default_conf_dir()

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
-from .config.command_line import check_overrides
-from .config.preflight import group_choices
-from .config.validate import ConfigError, conf_dir_of, default_conf_dir, group_keys, option_names
-from .distributed_env import agree_run_stamp, export_submitit_env, process_env
+from ..config import resolvers  # noqa: F401 - registers ${att_name:} and ${unique:}
+from ..config.command_line import check_overrides
+from ..config.preflight import group_choices
+from ..config.validate import ConfigError, conf_dir_of, default_conf_dir, group_keys, option_names
+from ..distributed_env import agree_run_stamp, export_submitit_env, process_env
 
 log = logging.getLogger("attn_resnet")
 
@@ -110,10 +110,10 @@ def exit_quietly_on_ctrl_c(main: Callable[[], Any]) -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by input (config, data, checkpoints, run folders, diverging runs): no traceback needed."""
-    from .engine.distributed import PeerRankError
-    from .engine.trainer import NonFiniteLossError
-    from .runfiles import RunFolderError
-    from .signals import RunTerminated
+    from ..engine.distributed import PeerRankError
+    from ..engine.trainer import NonFiniteLossError
+    from ..runfiles import RunFolderError
+    from ..signals import RunTerminated
 
     return (ValueError, FileNotFoundError, RunFolderError, NonFiniteLossError, RunTerminated, PeerRankError)
 
@@ -132,7 +132,7 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
         _quiet_follower_rank()
     job = {"num": hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None,
            "overrides": list(hydra_cfg.overrides.task)}
-    from .signals import RunInterrupted
+    from ..signals import RunInterrupted
 
     try:
         return function(cfg, hydra_cfg.runtime.output_dir, job=job, group_choices=group_choices(hydra_cfg),
