@@ -226,6 +226,18 @@ def test_cfg_job_resolve_prints_the_resolved_config():
     assert "name: cifar100_resnet18_CBAM" in result.stdout and "${" not in result.stdout
 
 
+@pytest.mark.parametrize("args", [[], ["hparams_search=optuna_lr_wd"]])
+def test_cfg_hydra_resolve_prints_hydras_config(args):
+    # --cfg hydra shows the hydra node alone: the run name it interpolates is not there to resolve.
+    result = run_script("train.py", ["--cfg", "hydra", "--resolve", *args])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^    dir: outputs/<name>/\d{4}-\d\d-\d\d_", result.stdout, re.MULTILINE), result.stdout[:500]
+    assert "${" not in result.stdout
+    # A run's own folder is still named after the run.
+    folder = str(compose_train(["model.att_type=cbam"], return_hydra_config=True).hydra.run.dir)
+    assert folder.startswith("outputs/cifar10_resnet18_CBAM/"), folder
+
+
 def test_run_name_uses_the_canonical_block_spelling():
     assert compose_train(["model.att_type=cbam"]).name == "cifar10_resnet18_CBAM"
     assert compose_train(["model.att_type=NONE", "model.depth=50"]).name == "cifar10_resnet50_none"
