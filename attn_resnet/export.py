@@ -31,6 +31,7 @@ from torch import nn
 
 from .api import ModelInfo, load_checkpoint
 from .build import describe_spec
+from .runfiles import usual_file_mode
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript"),
@@ -220,6 +221,7 @@ def export_model(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathL
                 f"it was not kept. A larger --tolerance accepts it; otherwise the exporter or runtime computes "
                 f"an operation of this block differently."
             )
+        os.chmod(temporary, usual_file_mode())  # the mode of checkpoints, not mkstemp's 0600
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)

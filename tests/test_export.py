@@ -139,3 +139,23 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path):
         export_model(tmp_path / "missing.pt", "onnx", tmp_path / "m.pt")
     with pytest.raises(ExportError, match="does not exist"):
         export_model(tmp_path / "missing.pt", "onnx", tmp_path / "nowhere" / "m.onnx")
+
+
+def test_exported_files_get_the_mode_of_checkpoints(trained, tmp_path):
+    import os
+    import stat
+
+    from attn_resnet.engine.checkpoint import save_atomic
+
+    previous = os.umask(0o027)
+    try:
+        save_atomic({"weights": torch.zeros(2)}, tmp_path / "checkpoint.pt")
+        result = run_script("scripts/export.py", [str(trained), "--format", "safetensors", "--output",
+                                                  str(tmp_path / "model.safetensors")])
+        assert result.returncode == 0, result.stderr
+        model, info = _model("SE", "default")
+        export_model(None, "torchscript", tmp_path / "model.pt", model=model, info=info)
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == {"checkpoint.pt": 0o640, "model.safetensors": 0o640, "model.pt": 0o640}, modes
