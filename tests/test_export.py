@@ -159,3 +159,24 @@ def test_exported_files_get_the_mode_of_checkpoints(trained, tmp_path):
         os.umask(previous)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
     assert modes == {"checkpoint.pt": 0o640, "model.safetensors": 0o640, "model.pt": 0o640}, modes
+
+
+def test_the_tolerance_is_relative_to_the_size_of_the_logits(tmp_path, monkeypatch):
+    import attn_resnet.export as export
+
+    model, info = _model("SE", "default")
+    with torch.no_grad():
+        model.fc.weight.mul_(1e4)  # logits in the thousands: float32 rounds them at about 1e-4 already
+    real = export._run_torchscript
+    # A runtime that sums in another order: the same logits to a relative 1e-6.
+    monkeypatch.setattr(export, "_run_torchscript", lambda path: (lambda images: real(path)(images) * (1 + 1e-6)))
+    report = export_model(None, "torchscript", tmp_path / "large.pt", model=model, info=info)
+    assert max(report.max_difference.values()) > 1e-4 and (tmp_path / "large.pt").is_file()
+    assert "relative" in report.describe()
+    # The same relative error on small logits passes too; a relative error past the tolerance does not.
+    small, info = _model("SE", "default")
+    export_model(None, "torchscript", tmp_path / "small.pt", model=small, info=info)
+    monkeypatch.setattr(export, "_run_torchscript", lambda path: (lambda images: real(path)(images) * (1 + 1e-3)))
+    with pytest.raises(ExportError, match="relative"):
+        export_model(None, "torchscript", tmp_path / "refused.pt", model=model, info=info)
+    assert not (tmp_path / "refused.pt").exists()

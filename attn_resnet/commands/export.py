@@ -6,7 +6,8 @@
 
 The batch axis is dynamic. Each export is run on random inputs at batch sizes 1 and 3 (ONNX with
 onnxruntime, TorchScript reloaded, safetensors rebuilt) and compared with the PyTorch model; the
-largest logit difference is printed. Every file carries the class names, the input normalisation and
+largest logit difference is printed, and held to --tolerance relative to the largest |logit| (so a
+network with large logits is judged by the same standard as one with small logits). Every file carries the class names, the input normalisation and
 size, and the architecture (ONNX metadata_props, the TorchScript extra file attn_resnet.json, the
 safetensors header); model.init_from and attn_resnet.load_checkpoint read the safetensors file back.
 ONNX needs the export extra: pip install -e ".[export]".
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="of a training checkpoint: the weight average when kept (auto), or either")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"largest logit difference accepted (default {DEFAULT_TOLERANCE:g})")
+                        help=f"largest logit difference accepted, relative to the largest |logit| (absolute when "
+                             f"all logits are below 1; default {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     return parser.parse_args(argv)
 
