@@ -33,11 +33,12 @@ from .build import (
     model_spec,
     resolve_precision,
 )
+from .api import ModelInfo, load_checkpoint
 from .complexity import measure
 from .config.choices import OPTIMIZED_METRICS
 from .config.resume import TASK_KEYS, describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
-from .dataset_registry import data_stem, normalize_data_config
+from .dataset_registry import data_stem, normalize_data_config, stem_of
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
@@ -50,6 +51,7 @@ from .engine.optim import build_optimizer, build_scheduler
 from .engine.tb_logger import flatten_hparams
 from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
+from .models.weights_file import is_safetensors
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
@@ -409,23 +411,47 @@ def _with_errors(metrics: dict) -> dict:
 
 
 # -------------------------------------------------------------------- evaluate
-def _evaluation_data(cfg: DictConfig, checkpoint: dict | None) -> dict:
+def _evaluation_data(cfg: DictConfig, checkpoint: dict | None, exported: ModelInfo | None = None) -> dict:
     """The data settings: the checkpoint's, with every non-null ``data.*`` given here on top.
 
     Naming another data set (``data=cifar100``) replaces the checkpoint's settings instead. A stem given
     in either spelling (``data.stem``, or the older ``data.network_type``) replaces the checkpoint's.
+    An exported weights file (``exported``) records the model's input, not the data: the data set is
+    named here, and the file's normalisation, input size and stem fill what is not given.
     """
     given = {k: v for k, v in (OmegaConf.to_container(cfg.data, resolve=True) or {}).items() if v is not None} \
         if cfg.get("data") is not None else {}
     if "network_type" in given:
         given["stem"] = data_stem(given)
         del given["network_type"]
+    if exported is not None:
+        return _exported_data(given, exported, str(cfg.checkpoint))
     if checkpoint is None:
         return given
     saved = normalize_data_config(checkpoint["config"]["data"])
     if given.get("name") not in (None, saved.get("name")):
         return given
     return {**saved, **given}
+
+
+def _exported_data(given: dict, exported: ModelInfo, source: str) -> dict:
+    """The data settings for an exported weights file: those given, and the file's record of the model's input
+    (normalisation, input size, stem) where they say nothing."""
+    if not given.get("name"):
+        raise ConfigError(f"{source} is an exported weights file: it holds the model and the normalisation of its "
+                          f"input, not the data settings of its run. Name the data set to evaluate on, e.g. "
+                          f"data=cifar10 data.root=/path/to/data (with data.classes=... if the run used some).")
+    recorded = {"mean": list(exported.mean), "std": list(exported.std), "image_size": list(exported.image_size),
+                "stem": stem_of(exported.model_spec.get("network_type"))}
+    if given.get("image_size") is not None and tuple(exported.image_size) != _pair(given["image_size"]):
+        log.warning("Evaluating at data.image_size=%s, while %s records %dx%d inputs (the size it was trained at): "
+                    "add data.image_size=%d to evaluate it as trained.", given["image_size"], source,
+                    *exported.image_size, exported.image_size[0])
+    return {**{key: value for key, value in recorded.items() if value is not None}, **given}
+
+
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[-1]))
 
 
 def _checkpoint_weights(checkpoint: dict, weights: str, source: str) -> dict:
@@ -446,16 +472,24 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     validate_evaluate_config(cfg, group_choices, conf_dir)
     fmt = cfg.checkpoint_format
     device = resolve_device(str(cfg.device), purpose="evaluation")
-    checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" else None
     weights = str(cfg.get("weights", "model"))
+    exported = None
+    if fmt == "ours" and is_safetensors(str(cfg.checkpoint)):  # an export: the model as predict.py loads it
+        if weights == "ema":
+            raise ConfigError(f"weights=ema reads a training checkpoint's weight average; {cfg.checkpoint} is an "
+                              f"exported file, which holds the one set of weights chosen at export (export.py "
+                              f"--weights). Evaluate it with weights=model.")
+        model, exported = load_checkpoint(str(cfg.checkpoint))
+        spec = dict(exported.model_spec)
+    checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" and exported is None else None
     if checkpoint is not None:  # the model first: a block whose package is missing stops before any data is read
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec, fused=cfg.model.get("fused", "auto"))
         model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
-    data_cfg = _evaluation_data(cfg, checkpoint)
+    data_cfg = _evaluation_data(cfg, checkpoint, exported)
     val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
                                         channels_last=bool(cfg.channels_last))
-    if checkpoint is None:
+    if fmt == "official":
         spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_stem(data_cfg),
                           info.num_classes)
         model = load_official(build_model(spec, fused=cfg.model.get("fused", "auto")), cfg.checkpoint)

@@ -180,3 +180,23 @@ def test_the_tolerance_is_relative_to_the_size_of_the_logits(tmp_path, monkeypat
     with pytest.raises(ExportError, match="relative"):
         export_model(None, "torchscript", tmp_path / "refused.pt", model=model, info=info)
     assert not (tmp_path / "refused.pt").exists()
+
+
+def test_evaluate_reads_a_safetensors_export_as_it_reads_the_checkpoint(trained, tmp_path):
+    export_model(trained, "safetensors", tmp_path / "model.safetensors")
+    reference = run_script("evaluate.py", [f"checkpoint={trained}", f"hydra.run.dir={tmp_path / 'checkpoint'}"])
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    # The export holds the model and its input normalisation, not the data settings: they are named here.
+    data = ["data=synthetic", "data.num_classes=3", "data.image_size=16", "data.train_size=48", "data.val_size=16"]
+    result = run_script("evaluate.py", [f"checkpoint={tmp_path / 'model.safetensors'}", *data,
+                                        f"hydra.run.dir={tmp_path / 'export'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    ours, exported = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("checkpoint", "export"))
+    assert exported["images"] == ours["images"] == 16 and exported["acc1"] == ours["acc1"]
+    assert exported["loss"] == pytest.approx(ours["loss"], rel=1e-5) and exported["model"] == ours["model"]
+    # Without the data: one line that says what to add.
+    missing = run_script("evaluate.py", [f"checkpoint={tmp_path / 'model.safetensors'}",
+                                         f"hydra.run.dir={tmp_path / 'missing'}"])
+    output = missing.stdout + missing.stderr
+    assert missing.returncode == 1 and "Traceback" not in output
+    assert "exported weights file" in output and "data=cifar10" in output, output[-2000:]

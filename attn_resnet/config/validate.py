@@ -704,8 +704,9 @@ def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
             if key not in allowed:
                 raise _unknown_key_error(f"data.{key}", "data", allowed)
     if not cfg.get("checkpoint"):
-        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, "
-                          "or the authors' .pth.tar with checkpoint_format=official).")
+        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, an "
+                          "exported .safetensors with data=..., or the authors' .pth.tar with "
+                          "checkpoint_format=official).")
     if not Path(str(cfg.checkpoint)).is_file():
         raise ConfigError(f"Invalid config value checkpoint={str(cfg.checkpoint)!r}: no such file. Give the path "
                           f"of a checkpoint, e.g. outputs/<name>/<time>/checkpoints/best.pt.")
