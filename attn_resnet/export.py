@@ -32,6 +32,7 @@ from torch import nn
 
 from .api import ModelInfo, load_checkpoint
 from .build import describe_spec
+from .dataset_registry import DEFAULT_CROP_PCT
 from .runfiles import usual_file_mode
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -81,9 +82,13 @@ class ExportReport:
 
 
 def metadata(info: ModelInfo) -> dict[str, Any]:
-    """What a consumer of the exported file needs: classes, normalisation, input size, architecture."""
+    """What a consumer of the exported file needs: classes, normalisation, input size and preparation
+    (``crop_pct``: an ImageNet-stem network's shorter side is resized to size / crop_pct, then centre-cropped),
+    architecture."""
+    crop_pct = (info.config.get("data") or {}).get("crop_pct") or DEFAULT_CROP_PCT
     return {"format": "attn-resnet-export", "model_spec": info.model_spec, "class_names": info.class_names,
             "mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
+            "crop_pct": float(crop_pct),
             "input": "images: float32 (batch, 3, height, width), RGB scaled to 0..1 then (x - mean) / std",
             "output": "logits: float32 (batch, classes)"}
 

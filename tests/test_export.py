@@ -200,3 +200,74 @@ def test_evaluate_reads_a_safetensors_export_as_it_reads_the_checkpoint(trained,
     output = missing.stdout + missing.stderr
     assert missing.returncode == 1 and "Traceback" not in output
     assert "exported weights file" in output and "data=cifar10" in output, output[-2000:]
+
+
+# The documentation's example of running an ONNX export with onnxruntime alone (no torch): the input is
+# prepared from the file's metadata as training evaluated images. Kept here word for word, and run below.
+ONNX_SNIPPET = '''
+import json
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+session = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
+height, width = meta["image_size"]
+
+
+def prepare(path):
+    """An image file -> the model's input (3, height, width), prepared as training evaluated images."""
+    image = Image.open(path).convert("RGB")
+    if meta["model_spec"]["network_type"] == "ImageNet":
+        # ImageNet stem: the shorter side resized to size / crop_pct, then the centre crop.
+        short, (w, h) = round(max(height, width) / meta["crop_pct"]), image.size
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        image = image.resize(size, Image.BILINEAR)
+        left, top = round((image.width - width) / 2), round((image.height - height) / 2)
+        image = image.crop((left, top, left + width, top + height))
+    else:  # CIFAR stem: resized to the input size
+        image = image.resize((width, height), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255
+    pixels = (pixels - np.float32(meta["mean"])) / np.float32(meta["std"])
+    return pixels.transpose(2, 0, 1)
+
+
+paths = ["cat.jpg", "dog.png"]
+logits = session.run(["logits"], {"images": np.stack([prepare(path) for path in paths])})[0]
+probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+probabilities /= probabilities.sum(axis=1, keepdims=True)
+for path, row in zip(paths, probabilities):
+    best = row.argmax()
+    print(f"{path}: {meta['class_names'][best]} ({row[best]:.2%})")
+'''
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_the_onnxruntime_example_predicts_what_predict_does(trained, tmp_path, stem):
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from attn_resnet.predict import predict
+
+    if stem == "cifar":  # a trained run's checkpoint, 16x16 inputs with its own normalisation
+        model, info = load_checkpoint(trained)
+    else:  # an ImageNet-stem network: resized and centre-cropped
+        torch.manual_seed(1)
+        model = create_model("resnet18_se", num_classes=3).eval()
+        _, info = _model("SE", "default")
+        info.model_spec, info.image_size = {**info.model_spec, "network_type": "ImageNet"}, (32, 32)
+    export_model(None, "onnx", tmp_path / "model.onnx", model=model, info=info)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (45, 30, 3), dtype=np.uint8)).save(tmp_path / "cat.jpg")
+    Image.fromarray(rng.integers(0, 256, (21, 40), dtype=np.uint8)).save(tmp_path / "dog.png")  # grayscale
+    result = subprocess.run([sys.executable, "-c", ONNX_SNIPPET], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = predict(model, info, [tmp_path / "cat.jpg", tmp_path / "dog.png"], topk=1)
+    for line, prediction in zip(result.stdout.splitlines(), expected, strict=True):
+        (index, name, probability), = prediction.top
+        assert line == f"{prediction.path.rsplit('/', 1)[1]}: {name} ({probability:.2%})", (line, prediction)
