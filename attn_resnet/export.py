@@ -6,7 +6,8 @@ sizes (which also proves the batch axis is free) and compares with the PyTorch m
 onnxruntime, TorchScript reloaded with ``torch.jit.load``, safetensors rebuilt with
 ``load_checkpoint``. Only an export within ``tolerance`` replaces ``output``; nothing is left behind
 otherwise. The tolerance is relative to the size of the logits (``relative_difference``): another
-runtime's rounding grows with them, so a network with large logits is held to the same standard. Every file carries what a consumer needs to feed the model: the class names, the input
+runtime's rounding grows with them, so a network with large logits is held to the same standard.
+Every file carries what a consumer needs to feed the model: the class names, the input
 normalisation and size, and the architecture (ONNX ``metadata_props``, a TorchScript extra file, the
 safetensors header).
 

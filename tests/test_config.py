@@ -382,7 +382,8 @@ def test_value_errors_are_found_before_torch_is_imported(tmp_path, args, needles
     code = ("import runpy, sys\n"
             f"sys.argv = ['train.py', *{args!r}, 'hydra.run.dir={tmp_path / 'run'}']\n"
             "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
-            "finally:\n    assert not {'torch', 'timm'} & set(sys.modules), [m for m in sys.modules if 'torch' in m][:5]")
+            "finally:\n    assert not {'torch', 'timm'} & set(sys.modules), "
+            "[m for m in sys.modules if 'torch' in m][:5]")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "AssertionError" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr

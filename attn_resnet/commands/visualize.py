@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("checkpoint", type=Path, help="a checkpoints/best.pt or last.pt, or a .safetensors weights file")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a checkpoints/best.pt or last.pt, or a .safetensors weights file")
     parser.add_argument("images", type=Path, nargs="+", help="image files (anything Pillow opens)")
     parser.add_argument("--output", type=Path, default=Path("attention_maps"), help="folder for the PNGs")
     parser.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM column")
