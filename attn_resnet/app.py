@@ -225,7 +225,7 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
             f"epochs, schedule and best accuracy belong to that task and would be reported as this run's. This is "
             f"refused even with trainer.resume_allow_changes=true. To start from its weights on this task, begin a "
             f"new run, in a new run folder, with model.init_from={source} (a new schedule, and a new head where "
-            f"the class count differs)."
+            f"the classes differ)."
         )
     if not config["trainer"].get("resume_allow_changes"):
         raise ConfigError(
@@ -278,7 +278,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     model = build_model(spec, fused=model_cfg.get("fused", "auto"))
     init_record = InitRecord()
     if model_cfg.get("init_from") and checkpoint is None:
-        report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")))
+        report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")),
+                                 new_head=model_cfg.get("new_head", "auto"), class_names=info.class_names)
         log.info("%s", report.describe())
         init_record.summary = report.summary()
     elif model_cfg.get("init_from"):

@@ -285,6 +285,12 @@ def _validate_transfer(cfg: DictConfig) -> None:
     model = cfg.model
     if model.get("init_from_format", "auto") not in C.INIT_FORMATS:
         fail_choice("model.init_from_format", model.get("init_from_format"), C.INIT_FORMATS)
+    new_head = model.get("new_head", "auto")
+    if not any(new_head is choice if isinstance(choice, bool) else new_head == choice
+               for choice in C.NEW_HEAD_CHOICES):
+        raise ConfigError(f"Invalid config value model.new_head={new_head!r}. Valid choices: auto, true, false (auto: "
+                          f"a new classifier when the classes of model.init_from's file are not the data's, by name "
+                          f"where both record names, else by count; true: always new; false: keep the file's).")
     if model.get("freeze", "none") not in C.FREEZE_CHOICES:
         fail_choice("model.freeze", model.get("freeze"), C.FREEZE_CHOICES)
     if "freeze_bn_stats" in model:
@@ -622,7 +628,8 @@ def check_declared_options(cfg: DictConfig, group_choices: dict | None = None,
         unknown = [key for key in node if key not in handled and key not in accepted]
         if not unknown:
             continue
-        listed = ", ".join(f"{key} (default {value})" if value != "required" else key for key, value in accepted.items())
+        listed = ", ".join(f"{key} (default {value})" if value != "required" else key
+                           for key, value in accepted.items())
         chosen = (group_choices or {}).get(group)
         fix = (f"{group}.name={node['name']} changes the {registry.kind} but keeps the options of conf/{group}/"
                f"{chosen}.yaml: choose the group instead, {group}={node['name']}, which brings its own options."
