@@ -381,3 +381,12 @@ def test_new_head_false_cannot_keep_a_head_of_another_class_count(pretrained_run
     model = create_model("cifar_resnet18", num_classes=3)
     with pytest.raises(CheckpointError, match=r"model.new_head=false.*5 classes.*3"):
         load_pretrained(model, pretrained_run / "checkpoints" / "best.pt", new_head=False)
+
+
+def test_new_head_takes_auto_true_or_false():
+    from attn_resnet.config.validate import ConfigError, validate_train_config
+
+    for value in ("auto", "true", "false"):
+        validate_train_config(compose_train([f"model.new_head={value}"]))
+    with pytest.raises(ConfigError, match=r"model.new_head='maybe'. Valid choices: auto, true, false"):
+        validate_train_config(compose_train(["model.new_head=maybe"]))
