@@ -130,6 +130,7 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             base["config"] = OmegaConf.to_container(cfg, resolve=True)  # recorded even if validation fails
             validate_train_config(cfg, group_choices, conf_dir)
             config = base["config"]
+            log.info("Run folder: %s", run_dir)
             _say_when_nothing_to_resume(config["trainer"], run_dir)
             record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             results = _train(config, run_dir, stop)
@@ -145,7 +146,17 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             raise
         results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
         record_results(run_dir, results)
+        log.info("%s", _finished_message(run_dir))
         return results
+
+
+def _finished_message(run_dir: Path) -> str:
+    """The run's last line: its folder again, and the checkpoint to use next (best.pt, else last.pt)."""
+    best = run_dir / "checkpoints" / "best.pt"
+    checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.pt"
+    kept = "" if checkpoint == best else " (no best.pt was kept)"
+    return (f"Run folder: {run_dir}; its checkpoint for evaluate, predict, export or model.init_from: "
+            f"{checkpoint}{kept}")
 
 
 def _interrupted_message(where: str, run_dir: Path, job: dict | None) -> str:
