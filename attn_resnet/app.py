@@ -36,6 +36,7 @@ from .build import (
 from .api import ModelInfo, load_checkpoint
 from .complexity import measure
 from .config.choices import OPTIMIZED_METRICS
+from .config.recipe import describe_recipe, measured_on, short_run_warnings
 from .config.resume import TASK_KEYS, describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
 from .dataset_registry import data_stem, normalize_data_config, stem_of
@@ -362,6 +363,10 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
              *info.image_size, info.name, info.train_size, held_out, info.val_size,
              "test" if loaders.test is not None else "val", info.num_classes, device_name(device), precision, lr,
              batch_note)
+    if distributed.is_main:
+        log.info("%s", describe_recipe(config))
+        for warning in short_run_warnings(config):
+            log.warning("%s", warning)
     summary = trainer.fit()
     final, best = summary["final"], summary["best"]
     metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
@@ -375,10 +380,11 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                        {k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
     trainer.tb.close()
     acc5 = "n/a" if final["acc5"] is None else f"{final['acc5']:.2f}%"
-    log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d; %.0f img/s.",
-             "test" if loaders.test is not None else "val", final["acc1"], acc5,
-             "held-out val" if loaders.test is not None else "val", best["acc1"], best["epoch"],
-             summary["images_per_sec"])
+    compiled = f", compile {summary['compile_seconds']:.0f} s" if summary["compile_seconds"] else ""
+    log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d, measured on %s; "
+             "%.0f img/s%s.", "test" if loaders.test is not None else "val", final["acc1"], acc5,
+             "held-out val" if loaders.test is not None else "val", best["acc1"], best["epoch"], measured_on(config),
+             summary["images_per_sec"], compiled)
     results = {
         "model": spec,
         "data": {"name": info.name, "num_classes": info.num_classes, "train_size": info.train_size,
