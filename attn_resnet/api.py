@@ -113,8 +113,8 @@ def load_checkpoint(path: str | os.PathLike, weights: str = "auto",
         model.load_state_dict(state)
     except RuntimeError as error:
         raise CheckpointError(
-            f"{source!r}: its weights do not fit the model its header describes ({str(error).splitlines()[0]}). "
-            f"The file was edited or is damaged; re-export it from the training checkpoint."
+            f"{source!r}: its weights do not fit the model it describes ({str(error).splitlines()[0]}). "
+            f"The file was edited or is damaged; use the file the run wrote, or re-export it from that one."
         ) from None
     model.to(map_location).eval()
     info = ModelInfo(model_spec=dict(spec), weights=chosen, source=source, source_format=fmt, config=config,

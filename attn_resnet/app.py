@@ -33,11 +33,13 @@ from .build import (
     model_spec,
     resolve_precision,
 )
+from .api import ModelInfo, load_checkpoint
 from .complexity import measure
 from .config.choices import OPTIMIZED_METRICS
+from .config.recipe import describe_recipe, measured_on, short_run_warnings
 from .config.resume import TASK_KEYS, describe_changes, trajectory_changes
 from .config.validate import ConfigError, validate_evaluate_config, validate_train_config
-from .dataset_registry import data_stem, normalize_data_config
+from .dataset_registry import data_stem, normalize_data_config, stem_of
 from .engine.attention_logging import AttentionImages, fixed_images, has_attention_maps
 from .distributed_env import process_env
 from .engine.checkpoint import load_training_checkpoint
@@ -50,6 +52,7 @@ from .engine.optim import build_optimizer, build_scheduler
 from .engine.tb_logger import flatten_hparams
 from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
+from .models.weights_file import is_safetensors
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
@@ -128,6 +131,7 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             base["config"] = OmegaConf.to_container(cfg, resolve=True)  # recorded even if validation fails
             validate_train_config(cfg, group_choices, conf_dir)
             config = base["config"]
+            log.info("Run folder: %s", run_dir)
             _say_when_nothing_to_resume(config["trainer"], run_dir)
             record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
             results = _train(config, run_dir, stop)
@@ -143,7 +147,17 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             raise
         results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
         record_results(run_dir, results)
+        log.info("%s", _finished_message(run_dir))
         return results
+
+
+def _finished_message(run_dir: Path) -> str:
+    """The run's last line: its folder again, and the checkpoint to use next (best.pt, else last.pt)."""
+    best = run_dir / "checkpoints" / "best.pt"
+    checkpoint = best if best.is_file() else run_dir / "checkpoints" / "last.pt"
+    kept = "" if checkpoint == best else " (no best.pt was kept)"
+    return (f"Run folder: {run_dir}; its checkpoint for evaluate, predict, export or model.init_from: "
+            f"{checkpoint}{kept}")
 
 
 def _interrupted_message(where: str, run_dir: Path, job: dict | None) -> str:
@@ -231,7 +245,7 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
             f"epochs, schedule and best accuracy belong to that task and would be reported as this run's. This is "
             f"refused even with trainer.resume_allow_changes=true. To start from its weights on this task, begin a "
             f"new run, in a new run folder, with model.init_from={source} (a new schedule, and a new head where "
-            f"the class count differs)."
+            f"the classes differ)."
         )
     if not config["trainer"].get("resume_allow_changes"):
         raise ConfigError(
@@ -284,7 +298,8 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     model = build_model(spec, fused=model_cfg.get("fused", "auto"))
     init_record = InitRecord()
     if model_cfg.get("init_from") and checkpoint is None:
-        report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")))
+        report = load_pretrained(model, model_cfg["init_from"], str(model_cfg.get("init_from_format", "auto")),
+                                 new_head=model_cfg.get("new_head", "auto"), class_names=info.class_names)
         log.info("%s", report.describe())
         init_record.summary = report.summary()
     elif model_cfg.get("init_from"):
@@ -356,6 +371,10 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
              *info.image_size, info.name, info.train_size, held_out, info.val_size,
              "test" if loaders.test is not None else "val", info.num_classes, device_name(device), precision, lr,
              batch_note)
+    if distributed.is_main:
+        log.info("%s", describe_recipe(config))
+        for warning in short_run_warnings(config):
+            log.warning("%s", warning)
     summary = trainer.fit()
     final, best = summary["final"], summary["best"]
     metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
@@ -369,10 +388,11 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                        {k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
     trainer.tb.close()
     acc5 = "n/a" if final["acc5"] is None else f"{final['acc5']:.2f}%"
-    log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d; %.0f img/s.",
-             "test" if loaders.test is not None else "val", final["acc1"], acc5,
-             "held-out val" if loaders.test is not None else "val", best["acc1"], best["epoch"],
-             summary["images_per_sec"])
+    compiled = f", compile {summary['compile_seconds']:.0f} s" if summary["compile_seconds"] else ""
+    log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d, measured on %s; "
+             "%.0f img/s%s.", "test" if loaders.test is not None else "val", final["acc1"], acc5,
+             "held-out val" if loaders.test is not None else "val", best["acc1"], best["epoch"], measured_on(config),
+             summary["images_per_sec"], compiled)
     results = {
         "model": spec,
         "data": {"name": info.name, "num_classes": info.num_classes, "train_size": info.train_size,
@@ -417,23 +437,47 @@ def _with_errors(metrics: dict) -> dict:
 
 
 # -------------------------------------------------------------------- evaluate
-def _evaluation_data(cfg: DictConfig, checkpoint: dict | None) -> dict:
+def _evaluation_data(cfg: DictConfig, checkpoint: dict | None, exported: ModelInfo | None = None) -> dict:
     """The data settings: the checkpoint's, with every non-null ``data.*`` given here on top.
 
     Naming another data set (``data=cifar100``) replaces the checkpoint's settings instead. A stem given
     in either spelling (``data.stem``, or the older ``data.network_type``) replaces the checkpoint's.
+    An exported weights file (``exported``) records the model's input, not the data: the data set is
+    named here, and the file's normalisation, input size and stem fill what is not given.
     """
     given = {k: v for k, v in (OmegaConf.to_container(cfg.data, resolve=True) or {}).items() if v is not None} \
         if cfg.get("data") is not None else {}
     if "network_type" in given:
         given["stem"] = data_stem(given)
         del given["network_type"]
+    if exported is not None:
+        return _exported_data(given, exported, str(cfg.checkpoint))
     if checkpoint is None:
         return given
     saved = normalize_data_config(checkpoint["config"]["data"])
     if given.get("name") not in (None, saved.get("name")):
         return given
     return {**saved, **given}
+
+
+def _exported_data(given: dict, exported: ModelInfo, source: str) -> dict:
+    """The data settings for an exported weights file: those given, and the file's record of the model's input
+    (normalisation, input size, stem) where they say nothing."""
+    if not given.get("name"):
+        raise ConfigError(f"{source} is an exported weights file: it holds the model and the normalisation of its "
+                          f"input, not the data settings of its run. Name the data set to evaluate on, e.g. "
+                          f"data=cifar10 data.root=/path/to/data (with data.classes=... if the run used some).")
+    recorded = {"mean": list(exported.mean), "std": list(exported.std), "image_size": list(exported.image_size),
+                "stem": stem_of(exported.model_spec.get("network_type"))}
+    if given.get("image_size") is not None and tuple(exported.image_size) != _pair(given["image_size"]):
+        log.warning("Evaluating at data.image_size=%s, while %s records %dx%d inputs (the size it was trained at): "
+                    "add data.image_size=%d to evaluate it as trained.", given["image_size"], source,
+                    *exported.image_size, exported.image_size[0])
+    return {**{key: value for key, value in recorded.items() if value is not None}, **given}
+
+
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[-1]))
 
 
 def _checkpoint_weights(checkpoint: dict, weights: str, source: str) -> dict:
@@ -454,16 +498,24 @@ def evaluate(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = Non
     validate_evaluate_config(cfg, group_choices, conf_dir)
     fmt = cfg.checkpoint_format
     device = resolve_device(str(cfg.device), purpose="evaluation")
-    checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" else None
     weights = str(cfg.get("weights", "model"))
+    exported = None
+    if fmt == "ours" and is_safetensors(str(cfg.checkpoint)):  # an export: the model as predict.py loads it
+        if weights == "ema":
+            raise ConfigError(f"weights=ema reads a training checkpoint's weight average; {cfg.checkpoint} is an "
+                              f"exported file, which holds the one set of weights chosen at export (export.py "
+                              f"--weights). Evaluate it with weights=model.")
+        model, exported = load_checkpoint(str(cfg.checkpoint))
+        spec = dict(exported.model_spec)
+    checkpoint = load_training_checkpoint(cfg.checkpoint) if fmt == "ours" and exported is None else None
     if checkpoint is not None:  # the model first: a block whose package is missing stops before any data is read
         spec = dict(checkpoint["model_spec"])
         model = build_model(spec, fused=cfg.model.get("fused", "auto"))
         model.load_state_dict(_checkpoint_weights(checkpoint, weights, str(cfg.checkpoint)))
-    data_cfg = _evaluation_data(cfg, checkpoint)
+    data_cfg = _evaluation_data(cfg, checkpoint, exported)
     val_loader, info = make_eval_loader(data_cfg, int(cfg.get("seed", 0)), device,
                                         channels_last=bool(cfg.channels_last))
-    if checkpoint is None:
+    if fmt == "official":
         spec = model_spec(OmegaConf.to_container(cfg.model, resolve=True), data_stem(data_cfg),
                           info.num_classes)
         model = load_official(build_model(spec, fused=cfg.model.get("fused", "auto")), cfg.checkpoint)

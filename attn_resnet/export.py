@@ -5,7 +5,9 @@ file, writes the export to a temporary file beside ``output``, runs it on random
 sizes (which also proves the batch axis is free) and compares with the PyTorch model: ONNX through
 onnxruntime, TorchScript reloaded with ``torch.jit.load``, safetensors rebuilt with
 ``load_checkpoint``. Only an export within ``tolerance`` replaces ``output``; nothing is left behind
-otherwise. Every file carries what a consumer needs to feed the model: the class names, the input
+otherwise. The tolerance is relative to the size of the logits (``relative_difference``): another
+runtime's rounding grows with them, so a network with large logits is held to the same standard.
+Every file carries what a consumer needs to feed the model: the class names, the input
 normalisation and size, and the architecture (ONNX ``metadata_props``, a TorchScript extra file, the
 safetensors header).
 
@@ -31,11 +33,14 @@ from torch import nn
 
 from .api import ModelInfo, load_checkpoint
 from .build import describe_spec
+from .dataset_registry import DEFAULT_CROP_PCT
+from .runfiles import usual_file_mode
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript"),
             "safetensors": (".safetensors",)}
 # fp32 on the CPU: another runtime sums in another order; ResNet-50 logits differ by ~1e-6 there.
+# Relative to the logits' scale: the largest |logit|, or 1 when they are all smaller.
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_OPSET = 18
 VERIFY_BATCHES = (1, 3)
@@ -49,25 +54,42 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportReport:
-    """What was written and how closely it matched PyTorch (max |difference| of the logits per batch size)."""
+    """What was written and how closely it matched PyTorch: per batch size, the max |difference| of the
+    logits and the largest |logit| of PyTorch's."""
 
     output: Path
     format: str
     model: str
     max_difference: dict[int, float] = field(default_factory=dict)
+    largest_logit: dict[int, float] = field(default_factory=dict)
     tolerance: float = DEFAULT_TOLERANCE
 
-    def describe(self) -> str:
+    @property
+    def relative_difference(self) -> float:
+        """The worst max |difference| over the logits' scale (the largest |logit|, or 1 when all are smaller)."""
+        return max((difference / max(1.0, self.largest_logit.get(batch, 0.0))
+                    for batch, difference in self.max_difference.items()), default=0.0)
+
+    def comparison(self) -> str:
         worst = max(self.max_difference.values(), default=0.0)
+        largest = max(self.largest_logit.values(), default=0.0)
+        return (f"max |logit difference| {worst:.3g} with logits up to {largest:.3g}, {self.relative_difference:.3g} "
+                f"relative (tolerance {self.tolerance:g})")
+
+    def describe(self) -> str:
         batches = ", ".join(str(b) for b in self.max_difference)
         return (f"Wrote {self.output} ({self.format}, {self.model}); checked against PyTorch at batch sizes "
-                f"{batches}: max |logit difference| {worst:.3g} (tolerance {self.tolerance:g}).")
+                f"{batches}: {self.comparison()}.")
 
 
 def metadata(info: ModelInfo) -> dict[str, Any]:
-    """What a consumer of the exported file needs: classes, normalisation, input size, architecture."""
+    """What a consumer of the exported file needs: classes, normalisation, input size and preparation
+    (``crop_pct``: an ImageNet-stem network's shorter side is resized to size / crop_pct, then centre-cropped),
+    architecture."""
+    crop_pct = (info.config.get("data") or {}).get("crop_pct") or DEFAULT_CROP_PCT
     return {"format": "attn-resnet-export", "model_spec": info.model_spec, "class_names": info.class_names,
             "mean": list(info.mean), "std": list(info.std), "image_size": list(info.image_size),
+            "crop_pct": float(crop_pct),
             "input": "images: float32 (batch, 3, height, width), RGB scaled to 0..1 then (x - mean) / std",
             "output": "logits: float32 (batch, classes)"}
 
@@ -171,7 +193,8 @@ def _run_safetensors(path: Path) -> Any:
 def export_model(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike, *, weights: str = "auto",
                  opset: int | None = None, tolerance: float = DEFAULT_TOLERANCE, overwrite: bool = False,
                  model: nn.Module | None = None, info: ModelInfo | None = None) -> ExportReport:
-    """Write ``checkpoint``'s model as ``fmt`` to ``output`` once it matches PyTorch within ``tolerance``.
+    """Write ``checkpoint``'s model as ``fmt`` to ``output`` once it matches PyTorch within ``tolerance``
+    (of the logits' scale: the largest |logit|, or 1 when all are smaller).
 
     ``model`` and ``info`` may be given instead of reading ``checkpoint`` (a model already loaded).
     Raises ``ExportError`` (nothing written) when the output is refused, the exporter fails (naming
@@ -211,15 +234,17 @@ def export_model(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathL
                     raise ExportError(f"The {fmt} export of {report.model} gave logits of shape "
                                       f"{tuple(exported.shape)} for a batch of {batch}, expected {(batch, info.num_classes)}; "
                                       f"nothing was written.")
-                report.max_difference[batch] = float((exported.float() - model(images)).abs().max())
-        worst = max(report.max_difference.values())
-        if not worst <= tolerance:
+                reference = model(images)
+                report.max_difference[batch] = float((exported.float() - reference).abs().max())
+                report.largest_logit[batch] = float(reference.abs().max())
+        if not report.relative_difference <= tolerance:
             raise ExportError(
-                f"The {fmt} export of {report.model} ({_block(info)}) differs from PyTorch by up to {worst:.3g} "
-                f"in the logits (tolerance {tolerance:g}; batch sizes {', '.join(map(str, VERIFY_BATCHES))}), so "
-                f"it was not kept. A larger --tolerance accepts it; otherwise the exporter or runtime computes "
-                f"an operation of this block differently."
+                f"The {fmt} export of {report.model} ({_block(info)}) differs from PyTorch by up to "
+                f"{max(report.max_difference.values()):.3g} in the logits ({report.comparison()}; batch sizes "
+                f"{', '.join(map(str, VERIFY_BATCHES))}), so it was not kept. A larger --tolerance accepts it; "
+                f"otherwise the exporter or runtime computes an operation of this block differently."
             )
+        os.chmod(temporary, usual_file_mode())  # the mode of checkpoints, not mkstemp's 0600
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)

@@ -116,6 +116,13 @@ def _remove_if_present(path: str | os.PathLike) -> None:
         pass
 
 
+def usual_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (``mkstemp`` makes its files 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_file_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], action: str = "write") -> None:
     """Call ``write(stream)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -132,9 +139,7 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]
         raise describe_os_error(error, path, action) from error
     try:
         with os.fdopen(handle, "wb") as stream:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(stream.fileno(), 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+            os.fchmod(stream.fileno(), usual_file_mode())  # mkstemp creates 0600
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())

@@ -226,6 +226,18 @@ def test_cfg_job_resolve_prints_the_resolved_config():
     assert "name: cifar100_resnet18_CBAM" in result.stdout and "${" not in result.stdout
 
 
+@pytest.mark.parametrize("args", [[], ["hparams_search=optuna_lr_wd"]])
+def test_cfg_hydra_resolve_prints_hydras_config(args):
+    # --cfg hydra shows the hydra node alone: the run name it interpolates is not there to resolve.
+    result = run_script("train.py", ["--cfg", "hydra", "--resolve", *args])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"^    dir: outputs/<name>/\d{4}-\d\d-\d\d_", result.stdout, re.MULTILINE), result.stdout[:500]
+    assert "${" not in result.stdout
+    # A run's own folder is still named after the run.
+    folder = str(compose_train(["model.att_type=cbam"], return_hydra_config=True).hydra.run.dir)
+    assert folder.startswith("outputs/cifar10_resnet18_CBAM/"), folder
+
+
 def test_run_name_uses_the_canonical_block_spelling():
     assert compose_train(["model.att_type=cbam"]).name == "cifar10_resnet18_CBAM"
     assert compose_train(["model.att_type=NONE", "model.depth=50"]).name == "cifar10_resnet50_none"
@@ -339,6 +351,28 @@ def test_evaluate_help_lists_only_what_evaluate_uses():
     assert "model" in groups and "data" in groups
     assert not {"optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search"} & set(groups), groups
     assert "checkpoint: null" in result.stdout and "CBAM" in result.stdout
+
+
+@pytest.mark.parametrize("args,needles", [
+    # The sgd group's momentum given to Lion: the error names the option, what Lion takes and the group to choose.
+    (["optim.name=lion"], ["optim.momentum is not an option of timm.optim.lion.Lion", "betas (default (0.9, 0.99))",
+                           "optim=lion"]),
+    (["sched.name=onecycle", "sched.warmup_epochs=2"], ["sched.warmup_start_factor is not an option of",
+                                                         "one_cycle_scheduler", "div_factor (default 25.0)",
+                                                         "sched=onecycle"]),
+    (["trainer.resume=/no/such/last.pt"], ["trainer.resume='/no/such/last.pt': no such file"]),
+])
+def test_value_errors_are_found_before_torch_is_imported(tmp_path, args, needles):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['train.py', *{args!r}, 'hydra.run.dir={tmp_path / 'run'}']\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+            "finally:\n    assert not {'torch', 'timm'} & set(sys.modules), "
+            "[m for m in sys.modules if 'torch' in m][:5]")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "AssertionError" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert all(needle in result.stderr for needle in needles), result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_help_imports_no_torch():

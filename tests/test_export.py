@@ -139,3 +139,135 @@ def test_bad_outputs_are_refused_before_any_work(tmp_path):
         export_model(tmp_path / "missing.pt", "onnx", tmp_path / "m.pt")
     with pytest.raises(ExportError, match="does not exist"):
         export_model(tmp_path / "missing.pt", "onnx", tmp_path / "nowhere" / "m.onnx")
+
+
+def test_exported_files_get_the_mode_of_checkpoints(trained, tmp_path):
+    import os
+    import stat
+
+    from attn_resnet.engine.checkpoint import save_atomic
+
+    previous = os.umask(0o027)
+    try:
+        save_atomic({"weights": torch.zeros(2)}, tmp_path / "checkpoint.pt")
+        result = run_script("scripts/export.py", [str(trained), "--format", "safetensors", "--output",
+                                                  str(tmp_path / "model.safetensors")])
+        assert result.returncode == 0, result.stderr
+        model, info = _model("SE", "default")
+        export_model(None, "torchscript", tmp_path / "model.pt", model=model, info=info)
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    assert modes == {"checkpoint.pt": 0o640, "model.safetensors": 0o640, "model.pt": 0o640}, modes
+
+
+def test_the_tolerance_is_relative_to_the_size_of_the_logits(tmp_path, monkeypatch):
+    import attn_resnet.export as export
+
+    model, info = _model("SE", "default")
+    with torch.no_grad():
+        model.fc.weight.mul_(1e4)  # logits in the thousands: float32 rounds them at about 1e-4 already
+    real = export._run_torchscript
+    # A runtime that sums in another order: the same logits to a relative 1e-6.
+    monkeypatch.setattr(export, "_run_torchscript", lambda path: (lambda images: real(path)(images) * (1 + 1e-6)))
+    report = export_model(None, "torchscript", tmp_path / "large.pt", model=model, info=info)
+    assert max(report.max_difference.values()) > 1e-4 and (tmp_path / "large.pt").is_file()
+    assert "relative" in report.describe()
+    # The same relative error on small logits passes too; a relative error past the tolerance does not.
+    small, info = _model("SE", "default")
+    export_model(None, "torchscript", tmp_path / "small.pt", model=small, info=info)
+    monkeypatch.setattr(export, "_run_torchscript", lambda path: (lambda images: real(path)(images) * (1 + 1e-3)))
+    with pytest.raises(ExportError, match="relative"):
+        export_model(None, "torchscript", tmp_path / "refused.pt", model=model, info=info)
+    assert not (tmp_path / "refused.pt").exists()
+
+
+def test_evaluate_reads_a_safetensors_export_as_it_reads_the_checkpoint(trained, tmp_path):
+    export_model(trained, "safetensors", tmp_path / "model.safetensors")
+    reference = run_script("evaluate.py", [f"checkpoint={trained}", f"hydra.run.dir={tmp_path / 'checkpoint'}"])
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    # The export holds the model and its input normalisation, not the data settings: they are named here.
+    data = ["data=synthetic", "data.num_classes=3", "data.image_size=16", "data.train_size=48", "data.val_size=16"]
+    result = run_script("evaluate.py", [f"checkpoint={tmp_path / 'model.safetensors'}", *data,
+                                        f"hydra.run.dir={tmp_path / 'export'}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    ours, exported = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("checkpoint", "export"))
+    assert exported["images"] == ours["images"] == 16 and exported["acc1"] == ours["acc1"]
+    assert exported["loss"] == pytest.approx(ours["loss"], rel=1e-5) and exported["model"] == ours["model"]
+    # Without the data: one line that says what to add.
+    missing = run_script("evaluate.py", [f"checkpoint={tmp_path / 'model.safetensors'}",
+                                         f"hydra.run.dir={tmp_path / 'missing'}"])
+    output = missing.stdout + missing.stderr
+    assert missing.returncode == 1 and "Traceback" not in output
+    assert "exported weights file" in output and "data=cifar10" in output, output[-2000:]
+
+
+# The documentation's example of running an ONNX export with onnxruntime alone (no torch): the input is
+# prepared from the file's metadata as training evaluated images. Kept here word for word, and run below.
+ONNX_SNIPPET = '''
+import json
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+session = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
+height, width = meta["image_size"]
+
+
+def prepare(path):
+    """An image file -> the model's input (3, height, width), prepared as training evaluated images."""
+    image = Image.open(path).convert("RGB")
+    if meta["model_spec"]["network_type"] == "ImageNet":
+        # ImageNet stem: the shorter side resized to size / crop_pct, then the centre crop.
+        short, (w, h) = round(max(height, width) / meta["crop_pct"]), image.size
+        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+        image = image.resize(size, Image.BILINEAR)
+        left, top = round((image.width - width) / 2), round((image.height - height) / 2)
+        image = image.crop((left, top, left + width, top + height))
+    else:  # CIFAR stem: resized to the input size
+        image = image.resize((width, height), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255
+    pixels = (pixels - np.float32(meta["mean"])) / np.float32(meta["std"])
+    return pixels.transpose(2, 0, 1)
+
+
+paths = ["cat.jpg", "dog.png"]
+logits = session.run(["logits"], {"images": np.stack([prepare(path) for path in paths])})[0]
+probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+probabilities /= probabilities.sum(axis=1, keepdims=True)
+for path, row in zip(paths, probabilities):
+    best = row.argmax()
+    print(f"{path}: {meta['class_names'][best]} ({row[best]:.2%})")
+'''
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_the_onnxruntime_example_predicts_what_predict_does(trained, tmp_path, stem):
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from attn_resnet.predict import predict
+
+    if stem == "cifar":  # a trained run's checkpoint, 16x16 inputs with its own normalisation
+        model, info = load_checkpoint(trained)
+    else:  # an ImageNet-stem network: resized and centre-cropped
+        torch.manual_seed(1)
+        model = create_model("resnet18_se", num_classes=3).eval()
+        _, info = _model("SE", "default")
+        info.model_spec, info.image_size = {**info.model_spec, "network_type": "ImageNet"}, (32, 32)
+    export_model(None, "onnx", tmp_path / "model.onnx", model=model, info=info)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (45, 30, 3), dtype=np.uint8)).save(tmp_path / "cat.jpg")
+    Image.fromarray(rng.integers(0, 256, (21, 40), dtype=np.uint8)).save(tmp_path / "dog.png")  # grayscale
+    result = subprocess.run([sys.executable, "-c", ONNX_SNIPPET], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = predict(model, info, [tmp_path / "cat.jpg", tmp_path / "dog.png"], topk=1)
+    for line, prediction in zip(result.stdout.splitlines(), expected, strict=True):
+        (index, name, probability), = prediction.top
+        assert line == f"{prediction.path.rsplit('/', 1)[1]}: {name} ({probability:.2%})", (line, prediction)

@@ -46,7 +46,7 @@ def _same_weights(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, caplog):
     train(compose_train(ARGS), tmp_path / "reference")
     run = tmp_path / "run"
     _ctrl_c_at_step(monkeypatch, step=11)  # 8 steps an epoch: the 3rd step of the 2nd epoch
@@ -61,7 +61,10 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_
     assert results["status"] == "interrupted" and results["error"] == message
 
     monkeypatch.undo()
-    train(compose_train(ARGS), run)
+    with caplog.at_level(logging.INFO):
+        train(compose_train(ARGS), run)
+    # The resume names the place the stop named, in the same words (epochs from 1, as the epoch lines).
+    assert "Resumed from" in caplog.text and "during epoch 2/2, after batch 3 of 8" in caplog.text
     reference = load_training_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
     resumed = load_training_checkpoint(run / "checkpoints" / "last.pt")
     assert _same_weights(reference["model"], resumed["model"])
@@ -91,13 +94,18 @@ def test_ctrl_c_with_accumulation_stops_at_the_end_of_a_group_and_resumes_exactl
     assert read_results(run)["final"] == read_results(tmp_path / "reference")["final"]
 
 
-def test_ctrl_c_at_an_epoch_end_stops_there(tmp_path, monkeypatch):
+def test_ctrl_c_at_an_epoch_end_stops_there(tmp_path, monkeypatch, caplog):
     _ctrl_c_at_step(monkeypatch, step=8)  # the last step of the first epoch: it validates, saves, then stops
     with pytest.raises(RunInterrupted, match="after epoch 1/2"):
         train(compose_train(ARGS), tmp_path)
     state = load_training_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
     assert read_results(tmp_path)["status"] == "interrupted"
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO):
+        train(compose_train(ARGS), tmp_path)
+    resumed = next(line for line in caplog.text.splitlines() if "Resumed from" in line)
+    assert "after epoch 1/2" in resumed and "epoch 0" not in resumed, resumed
 
 
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

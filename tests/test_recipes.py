@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from attn_resnet.app import _check_trajectory, _checkpoint_weights
@@ -711,3 +712,52 @@ def test_dali_runs_the_policy_with_its_own_auto_augment(tmp_path, policy):
     assert not torch.equal(images, plain[0])  # the same crops, then the policy's ops
     again, _ = next(iter(DaliImageLoader(splits.train, batch_size=8, train=True, device=torch.device("cpu"), seed=3)))
     assert torch.equal(again, images)  # seeded per (seed, epoch, rank): repeatable
+
+
+# ------------------------------------------------------------------ what the console says about a recipe
+def _messages(log_text: str) -> list[str]:
+    return [line.split("] - ", 1)[-1] for line in log_text.splitlines()]
+
+
+def test_a_short_run_of_a_long_recipe_says_what_is_on_what_it_cannot_reach_and_how_it_was_measured(tmp_path):
+    from helpers import FAST
+
+    run = tmp_path / "run"
+    result = run_script("train.py", [*FAST, "trainer.epochs=2", "recipe=modern", f"hydra.run.dir={run}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    console, log = result.stdout + result.stderr, (run / "train.log").read_text()
+    # The 5-epoch warmup of recipe=modern outlasts a 2-epoch run: the lr never reaches its peak.
+    warning = next(line for line in log.splitlines() if "sched.warmup_epochs=5" in line)
+    assert "[WARNING]" in warning and "trainer.epochs=2" in warning and warning.split("] - ", 1)[1] in console
+    features = next(line for line in _messages(log) if line.startswith("Recipe modern:"))
+    for feature in ("EMA", "TTA flip", "mixup 0.2", "CutMix 1", "TrivialAugment", "cutout 16", "label smoothing 0.1",
+                    "stochastic depth 0.05", "lr warmup 5 epochs"):
+        assert feature in features, (feature, features)
+    done = next(line for line in _messages(log) if line.startswith("Done:"))
+    assert "the EMA weights with TTA flip" in done and "compile" not in done, done
+
+
+def test_a_plain_run_says_so_and_the_end_line_shows_compile_time_when_there_was_some(tmp_path, caplog, monkeypatch):
+    from attn_resnet.app import train
+    from attn_resnet.config.recipe import short_run_warnings
+    from helpers import FAST
+
+    original = Trainer.summary
+    monkeypatch.setattr(Trainer, "summary", lambda self: {**original(self), "compile_seconds": 65.4})
+    with caplog.at_level("INFO"):
+        train(compose_train(FAST), tmp_path)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("Recipe: plain") for message in messages), messages
+    done = next(message for message in messages if message.startswith("Done:"))
+    assert "the trained weights without TTA" in done and "compile 65 s" in done, done
+    assert not [record for record in caplog.records
+                if record.levelname == "WARNING" and "trainer.epochs" in record.getMessage()]
+    # Every epoch-counted setting that lies beyond the run is named.
+    config = compose_train(FAST + ["trainer.epochs=3", "sched=multistep", "sched.milestones=[2,3,5]",
+                                   "sched.warmup_epochs=3", "aug.mixup=0.2", "aug.mix_off_epoch=4"])
+    warnings = short_run_warnings(OmegaConf.to_container(config, resolve=True))
+    assert len(warnings) == 3 and all("trainer.epochs=3" in warning for warning in warnings), warnings
+    assert "sched.warmup_epochs=3" in warnings[0] and "aug.mix_off_epoch=4" in " ".join(warnings)
+    assert "sched.milestones 3, 5" in " ".join(warnings)
+    step = compose_train(FAST + ["trainer.epochs=30", "sched=step", "sched.step_size=30"])
+    assert "sched.step_size=30" in short_run_warnings(OmegaConf.to_container(step, resolve=True))[0]

@@ -250,6 +250,21 @@ def test_a_single_run_prints_no_sweep_folder(tmp_path):
     assert result.returncode == 1 and "Sweep" not in result.stdout + result.stderr
 
 
+def test_a_single_run_names_its_folder_at_the_start_and_its_checkpoint_at_the_end(tmp_path, caplog):
+    run = tmp_path / "run"
+    result = run_script("train.py", [*FAST, f"hydra.run.dir={run}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in (result.stdout + result.stderr, (run / "train.log").read_text()):  # the console and the log
+        lines = [line.split("] - ", 1)[-1] for line in text.splitlines()]
+        first_epoch = next(index for index, line in enumerate(lines) if line.startswith("epoch 1/1"))
+        assert f"Run folder: {run}" in lines[:first_epoch], lines[:first_epoch]
+        assert lines[-1].startswith(f"Run folder: {run}") and str(run / "checkpoints" / "best.pt") in lines[-1]
+    # Without a best.pt the end line names last.pt.
+    with caplog.at_level("INFO"):
+        train(compose_train([*FAST, "trainer.save_best=false"]), tmp_path / "no_best")
+    assert str(tmp_path / "no_best" / "checkpoints" / "last.pt") in caplog.records[-1].getMessage()
+
+
 def test_evaluate_reproduces_final_val_accuracy(tmp_path):
     root = write_cifar10(tmp_path / "data")
     overrides = ["data=cifar10", f"data.root={root}", "data.batch_size=10", "data.num_workers=0",

@@ -193,7 +193,8 @@ def test_a_nan_loss_stops_the_run_naming_the_steps_that_hold_it(tmp_path, log_ev
     last = tmp_path / "checkpoints" / "last.pt"
     if checkpoint_every:  # the save after step 6 was refused; the one after step 3 is kept
         kept = load_training_checkpoint(last)
-        assert kept["global_step"] == 3 and f"{last} (epoch 0, batch 3, step 3)" in message
+        assert kept["global_step"] == 3
+        assert f"{last} (during epoch 1/1, after batch 3 of 12; optimizer step 3)" in message
         assert all(torch.isfinite(value).all() for value in kept["model"].values())
     else:
         assert not last.exists() and "none (no checkpoint was written yet)" in message

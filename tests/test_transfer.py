@@ -338,3 +338,55 @@ def test_the_finetune_recipe_needs_its_file_and_feeds_an_imagenet_network(tmp_pa
     validate_train_config(cfg)
     assert cfg.data.name == "cifar10" and cfg.data.stem == "imagenet" and cfg.data.image_size == 224
     assert cfg.optim.head_lr_scale > 1
+
+
+# A digits run on five classes: small, one epoch.
+DIGITS_FINETUNE = ["data=digits", "data.image_size=16", "data.train_subset=40", "data.val_subset=20",
+                   "data.batch_size=8", "trainer.epochs=1", "trainer.progress=false"]
+
+
+def test_a_head_of_other_classes_is_replaced_even_at_the_same_class_count(pretrained_run, tmp_path):
+    source = pretrained_run / "checkpoints" / "best.pt"  # digits 0..4
+    run_dir = tmp_path / "other_classes"
+    result = run_script("train.py", [*DIGITS_FINETUNE, "data.classes=[5,6,7,8,9]", f"model.init_from={source}",
+                                     f"hydra.run.dir={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    head = json.loads((run_dir / "results.json").read_text())["init_from"]["head"]
+    assert head.startswith("fc: new") and "0, 1, 2, 3, 4" in head and "5, 6, 7, 8, 9" in head, head
+    assert head in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("classes,new_head,expected", [
+    (["0", "1", "2", "3", "4"], "auto", "fc: loaded"),   # the same classes: the head means what it meant
+    (["5", "6", "7", "8", "9"], "auto", "fc: new"),      # five other classes
+    (["5", "6", "7", "8", "9"], False, "fc: loaded"),    # the user keeps it on purpose
+    (["0", "1", "2", "3", "4"], True, "fc: new"),        # ... or replaces it on purpose
+    (None, "auto", "fc: loaded"),                        # no names to compare: the class count decides
+])
+def test_new_head_decides_whether_the_files_classifier_is_kept(pretrained_run, classes, new_head, expected):
+    source = pretrained_run / "checkpoints" / "best.pt"
+    saved = load_training_checkpoint(source)["callbacks"]["ema"]["weights"]
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet18", num_classes=5)
+    fresh = model.fc.weight.detach().clone()
+    report = load_pretrained(model, source, new_head=new_head, class_names=classes)
+    assert report.head.startswith(expected), report.head
+    kept = torch.equal(model.fc.weight, saved["fc.weight"])
+    assert kept == (expected == "fc: loaded") and torch.equal(model.fc.weight, fresh) != kept
+    assert ("fc.weight" in report.new) != kept and torch.equal(model.layer1[0].conv1.weight,
+                                                               saved["layer1.0.conv1.weight"])
+
+
+def test_new_head_false_cannot_keep_a_head_of_another_class_count(pretrained_run):
+    model = create_model("cifar_resnet18", num_classes=3)
+    with pytest.raises(CheckpointError, match=r"model.new_head=false.*5 classes.*3"):
+        load_pretrained(model, pretrained_run / "checkpoints" / "best.pt", new_head=False)
+
+
+def test_new_head_takes_auto_true_or_false():
+    from attn_resnet.config.validate import ConfigError, validate_train_config
+
+    for value in ("auto", "true", "false"):
+        validate_train_config(compose_train([f"model.new_head={value}"]))
+    with pytest.raises(ConfigError, match=r"model.new_head='maybe'. Valid choices: auto, true, false"):
+        validate_train_config(compose_train(["model.new_head=maybe"]))

@@ -91,6 +91,21 @@ def test_visualize_attention_refuses_bad_inputs_clearly(cbam_run, tmp_path):
     assert result.returncode == 2 and "cannot read image" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("att_type,needle", [("Nope", "Unknown att_type 'Nope'"), ("SE", "do not fit the model")])
+def test_a_model_that_cannot_be_built_is_one_line_as_in_predict(cbam_run, tmp_path, att_type, needle):
+    checkpoint = torch.load(cbam_run / "checkpoints" / "last.pt", weights_only=True)
+    checkpoint["model_spec"]["att_type"] = att_type  # an unknown block; a known one the weights do not fit
+    torch.save(checkpoint, tmp_path / "edited.pt")
+    image = str(write_images(tmp_path)[0])
+    for script, args in (("scripts/visualize_attention.py", ["--no-gradcam", "--output", str(tmp_path / "out")]),
+                         ("scripts/predict.py", [])):
+        result = run_script(script, [str(tmp_path / "edited.pt"), image, *args])
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (script, result.stderr[-2000:])
+        assert lines[0].startswith("Error: ") and needle in lines[0], (script, lines)
+    assert not (tmp_path / "out").exists()
+
+
 def test_record_attention_sees_every_tap_and_restores_the_mode():
     model = ResidualNet("CIFAR10", 18, 10, "CBAM").train()
     maps = record_attention(model, torch.randn(3, 3, 32, 32))

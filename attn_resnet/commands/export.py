@@ -6,10 +6,13 @@
 
 The batch axis is dynamic. Each export is run on random inputs at batch sizes 1 and 3 (ONNX with
 onnxruntime, TorchScript reloaded, safetensors rebuilt) and compared with the PyTorch model; the
-largest logit difference is printed. Every file carries the class names, the input normalisation and
-size, and the architecture (ONNX metadata_props, the TorchScript extra file attn_resnet.json, the
-safetensors header); model.init_from and attn_resnet.load_checkpoint read the safetensors file back.
-ONNX needs the export extra: pip install -e ".[export]".
+largest logit difference is printed, and held to --tolerance relative to the largest |logit| (so a
+network with large logits is judged by the same standard as one with small logits). Every file
+carries the class names, the input normalisation and size, and the architecture (ONNX
+metadata_props, the TorchScript extra file attn_resnet.json, the safetensors header; ONNX and
+TorchScript also crop_pct, how an ImageNet-stem model's images are cropped); model.init_from and
+attn_resnet.load_checkpoint read the safetensors file back. ONNX needs the export extra:
+pip install -e ".[export]".
 
 Exit status: 0 written and within tolerance; 1 the export differs from PyTorch past --tolerance
 (nothing written); 2 bad arguments, an unreadable checkpoint or an exporter failure, which names
@@ -37,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="of a training checkpoint: the weight average when kept (auto), or either")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"largest logit difference accepted (default {DEFAULT_TOLERANCE:g})")
+                        help=f"largest logit difference accepted, relative to the largest |logit| (absolute when "
+                             f"all logits are below 1; default {DEFAULT_TOLERANCE:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     return parser.parse_args(argv)
 

@@ -8,7 +8,9 @@ that share a name): the input as the model sees it, the spatial attention map of
 gate, BAM's spatial branch, any block with a spatial map; maps are min-max scaled per image),
 and a Grad-CAM map of the predicted class on the last stage for comparison. An existing figure is
 never replaced unless ``--overwrite`` is given. Needs the optional extra: pip install -e ".[viz]"
-(grad-cam, matplotlib). Checkpoints are read with ``weights_only=True``.
+(grad-cam, matplotlib). The model is loaded as predict.py loads it (``attn_resnet.load_checkpoint``:
+a training checkpoint, read with ``weights_only=True``, or an exported .safetensors file), and a
+model that cannot be built or loaded is one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from attn_resnet.config.choices import WEIGHT_CHOICES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("checkpoint", type=Path, help="a checkpoints/best.pt or last.pt written by train.py")
+    parser.add_argument("checkpoint", type=Path,
+                        help="a checkpoints/best.pt or last.pt, or a .safetensors weights file")
     parser.add_argument("images", type=Path, nargs="+", help="image files (anything Pillow opens)")
     parser.add_argument("--output", type=Path, default=Path("attention_maps"), help="folder for the PNGs")
     parser.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM column")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat maps (0-1)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace figures that already exist in --output")
+    parser.add_argument("--weights", default="auto", choices=WEIGHT_CHOICES,
+                        help="of a training checkpoint: the weight average when kept (auto), or either")
     return parser.parse_args(argv)
 
 
@@ -88,37 +95,27 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def load_model(path: Path, device):
-    from attn_resnet.build import build_model
-    from attn_resnet.engine.checkpoint import load_training_checkpoint
+def load_model(path: Path, device, weights: str = "auto"):
+    """``(model, ModelInfo)`` as predict.py loads them; any file it cannot build or load stops with one line."""
+    from attn_resnet.api import load_checkpoint
     from attn_resnet.models.official import CheckpointError
 
     try:
-        checkpoint = load_training_checkpoint(path)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        return load_checkpoint(path, weights=weights, map_location=device)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:  # also an unknown or uninstalled block
         fail(str(error))
-    info = checkpoint.get("input") or {}
-    if not info.get("mean") or not info.get("image_size"):
-        fail(f"{path} does not record its input's normalisation and size (it was written before checkpoints "
-             f"did); retrain, or evaluate it with evaluate.py instead.")
-    try:
-        model = build_model(dict(checkpoint["model_spec"]))
-    except ValueError as error:  # an unknown block, or one whose package is not installed here
-        fail(str(error))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), info
 
 
-def load_images(paths: list[Path], info: dict):
+def load_images(paths: list[Path], info):
     """Pillow images -> the model's input: resized (and centre-cropped like validation at 224+) and normalized."""
     import torch
     from PIL import Image, UnidentifiedImageError
     from torchvision import transforms
 
-    height, width = info["image_size"]
+    height, width = info.image_size
     resize = ([transforms.Resize(round(min(height, width) * 256 / 224)), transforms.CenterCrop((height, width))]
               if min(height, width) >= 224 else [transforms.Resize((height, width))])
-    to_input = transforms.Compose([*resize, transforms.ToTensor(), transforms.Normalize(info["mean"], info["std"])])
+    to_input = transforms.Compose([*resize, transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
     batch = []
     for path in paths:
         try:
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from attn_resnet.visualize import displayable, overlay, record_attention, stage_overlays
 
     device = torch.device(args.device)
-    model, info = load_model(args.checkpoint, device)
+    model, info = load_model(args.checkpoint, device, args.weights)
     images = load_images(args.images, info).to(device)
     with torch.no_grad():
         probabilities = model(images).softmax(1).cpu()
@@ -180,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             why = f"its block {model.att_type} has channel weights only, no spatial attention map"
         print(f"note: {why}; {drawn}.", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
-    names = info.get("class_names") or []
+    names = info.class_names
     for index, (path, target) in enumerate(zip(args.images, targets)):
         figure, axes = plt.subplots(1, len(columns), figsize=(2.2 * len(columns), 2.6), squeeze=False)
         for axis, (title, grid) in zip(axes[0], columns):

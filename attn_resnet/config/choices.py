@@ -21,13 +21,15 @@ DEPTHS = tuple(RESNET_LAYOUTS)
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
                       "drop_path")
 # model.* keys of a fine-tuning run's start (not part of the network: not in the checkpoints' model spec).
-TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "freeze", "freeze_bn_stats")
+TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "new_head", "freeze", "freeze_bn_stats")
 # model.* keys of how the network runs (not part of it: not in the checkpoints' model spec, free to change on resume).
 EXECUTION_MODEL_KEYS = ("fused",)
 # model.fused: SE's and CBAM's fused Triton kernels ("auto": on CUDA when Triton is importable).
 FUSED_CHOICES = ("auto", True, False)
 # model.init_from_format: the key names of the pretrained file.
 INIT_FORMATS = ("auto", "ours", "official", "torchvision", "timm")
+# model.new_head: a new classifier instead of the file's (auto: when the file's classes are not the data's).
+NEW_HEAD_CHOICES = ("auto", True, False)
 # model.init_from in a fine-tuning recipe: the user must give the file (a Hydra ??? cannot replace a default).
 INIT_FROM_REQUIRED = "required"
 # model.freeze: the last part of the network that does not train (each includes the ones before it).

@@ -59,6 +59,7 @@ OFF_VALUES: dict[str, Any] = {
     "trainer.ema_warmup": False,
     "model.init_from": None,
     "model.init_from_format": "auto",
+    "model.new_head": "auto",
     "model.freeze": "none",
     "model.freeze_bn_stats": True,
     "optim.head_lr_scale": 1.0,

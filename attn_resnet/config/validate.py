@@ -285,6 +285,12 @@ def _validate_transfer(cfg: DictConfig) -> None:
     model = cfg.model
     if model.get("init_from_format", "auto") not in C.INIT_FORMATS:
         fail_choice("model.init_from_format", model.get("init_from_format"), C.INIT_FORMATS)
+    new_head = model.get("new_head", "auto")
+    if not any(new_head is choice if isinstance(choice, bool) else new_head == choice
+               for choice in C.NEW_HEAD_CHOICES):
+        raise ConfigError(f"Invalid config value model.new_head={new_head!r}. Valid choices: auto, true, false (auto: "
+                          f"a new classifier when the classes of model.init_from's file are not the data's, by name "
+                          f"where both record names, else by count; true: always new; false: keep the file's).")
     if model.get("freeze", "none") not in C.FREEZE_CHOICES:
         fail_choice("model.freeze", model.get("freeze"), C.FREEZE_CHOICES)
     if "freeze_bn_stats" in model:
@@ -519,15 +525,16 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None,
             raise ConfigError(f"Invalid config value trainer.ema_decay={trainer.ema_decay}: it must be in [0, 1) "
                               f"(e.g. 0.999; 0 keeps no average).")
         _boolean(cfg, "trainer.ema_warmup")
-    validate_aug(cfg)
-    validate_callbacks(cfg)
-    check_callables(cfg)
     resume = str(trainer.resume)
     if resume not in ("auto", "never") and not Path(resume).is_file():
         raise ConfigError(
             f"Invalid config value trainer.resume={resume!r}: no such file. Use trainer.resume=auto (continue "
             f"from the run folder's checkpoints/last.pt when present), never, or the path of a checkpoint."
         )
+    validate_aug(cfg)
+    validate_callbacks(cfg)
+    check_declared_options(cfg, group_choices, conf_dir)
+    check_callables(cfg)
 
 
 # The names of the built-in callbacks, which key their state in checkpoints too.
@@ -600,6 +607,35 @@ def _registered(registry: Registry, key: str, value: Any):
     if found.obj is None and locate_module(found.module) is None:
         raise ConfigError(str(registry.missing_module(found, found.module)))
     return found
+
+
+def check_declared_options(cfg: DictConfig, group_choices: dict | None = None,
+                           conf_dir: ConfDirs | None = None) -> None:
+    """The optimizer's and schedule's options against their constructors as the source files declare them:
+    torch-free, so an option they do not take is refused at once (``check_callables`` then asks the imported
+    callables, also those whose source cannot be read that way)."""
+    from ..optim_registry import PROJECT_OPTIM_KEYS
+    from .signatures import declared_options
+
+    for registry, group, skip, handled in ((OPTIMIZERS, "optim", 1, PROJECT_OPTIM_KEYS), (SCHEDULES, "sched", 3,
+                                                                                         ("name",))):
+        node = plain(cfg[group])
+        found = registry.find(node["name"])
+        declared = None if found is None or found.obj is not None else declared_options(found.target, skip)
+        if declared is None:
+            continue
+        accepted = {key: value for key, value in declared.options.items() if key not in handled}
+        unknown = [key for key in node if key not in handled and key not in accepted]
+        if not unknown:
+            continue
+        listed = ", ".join(f"{key} (default {value})" if value != "required" else key
+                           for key, value in accepted.items())
+        chosen = (group_choices or {}).get(group)
+        fix = (f"{group}.name={node['name']} changes the {registry.kind} but keeps the options of conf/{group}/"
+               f"{chosen}.yaml: choose the group instead, {group}={node['name']}, which brings its own options."
+               if chosen and chosen != node["name"] and option_file(conf_dir, group, node["name"]) is not None else
+               f"Fix the key on the command line or in conf/{group}/.")
+        raise ConfigError(f"{group}.{unknown[0]} is not an option of {declared.where}; it takes: {listed}. {fix}")
 
 
 def check_callables(cfg: DictConfig) -> None:
@@ -675,8 +711,9 @@ def validate_evaluate_config(cfg: DictConfig, group_choices: dict | None = None,
             if key not in allowed:
                 raise _unknown_key_error(f"data.{key}", "data", allowed)
     if not cfg.get("checkpoint"):
-        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, "
-                          "or the authors' .pth.tar with checkpoint_format=official).")
+        raise ConfigError("evaluate.py needs checkpoint=PATH (a checkpoints/best.pt or last.pt of a run, an "
+                          "exported .safetensors with data=..., or the authors' .pth.tar with "
+                          "checkpoint_format=official).")
     if not Path(str(cfg.checkpoint)).is_file():
         raise ConfigError(f"Invalid config value checkpoint={str(cfg.checkpoint)!r}: no such file. Give the path "
                           f"of a checkpoint, e.g. outputs/<name>/<time>/checkpoints/best.pt.")

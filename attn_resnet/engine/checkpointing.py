@@ -227,8 +227,7 @@ class Checkpointer:
         path = self.directory / name
         save_atomic(self.weights_state(trainer) if name in WEIGHTS_ONLY_FILES else self.state(trainer, meters), path)
         if name == "last.pt":
-            self.last_good = (f"{path} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, "
-                              f"step {trainer.global_step})")
+            self.last_good = f"{path} ({trainer.position()}; optimizer step {trainer.global_step})"
         return path
 
     def load(self, trainer: Trainer, checkpoint: dict, source: str = "checkpoint") -> None:
@@ -265,6 +264,5 @@ class Checkpointer:
         trainer.callbacks.load_state_dict(checkpoint.get("callbacks"))  # absent before callbacks existed
         set_rng_state(checkpoint["rng"])
         trainer.distributed.check_same(trainer.global_step, f"the optimizer step resumed from {source}")
-        self.last_good = f"{source} (epoch {trainer.epoch}, batch {trainer.batch_in_epoch}, step {trainer.global_step})"
-        log.info("Resumed from %s at epoch %d, batch %d, step %d.", source, trainer.epoch, trainer.batch_in_epoch,
-                 trainer.global_step)
+        self.last_good = f"{source} ({trainer.position()}; optimizer step {trainer.global_step})"
+        log.info("Resumed from %s: %s (optimizer step %d).", source, trainer.position(), trainer.global_step)

@@ -363,6 +363,15 @@ class Trainer:
     def optimizer_steps_per_epoch(self) -> int:
         return math.ceil(self.train_batches_per_epoch() / self.settings.accumulate)
 
+    def position(self) -> str:
+        """Where the run stands, as the stop, resume and checkpoint messages all say it: epochs counted from 1,
+        as the epoch lines count them, and the batches of the epoch in progress that are done."""
+        epochs = self.settings.epochs
+        if self.batch_in_epoch:
+            return (f"during epoch {self.epoch + 1}/{epochs}, after batch {self.batch_in_epoch} of "
+                    f"{self.train_batches_per_epoch()}")
+        return f"after epoch {self.epoch}/{epochs}" if self.epoch else f"before epoch 1/{epochs}"
+
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
         return self.checkpoints.state(self, self._read_meters())
@@ -442,8 +451,7 @@ class Trainer:
                 if self.stop_request.requested and batch % settings.accumulate == 0 and batch < total_batches:
                     self.throughput.stop()
                     self.save("last.pt")  # the state after this step: a resume continues exactly here
-                    raise RunInterrupted(f"during epoch {epoch + 1}/{settings.epochs}, after batch {batch} of "
-                                         f"{total_batches}; checkpoints/last.pt holds the state there")
+                    raise RunInterrupted(f"{self.position()}; checkpoints/last.pt holds the state there")
         self.throughput.stop()
         reading = self._read_meters()
         return {"loss": reading.loss, "acc1": reading.acc1}
@@ -552,8 +560,7 @@ class Trainer:
             if self.stop_request.requested and self.epoch < settings.epochs:
                 if not due:
                     self.save("last.pt")
-                raise RunInterrupted(f"after epoch {epoch + 1}/{settings.epochs}; checkpoints/last.pt holds the "
-                                     f"state there")
+                raise RunInterrupted(f"{self.position()}; checkpoints/last.pt holds the state there")
         return self.summary()
 
     def _epoch_is_due(self, epoch: int, every: int) -> bool:

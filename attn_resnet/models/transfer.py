@@ -3,7 +3,10 @@
 ``load_pretrained(model, path, fmt="auto")`` reads the file safely (``weights_only=True`` or
 safetensors), maps its key names onto ours, and loads every tensor that fits:
 
-- the classifier is replaced (kept at its fresh initialisation) when the class count differs;
+- the classifier is replaced (kept at its fresh initialisation) when its classes are not the
+  model's: ``new_head="auto"`` compares the class names where the file and the caller both have
+  them (a checkpoint or export of this project records them), and the class count otherwise;
+  ``True`` always replaces it, ``False`` keeps it (refused when the count differs);
 - attention blocks the file does not have keep their own initialisation (a CBAM network
   started from a plain torchvision ResNet-50);
 - anything else that does not fit (another depth, stem or block, a block option that changes a
@@ -24,7 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..config.choices import FREEZE_CHOICES, INIT_FORMATS
+from ..config.choices import FREEZE_CHOICES, INIT_FORMATS, NEW_HEAD_CHOICES
 from .official import CheckpointError, describe_state_dict, extract_state_dict, official_to_ours, read_checkpoint
 from .weights_file import is_our_weights, is_safetensors, read_weights
 
@@ -113,9 +116,19 @@ def _timm_to_ours(state: dict[str, torch.Tensor], expected: Mapping[str, torch.T
     return mapped
 
 
+def _class_names(obj: Any, metadata: Mapping[str, Any] | None) -> list[str] | None:
+    """The class names a file records: a training checkpoint's or an export's "input" record; None for others."""
+    record = (metadata or {}).get("input") if metadata is not None else (
+        obj.get("input") if isinstance(obj, Mapping) and obj.get("format") == "attn-resnet-checkpoint" else None)
+    names = record.get("class_names") if isinstance(record, Mapping) else None
+    return [str(name) for name in names] if names else None
+
+
 def read_pretrained(path: str | os.PathLike, fmt: str = "auto", weights: str = "auto",
-                    expected: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], str, str]:
-    """``(state dict in our key names, format, weights)`` of a pretrained file; see ``load_pretrained``."""
+                    expected: Mapping[str, torch.Tensor] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], str, str, list[str] | None]:
+    """``(state dict in our key names, format, weights, class names or None)`` of a pretrained file; see
+    ``load_pretrained``."""
     path = os.fspath(path)
     if fmt not in INIT_FORMATS:
         raise ValueError(f"Unknown weights format {fmt!r}. Valid choices: {', '.join(INIT_FORMATS)}.")
@@ -139,7 +152,7 @@ def read_pretrained(path: str | os.PathLike, fmt: str = "auto", weights: str = "
         state = {official_to_ours(key): value for key, value in state.items()}
     elif fmt == "timm":
         state = _timm_to_ours(state, expected or {})
-    return state, fmt, chosen
+    return state, fmt, chosen, _class_names(obj, metadata)
 
 
 # -------------------------------------------------------------------------- loading
@@ -174,24 +187,56 @@ def _mismatch_error(source: str, fmt: str, state: Mapping[str, torch.Tensor], mo
     )
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike, fmt: str = "auto",
-                    weights: str = "auto") -> TransferReport:
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _head(fc_file: torch.Tensor | None, fc_model: torch.Tensor, new_head: bool | str, file_names: list[str] | None,
+          class_names: list[str] | None, source: str) -> tuple[bool, str]:
+    """Whether the file's classifier is replaced, and the report's words for what happened to it."""
+    if not any(new_head is choice if isinstance(choice, bool) else new_head == choice for choice in NEW_HEAD_CHOICES):
+        raise ValueError(f"Unknown new_head {new_head!r}. Valid choices: auto, true, false.")
+    if fc_file is None or fc_file.dim() != 2 or fc_file.shape[1] != fc_model.shape[1]:
+        return False, "fc: loaded"  # no head in the file (reported as new), or one that does not fit (an error)
+    count, wanted = fc_file.shape[0], fc_model.shape[0]
+    if count != wanted:
+        if new_head is False:
+            raise CheckpointError(f"model.new_head=false keeps the classifier of {source}, but it has {count} classes "
+                                  f"and the model {wanted}. Use model.new_head=auto (a new classifier for the new "
+                                  f"classes), or train on the file's {count} classes.")
+        return True, f"fc: {count} -> {wanted} classes, new"
+    differ = file_names is not None and class_names is not None and list(file_names) != list(class_names)
+    why = (f"the file's classes ({_listed(file_names)}) are not this data's ({_listed(class_names)})"
+           if differ else "")
+    if new_head is True:
+        return True, "fc: new (model.new_head=true)"
+    if differ and new_head is False:
+        return False, f"fc: loaded (model.new_head=false), although {why}"
+    if differ:
+        return True, f"fc: new, as {why}; model.new_head=false keeps it"
+    return False, "fc: loaded"
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, fmt: str = "auto", weights: str = "auto",
+                    new_head: bool | str = "auto", class_names: list[str] | None = None) -> TransferReport:
     """Load the tensors of ``path`` that fit ``model``; see the module docstring for the rules.
 
     ``fmt``: "auto" | "ours" (our training checkpoint, exported safetensors or state_dict) |
     "official" (the CBAM/BAM authors' release) | "torchvision" | "timm" (a ResNet / SE-ResNet
     state_dict, ``.pth`` or ``.safetensors``). ``weights``: for our training checkpoints, "auto"
-    (the weight average when the run kept one) | "model" | "ema".
+    (the weight average when the run kept one) | "model" | "ema". ``new_head`` ("auto" | True |
+    False) and ``class_names`` (the model's classes, in order) decide whether the file's
+    classifier is kept.
     """
     source = os.fspath(path)
     expected = model.state_dict()
-    state, fmt, chosen = read_pretrained(source, fmt, weights, expected)
+    state, fmt, chosen, file_names = read_pretrained(source, fmt, weights, expected)
     report = TransferReport(source=source, format=fmt, weights=chosen)
     problems: dict[str, list[str]] = {"unexpected": [], "missing": [], "wrong shape": []}
     to_load: dict[str, torch.Tensor] = {}
     fc_file, fc_model = state.get("fc.weight"), expected["fc.weight"]
-    head_new = fc_file is not None and fc_file.dim() == 2 and fc_file.shape[1] == fc_model.shape[1] \
-        and fc_file.shape[0] != fc_model.shape[0]
+    head_new, report.head = _head(fc_file, fc_model, new_head, file_names,
+                                  None if class_names is None else [str(name) for name in class_names], source)
     for key, value in state.items():
         target = expected.get(key)
         if key in HEAD_KEYS and head_new:
@@ -206,7 +251,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, fmt: str = "auto"
         if key in to_load:
             continue
         # Blocks the file lacks and counters an older file lacks start fresh; so does a head the file
-        # does not have (a headless timm model) or one of another class count.
+        # does not have (a headless timm model) or one of other classes.
         fresh = _ATTENTION_KEY.search(key) or key.endswith("num_batches_tracked") or key in HEAD_KEYS
         if fresh and not (key in HEAD_KEYS and key in state and not head_new):
             report.new.append(key)
@@ -220,9 +265,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, fmt: str = "auto"
         for key, value in to_load.items():
             expected[key].copy_(value.to(expected[key].dtype))
     report.loaded = list(to_load)
-    if head_new:
-        report.head = f"fc: {fc_file.shape[0]} -> {fc_model.shape[0]} classes, new"
-    elif fc_file is None:
+    if fc_file is None:
         report.head = f"fc: {fc_model.shape[0]} classes, new (the file has no classifier)"
     return report
 
