@@ -14,7 +14,7 @@ from attn_resnet.app import train
 from attn_resnet.export import METADATA_FILE, ExportError, export_model
 from attn_resnet.models.attention import ATTENTION_BLOCKS, block_placements
 
-from helpers import FAST, compose_train, run_script
+from helpers import FAST, REPO, compose_train, run_script
 
 BLOCKS = sorted(ATTENTION_BLOCKS)
 QUICK = [("none", "default"), ("SE", "default"), ("CBAM", "default"), ("BAM", "default")]
@@ -202,45 +202,17 @@ def test_evaluate_reads_a_safetensors_export_as_it_reads_the_checkpoint(trained,
     assert "exported weights file" in output and "data=cifar10" in output, output[-2000:]
 
 
-# The documentation's example of running an ONNX export with onnxruntime alone (no torch): the input is
-# prepared from the file's metadata as training evaluated images. Kept here word for word, and run below.
-ONNX_SNIPPET = '''
-import json
-
-import numpy as np
-import onnxruntime
-from PIL import Image
-
-session = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
-meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
-height, width = meta["image_size"]
+def _docs_onnx_snippet() -> str:
+    """The documentation's example of running an ONNX export with onnxruntime alone (no torch), as a user
+    copies it from docs/finetuning.md: the input is prepared from the file's metadata as training evaluated
+    images. Run below against predict()."""
+    text = (REPO / "docs" / "finetuning.md").read_text()
+    block = text[text.index("### Running an ONNX export with onnxruntime"):]
+    code = block[block.index("```python\n") + len("```python\n"):]
+    return code[:code.index("```")]
 
 
-def prepare(path):
-    """An image file -> the model's input (3, height, width), prepared as training evaluated images."""
-    image = Image.open(path).convert("RGB")
-    if meta["model_spec"]["network_type"] == "ImageNet":
-        # ImageNet stem: the shorter side resized to size / crop_pct, then the centre crop.
-        short, (w, h) = round(max(height, width) / meta["crop_pct"]), image.size
-        size = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        image = image.resize(size, Image.BILINEAR)
-        left, top = round((image.width - width) / 2), round((image.height - height) / 2)
-        image = image.crop((left, top, left + width, top + height))
-    else:  # CIFAR stem: resized to the input size
-        image = image.resize((width, height), Image.BILINEAR)
-    pixels = np.asarray(image, dtype=np.float32) / 255
-    pixels = (pixels - np.float32(meta["mean"])) / np.float32(meta["std"])
-    return pixels.transpose(2, 0, 1)
-
-
-paths = ["cat.jpg", "dog.png"]
-logits = session.run(["logits"], {"images": np.stack([prepare(path) for path in paths])})[0]
-probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-probabilities /= probabilities.sum(axis=1, keepdims=True)
-for path, row in zip(paths, probabilities):
-    best = row.argmax()
-    print(f"{path}: {meta['class_names'][best]} ({row[best]:.2%})")
-'''
+ONNX_SNIPPET = _docs_onnx_snippet()
 
 
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
