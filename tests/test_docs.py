@@ -167,3 +167,15 @@ def test_the_link_check_catches_a_broken_link(tmp_path, bad, message):
         elif anchor and anchor not in _anchors(destination):
             broken.append("no heading")
     assert broken == [message]
+
+
+def test_the_readme_keeps_its_two_commands_and_says_how_to_install_the_cpu_only_build():
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    install = "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.14.1 torchvision==0.29.1"
+    assert blocks[0].startswith(install) and blocks[0].strip().endswith("python train.py experiment=digits")
+    marker = readme.index("<!-- ci: test command -->")
+    assert readme.index(blocks[1]) > marker and blocks[1].startswith(install)  # the command CI runs
+    cpu = next(block for block in blocks if "download.pytorch.org/whl/cpu" in block)
+    assert "torch==2.14.1 torchvision==0.29.1" in cpu  # the same versions, from PyTorch's CPU-only index
+    assert len(readme.splitlines()) < 200  # a five-minute read; the reference lives in docs/
