@@ -344,7 +344,8 @@ def test_train_help_lists_every_groups_options_with_a_line_each_and_the_blocks()
         assert all(len(line.split()) > 3 for line in listed[name].values()), listed[name]  # each with its line
     assert any(line.split()[:2] == ["sgd", "*"] and "SGD with momentum" in line for line in lines)  # the default
     cbam = next(line for line in lines if line.split()[:1] == ["CBAM"])
-    assert "Placement: residual; options: reduction=16, kernel_size=7." in cbam
+    assert ("Placement: residual; options: reduction=16, kernel_size=7, channel_pool='avgmax', spatial='avgmax', "
+            "arrangement='channel_first'.") in cbam
     assert "Could not" not in result.stdout + result.stderr
 
 

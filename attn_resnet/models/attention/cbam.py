@@ -124,7 +124,7 @@ class SpatialGate(nn.Module):
 
 
 class CBAM(nn.Module):
-    """CBAM: channel gate followed by spatial gate (Woo et al. 2018), and the variants of its ablations.
+    """CBAM: channel gate followed by spatial gate (Woo et al. 2018).
 
     The defaults are CBAM as published and as the authors' code builds it. The options are the
     paper's ablation axes:
