@@ -133,6 +133,20 @@ def test_cbam_variants_have_the_parameters_their_formula_reads():
     assert CBAM(64, spatial="conv").spatial_gate.conv_reduce.weight.shape == (1, 64, 1, 1)
 
 
+def test_the_average_pooled_channel_gate_alone_is_se():
+    """Table 1's "+ AvgPool (SE)" row: the same parameters and, with SE's weights, SE's output."""
+    from attn_resnet.models.attention import SE
+
+    gate, se = randomize_(CBAM(32, reduction=4, channel_pool="avg", spatial="none")), SE(32, reduction=4)
+    with torch.no_grad():
+        for ours, theirs in ((gate.channel_gate.mlp[0], se.fc1), (gate.channel_gate.mlp[2], se.fc2)):
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    x = torch.randn(2, 32, 5, 6, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(gate(x), se(x))
+    assert sum(p.numel() for p in gate.parameters()) == sum(p.numel() for p in se.parameters())
+
+
 def test_default_cbam_is_the_published_block_bit_for_bit():
     """The default forward is the composition the fused kernels implement: the channel gate's ``scale`` of
     both pools, then the spatial gate's ``gate`` of [max, mean] over the channels."""
