@@ -1,6 +1,7 @@
 """The Python API, usable without Hydra: build a named model, load a trained one.
 
 ``create_model("resnet50_cbam", num_classes=7, pretrained="weights.safetensors")``,
+``create_model("resnext50_32x4d_cbam")``,
 ``list_models()`` and ``load_checkpoint("outputs/.../best.pt")`` (a training checkpoint or an
 exported safetensors file) -> ``(model, ModelInfo)``.
 """
@@ -8,13 +9,13 @@ exported safetensors file) -> ``(model, ModelInfo)``.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .architectures import ARCHITECTURES
 from .attention_registry import NO_ATTENTION, attention_names, canonical_attention
 from .config.choices import WEIGHT_CHOICES
 from .dataset_registry import IMAGENET_MEAN, IMAGENET_STD, stem_of
@@ -123,36 +124,43 @@ def load_checkpoint(path: str | os.PathLike, weights: str = "auto",
 
 
 # ------------------------------------------------------------------- named models
-_NAME = re.compile(r"^(?P<cifar>cifar_)?resnet(?P<depth>\d+)(?:_(?P<block>[a-z0-9]+))?$")
+def _networks() -> dict[str, dict[str, Any]]:
+    """Every network by name, with what it sets: ``resnet<depth>`` and the widened and grouped ones."""
+    return {**{f"resnet{depth}": {"depth": depth} for depth in DEPTHS}, **ARCHITECTURES}
 
 
 def list_models() -> list[str]:
-    """Every name ``create_model`` takes: ``[cifar_]resnet{18,34,50,101}[_{block}]``, blocks lower-case."""
+    """Every name ``create_model`` takes: ``[cifar_]<network>[_{block}]``, blocks lower-case, networks
+    ``resnet{18,34,50,101}``, ``wide_resnet18_{1.5,2}`` and ``resnext{50,101}_32x4d``."""
     blocks = [name for name in attention_names() if name != NO_ATTENTION]
     names = []
     for prefix in ("", "cifar_"):
-        for depth in DEPTHS:
-            names.append(f"{prefix}resnet{depth}")
-            names += [f"{prefix}resnet{depth}_{block.lower()}" for block in blocks]
+        for network in _networks():
+            names.append(f"{prefix}{network}")
+            names += [f"{prefix}{network}_{block.lower()}" for block in blocks]
     return names
 
 
 def parse_model_name(name: str) -> dict[str, Any]:
-    """``"cifar_resnet18_cbam"`` -> ``{"network_type": "CIFAR10", "depth": 18, "att_type": "CBAM"}``."""
-    match = _NAME.match(str(name).lower())
-    block = canonical_attention(match.group("block")) if match and match.group("block") else NO_ATTENTION
-    if not match or int(match.group("depth")) not in DEPTHS or block is None:
-        import difflib
+    """``"cifar_resnet18_cbam"`` -> ``{"network_type": "CIFAR10", "depth": 18, "att_type": "CBAM"}``;
+    a widened or grouped network adds its shape (``"resnext50_32x4d"``: ``cardinality=32, width_per_group=4``)."""
+    text = str(name).lower()
+    rest = text.removeprefix("cifar_")
+    for network, settings in _networks().items():
+        if rest == network or rest.startswith(network + "_"):
+            block = canonical_attention(rest[len(network) + 1:]) if rest != network else NO_ATTENTION
+            if block is not None:
+                return {"network_type": "CIFAR10" if text.startswith("cifar_") else "ImageNet", **settings,
+                        "att_type": block}
+    import difflib
 
-        close = difflib.get_close_matches(str(name).lower(), list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model name {name!r}.{hint} Names are [cifar_]resnet<depth>[_<block>] with depth "
-            f"{'/'.join(map(str, DEPTHS))} and a registered block ({', '.join(attention_names()[1:])}); "
-            f"list_models() lists them all."
-        )
-    return {"network_type": "CIFAR10" if match.group("cifar") else "ImageNet", "depth": int(match.group("depth")),
-            "att_type": block}
+    close = difflib.get_close_matches(text, list_models(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"Unknown model name {name!r}.{hint} Names are [cifar_]<network>[_<block>] with the network resnet<depth> "
+        f"(depth {'/'.join(map(str, DEPTHS))}) or one of {', '.join(ARCHITECTURES)}, and a registered block "
+        f"({', '.join(attention_names()[1:])}); list_models() lists them all."
+    )
 
 
 def create_model(name: str, *, num_classes: int | None = None, pretrained: str | os.PathLike | None = None,
@@ -162,7 +170,8 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: str |
     ``att_type``: the block, for a name without one (``create_model("cifar_resnet18", att_type=MyGate)``):
     a block class of one's own, its import path ("mypkg.gates:MyGate") or any registered name.
     ``options``: ``ResidualNet``'s keyword options (``att_placement``, ``drop_path``, ...) and the
-    block's own (``reduction=8``). ``pretrained``: a file to start from (this project's checkpoint or
+    block's own (``reduction=8``); a shape option (``width``, ``cardinality``, ``width_per_group``)
+    given here wins over the name's. ``pretrained``: a file to start from (this project's checkpoint or
     weights file, the authors' release, a torchvision or timm ResNet state dict; nothing is
     downloaded): the tensors that fit are loaded, blocks the file lacks keep their initialisation,
     and the classifier is new when ``num_classes`` differs from the file's.
@@ -174,7 +183,8 @@ def create_model(name: str, *, num_classes: int | None = None, pretrained: str |
                              f"{spec['att_type']} and att_type's. Give the block once: a name without one "
                              f"(e.g. {name.rsplit('_', 1)[0]!r}) with att_type=, or the name alone.")
         spec["att_type"] = att_type
-    model = ResidualNet(spec["network_type"], spec["depth"], num_classes, spec["att_type"], **options)
+    shape = {key: value for key, value in spec.items() if key not in ("network_type", "depth", "att_type")}
+    model = ResidualNet(spec["network_type"], spec["depth"], num_classes, spec["att_type"], **{**shape, **options})
     if pretrained is not None:
         from .models.transfer import load_pretrained
 

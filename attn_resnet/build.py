@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from .architectures import network_label, shape_of
 from .attention_registry import BLOCKS, find_block
 from .config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS, canonical_attention
 from .data import (DeviceImageLoader, build_eval_dataset, build_prefetched_loader, build_splits, resolve_loader,
@@ -96,14 +97,15 @@ def block_options_of(spec: Mapping[str, Any]) -> dict:
 
 
 def describe_spec(spec: dict) -> str:
-    """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)"."""
+    """E.g. "ResNet-50 + CBAM (CIFAR100 stem, 100 classes)", "ResNeXt-50 (32x4d) + SE (ImageNet stem, 1000 classes)"."""
     attention = ""
     if spec["att_type"] != "none":
         options = ", ".join(f"{key}={value}" for key, value in block_options_of(spec).items())
         placement = spec.get("att_placement", "default")
         attention = (f" + {spec['att_type']}{f'({options})' if options else ''}"
                      f"{'' if placement == 'default' else f' at {placement}'}")
-    return f"ResNet-{spec['depth']}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
+    network = network_label(spec["depth"], **shape_of(spec))
+    return f"{network}{attention} ({spec['network_type']} stem, {spec['num_classes']} classes)"
 
 
 def build_model(spec: dict, fused: bool | str = "auto") -> torch.nn.Module:

@@ -150,8 +150,10 @@ def test_an_option_the_block_does_not_take_names_those_it_does(name):
 
 def other_value(block: type, option: str, default):
     """A valid value of ``option`` other than its default, read from the block's own declarations:
-    another entry of the module's tuple of choices for a string, the reverse for a tuple, a smaller
-    (or, when small, larger) integer, the opposite flag, or the annotated type's for None."""
+    another entry of the module's tuple of choices for a string (the first the block accepts: two
+    tuples may share a default, as CBAM's poolings and spatial descriptors share "avgmax"), the
+    reverse for a tuple, a smaller (or, when small, larger) integer, the opposite flag, or the
+    annotated type's for None."""
     if isinstance(default, bool):
         return not default
     if isinstance(default, int):
@@ -161,9 +163,15 @@ def other_value(block: type, option: str, default):
         return default[::-1]
     if isinstance(default, str):
         module = inspect.getmodule(block)
-        choices = next(value for value in vars(module).values()
-                       if isinstance(value, tuple) and default in value and len(value) > 1)
-        return next(choice for choice in choices if choice != default)
+        for choices in (value for value in vars(module).values()
+                        if isinstance(value, tuple) and default in value and len(value) > 1):
+            for choice in (choice for choice in choices if choice != default):
+                try:
+                    block(64, **{option: choice})
+                except ValueError:
+                    continue
+                return choice
+        raise AssertionError(f"{block.__name__}.{option}: no tuple of choices holds another valid value")
     if default is None:
         annotation = str(inspect.signature(block).parameters[option].annotation)
         assert "int" in annotation, f"{block.__name__}.{option}: no way to pick a value for {annotation}"

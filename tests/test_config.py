@@ -334,13 +334,14 @@ def test_train_help_lists_every_groups_options_with_a_line_each_and_the_blocks()
             group = listed.setdefault(line.split(":")[0], {})
         elif line.startswith("  "):
             group[line.split()[0]] = line
-    for name in ("model", "data", "optim", "sched", "trainer", "aug", "recipe", "experiment", "hparams_search",
-                 "hydra/launcher"):
+    for name in ("model", "data", "optim", "sched", "trainer", "aug", "recipe", "ablation", "experiment",
+                 "hparams_search", "hydra/launcher"):
         assert sorted(listed[name]) == sorted(path.stem for path in (CONF / name).glob("*.yaml")), name
         assert all(len(line.split()) > 3 for line in listed[name].values()), listed[name]  # each with its line
     assert any(line.split()[:2] == ["sgd", "*"] and "SGD with momentum" in line for line in lines)  # the default
     cbam = next(line for line in lines if line.split()[:1] == ["CBAM"])
-    assert "Placement: residual; options: reduction=16, kernel_size=7." in cbam
+    assert ("Placement: residual; options: reduction=16, kernel_size=7, channel_pool='avgmax', spatial='avgmax', "
+            "arrangement='channel_first'.") in cbam
     assert "Could not" not in result.stdout + result.stderr
 
 

@@ -85,12 +85,12 @@ def test_mean_and_std_over_seeds(tmp_path):
 def test_complexity_only_reproduces_cbam_table4():
     paper = reporting.paper_table("cbam_table4")
     rows = reporting.complexity_rows(paper)
-    assert len(rows) == len(paper["rows"]) == 12
+    assert len(rows) == len(paper["rows"]) == 24  # ResNet-18/34/50/101, WideResNet-18 x2, ResNeXt-50/101
     for row in rows:
         assert row.printed("params_m", row.params_m) == row.paper["params_m"], row.label
         assert row.printed("gflops", row.gflops) == row.paper["gflops"], row.label
     result = run_script("scripts/paper_table.py", ["--complexity-only", "--paper", "cbam_table4"])
-    assert result.returncode == 0 and result.stdout.count("| yes |") == 12 and "NO" not in result.stdout
+    assert result.returncode == 0 and result.stdout.count("| yes |") == 24 and "NO" not in result.stdout
 
 
 def test_bad_arguments():
@@ -576,7 +576,8 @@ def test_a_paper_on_another_data_set_adds_no_rows_unless_asked(tmp_path):
     everything = run_script("scripts/paper_table.py", [str(sweep), "--paper", "cbam_table4", "--all-rows"])
     assert everything.returncode == 0, everything.stderr
     rows = [line for line in everything.stdout.splitlines() if line.startswith("| ResNet")]
-    assert len(rows) == 2 + 12 and everything.stdout.count("(imagenet): no runs") == 12
+    # the 12 ResNet rows of Table 4, and its 12 WideResNet and ResNeXt rows, all without runs
+    assert len(rows) == 2 + 12 and everything.stdout.count("(imagenet): no runs") == 24
     # A paper of the runs' own data set keeps its rows, with or without runs.
     same = run_script("scripts/paper_table.py", [str(sweep), "--paper", "attention_cifar10"])
     assert "ResNet-18" in _md_rows(same.stdout) and _md_rows(same.stdout)["ResNet-18"][7] != "–"

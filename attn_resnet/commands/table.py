@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", nargs="?", type=Path, help="folder with the runs (searched recursively)")
     parser.add_argument("--paper", choices=papers,
                         help="published table to print beside the runs (its rows only where the runs are on its data "
-                             "set, see --all-rows)")
+                             "set, see --all-rows); by default the one the runs' experiment names (paper_table)")
     parser.add_argument("--all-rows", action="store_true",
                         help="with --paper: list every published row, also where the runs are on another data set")
     parser.add_argument("--format", choices=reporting.FORMATS, default="md")
@@ -80,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         if paper is None:
             parser.error("--complexity-only needs --paper")
         rows = reporting.complexity_rows(paper)
-        text = reporting.render(rows, args.format, paper, args.caption, reporting.COMPLEXITY_HEADER,
+        # Under the table: why each size that is not reproduced is not (the published rows' size_note).
+        caption = "\n".join(filter(None, [args.caption, *reporting.complexity_notes(rows)]))
+        text = reporting.render(rows, args.format, paper, caption, reporting.COMPLEXITY_HEADER,
                                 reporting.complexity_cells, reporting.complexity_record)
-        status = 0 if all(row.matches for row in rows) else 1
+        # 1 when a size is neither reproduced (as printed, or as another table of the paper prints it) nor
+        # explained by the published row.
+        status = 0 if all(row.accounted_for for row in rows) else 1
     else:
         if args.sweep_dir is None:
             parser.error("give the sweep folder (or --complexity-only)")
@@ -101,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no run under {args.sweep_dir} has {' '.join(args.where)}", file=sys.stderr)
             return 2
         caption = args.caption
+        if paper is None:
+            paper, named = runs_paper(runs, papers)
+            if named:
+                caption = "\n".join(filter(None, [caption, f"Published rows: --paper {named}, the table the runs' "
+                                                             f"experiment names (paper_table)."]))
+                args.paper = named
         if paper is not None and not args.all_rows and not reporting.paper_matches(paper, runs):
             # A paper of another data set would only add rows of runs that were never meant to exist.
             caption = "\n".join(filter(None, [caption, reporting.paper_left_out_note(args.paper, paper, runs)]))
@@ -118,6 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
     return status
+
+
+def runs_paper(runs: list[reporting.Run], papers: list[str]) -> tuple[dict | None, str | None]:
+    """The published table the runs' experiment names (``paper_table`` in their config), when they all name the
+    same one; ``(None, None)`` otherwise."""
+    named = {reporting.run_setting(run, "paper_table") for run in runs}
+    if len(named) != 1 or next(iter(named)) not in papers:
+        return None, None
+    name = next(iter(named))
+    return reporting.paper_table(name), name
 
 
 def check_keys(runs: list[reporting.Run], where: dict[str, str], folder: Path) -> bool:

@@ -19,7 +19,7 @@ RESNET_LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 DEPTHS = tuple(RESNET_LAYOUTS)
 # The network's own model.* keys (conf/model/*.yaml); any other model.* key is an option of the block.
 NETWORK_MODEL_KEYS = ("depth", "att_type", "att_placement", "stride_in_1x1", "zero_init_residual", "init",
-                      "drop_path")
+                      "drop_path", "width", "cardinality", "width_per_group")
 # model.* keys of a fine-tuning run's start (not part of the network: not in the checkpoints' model spec).
 TRANSFER_MODEL_KEYS = ("init_from", "init_from_format", "new_head", "freeze", "freeze_bn_stats")
 # model.* keys of how the network runs (not part of it: not in the checkpoints' model spec, free to change on resume).

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import dataset_registry
 from ..attention_registry import BLOCK_GROUP, BLOCKS, NO_ATTENTION, attention_names, declared_block, find_block
+from ..architectures import SHAPE_DEFAULTS, check_shape, shape_of
 from ..optim_registry import OPTIMIZERS, SCHEDULES
 from ..registry import Registry, RegistryError, locate_module, parse_path
 from . import choices as C
@@ -245,6 +246,7 @@ def validate_model(cfg: DictConfig, conf_dir: ConfDirs | None = None) -> None:
         fail_choice("model.att_placement", placement, C.placement_choices())
     for key in ("stride_in_1x1", "zero_init_residual"):
         _boolean(cfg, f"model.{key}")
+    _network_shape(model)
     if "drop_path" in model:
         _number(cfg, "model.drop_path", allow_zero=True)
         if not model.drop_path < 1:
@@ -263,6 +265,16 @@ def validate_model(cfg: DictConfig, conf_dir: ConfDirs | None = None) -> None:
     options = {str(key): value for key, value in model.items() if key not in network_keys}
     if options or placement != C.DEFAULT_PLACEMENT or (found is not None and found.external):
         check_block(str(model.att_type), placement, options, sorted(network_keys))
+
+
+def _network_shape(model: DictConfig) -> None:
+    """model.width, model.cardinality and model.width_per_group (WideResNet, ResNeXt) fit the depth's blocks."""
+    shape = shape_of(model)
+    try:
+        check_shape(C.RESNET_LAYOUTS[model.depth][0], **shape)
+    except ValueError as error:
+        settings = " ".join(f"model.{key}={value}" for key, value in shape.items() if value != SHAPE_DEFAULTS[key])
+        raise ConfigError(f"Invalid network shape ({settings}, model.depth={model.depth}): {error}") from None
 
 
 def _attention_block(att_type: Any):

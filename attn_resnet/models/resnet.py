@@ -9,6 +9,8 @@ before the shortcut addition (placement "residual"); BAM sits on the outputs of 
 the blocks only fill the slots they are given. The CIFAR stem is a 3x3/1 conv with no
 max-pool. The head pools adaptively, which equals the reference's fixed AvgPool2d(7)
 at 224x224 (ImageNet) and avg_pool2d(4) at 32x32 (CIFAR), and also works elsewhere.
+The same network widened (WideResNet) or with grouped Bottleneck convs (ResNeXt) comes from
+``width``, ``cardinality`` and ``width_per_group``; ``attn_resnet.architectures`` says how.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from ..architectures import STEM_WIDTH, bottleneck_width, check_shape, stage_widths
 from ..config.choices import INITS, RESNET_LAYOUTS  # the one list of each, torch-free for the config checks
 from ..attention_registry import find_block
 from ..dataset_registry import DEFAULT_NUM_CLASSES, NETWORK_TYPES, STEMS, network_type_of, stem_of
 from .attention import (DEFAULT_PLACEMENT, PLACEMENTS, AttentionConfigError, build_attention, canonical_name,
                         check_block_contract, check_options, init_block_, name_rule_init_, resolve_placement, torchvision_rule_init_)
 from .attention.fused import check_fused, set_fused
-STAGE_WIDTHS = (64, 128, 256, 512)
+STAGE_WIDTHS = stage_widths(1.0)  # the plain ResNet's
 # Where this network can hold an attention block: ``attn`` (each residual block's branch, before the
 # addition), ``post_attn`` (each residual block, after the addition), ``stage_attn`` (after stages 1-3),
 # ``head_attn`` (before the pooling). Each registered placement fills one of them.
@@ -60,8 +63,13 @@ class BasicBlock(nn.Module):
         stride_in_1x1: bool = False,
         post_attention: Callable[[int], nn.Module] | None = None,
         drop_path: float = 0.0,
+        groups: int = 1,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
+        if (groups, base_width) != (1, 64):
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64 (as torchvision's); a grouped "
+                             "ResNet (ResNeXt) is built of Bottleneck blocks: depth 50 or 101.")
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -84,7 +92,11 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 -> 1x1 (expansion 4); stride on the 3x3 unless ``stride_in_1x1``."""
+    """1x1 -> 3x3 -> 1x1 (expansion 4); stride on the 3x3 unless ``stride_in_1x1``.
+
+    ``groups`` and ``base_width`` make the 3x3 conv grouped and sized as torchvision's ResNeXt
+    (``int(planes * base_width / 64) * groups`` channels); the defaults give the plain block.
+    """
 
     expansion = 4
 
@@ -98,14 +110,17 @@ class Bottleneck(nn.Module):
         stride_in_1x1: bool = False,
         post_attention: Callable[[int], nn.Module] | None = None,
         drop_path: float = 0.0,
+        groups: int = 1,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride_1x1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride_3x3)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        inner = bottleneck_width(planes, groups, base_width)
+        self.conv1 = nn.Conv2d(inplanes, inner, 1, stride=stride_1x1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, inner, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv3 = nn.Conv2d(inner, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -138,7 +153,9 @@ class ResNet(nn.Module):
     ``att_placement`` ("default" = the block's own) picks the slots the block fills: ``attn`` of
     every residual block (residual), ``post_attn`` of every residual block (post_add),
     ``stage_attn`` (stages 1-3) or ``head_attn``. Unused slots are identities. ``fused`` is set on
-    the blocks that have fused kernels (SE, CBAM; see ``attention.fused``).
+    the blocks that have fused kernels (SE, CBAM; see ``attention.fused``). ``width`` widens every
+    stage (not the stem); ``cardinality`` and ``width_per_group`` group the Bottleneck's 3x3 conv
+    (``attn_resnet.architectures``).
     """
 
     def __init__(
@@ -153,9 +170,13 @@ class ResNet(nn.Module):
         att_placement: str | None = DEFAULT_PLACEMENT,
         drop_path: float = 0.0,
         fused: bool | str = "auto",
+        width: float = 1.0,
+        cardinality: int = 1,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
         check_fused(fused)
+        widths = stage_widths(width)
         self.att_type = canonical_name(att_type)
         self.att_placement = resolve_placement(self.att_type, att_placement)
         options = dict(attention_options or {})
@@ -177,33 +198,34 @@ class ResNet(nn.Module):
             slot[chosen.slot] = make_attention
         self.imagenet_stem = imagenet_stem
         if imagenet_stem:
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(3, STEM_WIDTH, 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
-            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(3, STEM_WIDTH, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(STEM_WIDTH)
         self.relu = nn.ReLU(inplace=True)
 
-        self.inplanes = 64
+        self.inplanes = STEM_WIDTH
+        grouping = {"groups": cardinality, "base_width": width_per_group}
         stages = []
         # Stochastic depth rising linearly from 0 at the first block to drop_path at the last (as timm).
         total = sum(layers)
         rates = [drop_path * index / max(total - 1, 1) for index in range(total)]
-        for index, (width, blocks) in enumerate(zip(STAGE_WIDTHS, layers)):
+        for index, (planes, blocks) in enumerate(zip(widths, layers)):
             stride = 1 if index == 0 else 2
             first = sum(layers[:index])
-            stages.append(self._make_layer(block, width, blocks, stride, slot["attn"], stride_in_1x1,
-                                           slot["post_attn"], rates[first:first + blocks]))
+            stages.append(self._make_layer(block, planes, blocks, stride, slot["attn"], stride_in_1x1,
+                                           slot["post_attn"], rates[first:first + blocks], grouping))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         # Stage attention (BAM's place) on the outputs of stages 1-3; identities otherwise.
         self.stage_attn = nn.ModuleList(
-            slot["stage_attn"](width * block.expansion) if slot["stage_attn"] else nn.Identity()
-            for width in STAGE_WIDTHS[:3]
+            slot["stage_attn"](planes * block.expansion) if slot["stage_attn"] else nn.Identity()
+            for planes in widths[:3]
         )
-        self.head_attn = slot["head_attn"](512 * block.expansion) if slot["head_attn"] else nn.Identity()
+        self.head_attn = slot["head_attn"](widths[3] * block.expansion) if slot["head_attn"] else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
         set_fused(self, fused)
 
     def attention_blocks(self) -> list[tuple[str, nn.Module]]:
@@ -218,7 +240,7 @@ class ResNet(nn.Module):
         return found
 
     def _make_layer(self, block, planes, blocks, stride, attention, stride_in_1x1, post_attention,
-                    drop_paths: list[float]) -> nn.Sequential:
+                    drop_paths: list[float], grouping: dict) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -226,9 +248,10 @@ class ResNet(nn.Module):
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = [block(self.inplanes, planes, stride, downsample, attention, stride_in_1x1, post_attention,
-                        drop_paths[0])]
+                        drop_paths[0], **grouping)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1, post_attention, drop_paths[i])
+        layers += [block(self.inplanes, planes, 1, None, attention, stride_in_1x1, post_attention, drop_paths[i],
+                         **grouping)
                    for i in range(1, blocks)]
         return nn.Sequential(*layers)
 
@@ -321,6 +344,9 @@ def ResidualNet(
     init: str = "reference",
     drop_path: float = 0.0,
     fused: bool | str = "auto",
+    width: float = 1.0,
+    cardinality: int = 1,
+    width_per_group: int = 64,
     **attention_options,
 ) -> ResNet:
     """Build the authors' ResidualNet: ``ResidualNet("CIFAR10", 50, 10, "CBAM")``.
@@ -338,6 +364,10 @@ def ResidualNet(
     first block to this rate at the last (0: none; no parameters either way).
     fused: "auto" | True | False: SE and CBAM run fused Triton kernels ("auto": on CUDA inputs when
     Triton is importable); the parameters are the same, so checkpoints load either way.
+    width: the factor on every stage's channels (the stem keeps 64): 1.5 and 2 give the CBAM paper's
+    WideResNet-18. cardinality, width_per_group: the groups and the per-group width of the
+    Bottleneck's 3x3 conv, 32 and 4 for ResNeXt 32x4d (torchvision's groups and width_per_group;
+    depth 50/101 only). See ``attn_resnet.architectures``.
     attention_options: the block's own options, e.g. ``reduction=8`` or CBAM's ``kernel_size=3``;
     one the block does not take is an error naming those it does.
     """
@@ -354,6 +384,7 @@ def ResidualNet(
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
     if init not in INITS:
         _choice(init, INITS, "init")
+    check_shape(RESNET_LAYOUTS[depth][0], width, cardinality, width_per_group)
 
     block, layers = DEPTHS[depth]
     model = ResNet(
@@ -367,6 +398,9 @@ def ResidualNet(
         att_placement=att_placement,
         drop_path=float(drop_path),
         fused=fused,
+        width=width,
+        cardinality=cardinality,
+        width_per_group=width_per_group,
     )
     model.network_type, model.depth = network_type, depth
     (_reference_init if init == "reference" else _torchvision_init)(model)

@@ -24,7 +24,8 @@ Everything a caller needs is importable from here: ``from attn_resnet.reporting 
 
 from .aggregate import (Row, budget_notes, build_rows, evaluation_notes, mixed_experiments, mixed_recipes,
                         paper_left_out_note, paper_matches, problems)
-from .complexity_table import COMPLEXITY_HEADER, ComplexityRow, complexity_cells, complexity_record, complexity_rows
+from .complexity_table import (COMPLEXITY_HEADER, ComplexityRow, complexity_cells, complexity_notes, complexity_record,
+                               complexity_rows)
 from .papers import load_papers, paper_table
 from .pivots import RECIPE_LEGEND, placement_pivot, recipe_pivot, recipe_rows
 from .render import FORMATS, HEADER, PAIRED_LEGEND, SIGNIFICANT, csv_record, render, table_cells
@@ -38,7 +39,7 @@ __all__ = [
     "COMPLEXITY_HEADER", "FORMATS", "HEADER", "IDENTITY_KEYS", "NO_RECIPE", "PAIRED_LEGEND",
     "RECIPE_LEGEND", "SIGNIFICANT", "ComplexityRow", "PairedDifference", "Row", "Run",
     "block_placement", "budget_notes", "build_rows", "collect_runs", "completed_seeds", "complexity_cells",
-    "complexity_record", "complexity_rows", "count_seeds", "csv_record", "distinct_seeds", "evaluation_notes",
+    "complexity_notes", "complexity_record", "complexity_rows", "count_seeds", "csv_record", "distinct_seeds", "evaluation_notes",
     "expected_jobs", "identity_from_overrides", "load_papers", "mixed_experiments", "mixed_recipes",
     "paired_difference", "paper_left_out_note", "paper_matches", "paper_table", "parse_where", "placement_pivot",
     "problems", "recipe_pivot", "recipe_rows", "render", "run_from_results", "run_matches", "run_recipe",

@@ -7,13 +7,14 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .runs import Run, _attention_order, run_recipe, run_setting
+from .runs import Run, _attention_identity, _attention_order, network_identity, run_recipe, run_setting
 from .stats import PairedDifference, paired_difference, sample_mean_std
 
 
 @dataclass
 class Row:
-    """One architecture (data set, depth, attention) and its runs, with the paper's row where it has one."""
+    """One architecture (data set, depth, network shape, attention) and its runs, with the paper's row where it
+    has one."""
 
     dataset: str | None
     depth: int | None
@@ -21,11 +22,16 @@ class Row:
     runs: list[Run] = field(default_factory=list)
     paper: dict | None = None
     baseline: Row | None = field(default=None, repr=False)  # the plain network (none) of the same data and depth
+    network: str | None = None  # a widened or grouped network's label; None for the plain ResNet
+
+    @property
+    def network_name(self) -> str:
+        return self.network or f"ResNet-{'?' if self.depth is None else self.depth}"
 
     @property
     def label(self) -> str:
         attention = "" if self.att_type in (None, "none") else f" + {self.att_type.replace('@', ' @ ')}"
-        return f"ResNet-{'?' if self.depth is None else self.depth}{attention}"
+        return f"{self.network_name}{attention}"
 
     @property
     def completed(self) -> list[Run]:
@@ -67,19 +73,32 @@ class Row:
         return values[0] if values else None
 
 
+def published_key(paper: dict, published: dict) -> tuple:
+    """The row key (data set, depth, network, attention) of a published row, matched to runs by its options:
+    its network shape (``width``, ``cardinality``, ``width_per_group``), block, ``options`` and placement."""
+    attention = _attention_identity(published["att_type"], published.get("att_placement"), published.get("options"))
+    return (paper["dataset"], published["depth"], network_identity(published), attention)
+
+
+def _row(key: tuple) -> Row:
+    dataset, depth, network, att_type = key
+    return Row(dataset, depth, att_type, network=network)
+
+
 def build_rows(runs: list[Run], paper: dict | None = None) -> list[Row]:
-    """One row per architecture (data set, depth, attention); the paper's rows appear even without runs."""
+    """One row per architecture (data set, depth, network, attention); the paper's rows appear even without runs."""
     rows: dict[tuple, Row] = {}
     for run in runs:
-        rows.setdefault(run.key, Row(*run.key)).runs.append(run)
+        rows.setdefault(run.key, _row(run.key)).runs.append(run)
     if paper is not None:
         for published in paper["rows"]:
-            key = (paper["dataset"], published["depth"], published["att_type"])
-            rows.setdefault(key, Row(*key)).paper = published
-    for (dataset, depth, att_type), row in rows.items():
+            key = published_key(paper, published)
+            rows.setdefault(key, _row(key)).paper = published
+    for (dataset, depth, network, att_type), row in rows.items():
         if att_type not in (None, "none"):
-            row.baseline = rows.get((dataset, depth, "none"))
-    return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, _attention_order(r.att_type)))
+            row.baseline = rows.get((dataset, depth, network, "none"))
+    return sorted(rows.values(), key=lambda r: (str(r.dataset), r.depth or 0, r.network or "",
+                                                _attention_order(r.att_type)))
 
 
 def problems(rows: list[Row]) -> list[str]:

@@ -23,10 +23,11 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
         name, _, placement = str(row.att_type).partition("@")
         if name != "none" and not placement:
             placement = block_placement(name) or DEFAULT_PLACEMENT
-        tables.setdefault((row.dataset, row.depth), {}).setdefault(name, {})[placement or "none"] = row
+        tables.setdefault((row.dataset, row.depth, row.network_name), {}).setdefault(name, {})[placement or "none"] = row
     text = []
-    for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
-        text += [f"**{dataset}, ResNet-{depth}**: top-1 error (%), mean ± std over seeds (seeds); "
+    for (dataset, _, network), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0,
+                                                                                   item[0][2])):
+        text += [f"**{dataset}, {network}**: top-1 error (%), mean ± std over seeds (seeds); "
                  "† the block's own placement; bold: the block's best placement.", "",
                  "| Block | " + " | ".join(placements) + " | best |", "|---|" + "---|" * (len(placements) + 1)]
         for name in sorted(blocks, key=lambda n: _attention_order(n)):
@@ -116,11 +117,13 @@ def recipe_pivot(runs: list[Run], caption: str | None = None) -> str:
     tables: dict[tuple, dict[str, dict[str, Row]]] = {}
     for recipe, rows in per_recipe.items():
         for row in rows:
-            tables.setdefault((row.dataset, row.depth), {}).setdefault(str(row.att_type), {})[recipe] = row
+            tables.setdefault((row.dataset, row.depth, row.network_name), {}).setdefault(str(row.att_type), {})[
+                recipe] = row
     text = []
-    for (dataset, depth), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0)):
+    for (dataset, _, network), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0,
+                                                                                   item[0][2])):
         header = ["Block", *recipes, *(f"{recipe}: vs plain (95% CI)" for recipe in recipes)]
-        text += [f"**{dataset}, ResNet-{depth}**: top-1 accuracy (%), mean ± std over seeds (seeds), per recipe; "
+        text += [f"**{dataset}, {network}**: top-1 accuracy (%), mean ± std over seeds (seeds), per recipe; "
                  "then each block minus the plain network of the same recipe.", "",
                  f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
         for name in sorted(blocks, key=_attention_order):

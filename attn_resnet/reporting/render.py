@@ -30,6 +30,13 @@ def _paper_value(row: Row, key: str) -> float | None:
     return float(row.paper[key])
 
 
+def _paper_cell(row: Row, value: float | None) -> str:
+    """A published number; "not available" for a row the paper has whose numbers were not available."""
+    if value is None and row.paper is not None and row.paper.get("published") is False:
+        return "not available"
+    return _fmt(value)
+
+
 def _delta(ours: float | None, published: float | None) -> float | None:
     return None if ours is None or published is None else ours - published
 
@@ -59,8 +66,8 @@ def table_cells(row: Row) -> list[str]:
     paper1, paper5 = _paper_value(row, "err1"), _paper_value(row, "err5")
     seeds = f"{len(row.completed)}" + (f"/{len(row.runs)}" if len(row.runs) != len(row.completed) else "")
     return [row.label, str(row.dataset), _fmt(row.params_m), _fmt(row.gflops, 3), _mean_std(err1, std1),
-            _mean_std(err5, std5, undefined=row.undefined("err5")), seeds, _fmt(paper1),
-            _fmt(_delta(err1, paper1), signed=True), _fmt(paper5), _fmt(_delta(err5, paper5), signed=True),
+            _mean_std(err5, std5, undefined=row.undefined("err5")), seeds, _paper_cell(row, paper1),
+            _fmt(_delta(err1, paper1), signed=True), _paper_cell(row, paper5), _fmt(_delta(err5, paper5), signed=True),
             *_paired_cells(row.vs_plain)]
 
 
@@ -77,7 +84,7 @@ def csv_record(row: Row) -> dict:
     att_type, _, placement = str(row.att_type).partition("@")
     paired = row.vs_plain or PairedDifference(0)
     r = _rounded
-    return {"model": row.label, "data": row.dataset, "depth": row.depth,
+    return {"model": row.label, "data": row.dataset, "depth": row.depth, "network": row.network_name,
             "att_type": row.att_type if row.att_type is None else att_type,
             "att_placement": placement or DEFAULT_PLACEMENT,
             "params_m": r(row.params_m), "gflops": r(row.gflops, 3), "err1_mean": r(err1), "err1_std": r(std1),

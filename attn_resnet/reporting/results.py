@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .runs import Run, _as_int, _attention_identity, distinct_seeds, parse_where, run_matches
+from .runs import Run, _as_int, _attention_identity, distinct_seeds, network_identity, parse_where, run_matches
 from .sweeps import expected_jobs, identity_from_overrides
 
 
@@ -24,7 +24,7 @@ def run_from_results(path: Path) -> Run:
     run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
               _attention_identity(model.get("att_type"), model.get("att_placement"), model), _as_int(config.get("seed")),
               error=results.get("error"), config=config,
-              overrides=list((results.get("job") or {}).get("overrides") or []))
+              overrides=list((results.get("job") or {}).get("overrides") or []), network=network_identity(model))
     if run.status == "completed":
         # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
         final = results.get("final") or {}
@@ -38,7 +38,7 @@ def run_from_results(path: Path) -> Run:
 
 def _fill_identity(run: Run, expected: Run) -> None:
     """Complete what ``run`` does not know of its identity from the sweep's record of the same job."""
-    for name in ("dataset", "depth", "att_type", "seed"):
+    for name in ("dataset", "depth", "network", "att_type", "seed"):
         if getattr(run, name) is None:
             setattr(run, name, getattr(expected, name))
 

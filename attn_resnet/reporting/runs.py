@@ -3,10 +3,12 @@ selecting runs by ``key=value`` conditions on their config or command line."""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..architectures import SHAPE_DEFAULTS, network_label, shape_of
 from ..attention_registry import (DEFAULT_PLACEMENT, PLACEMENTS, attention_names, canonical_attention, declared_block,
                                   find_block)
 from ..config.choices import EXECUTION_MODEL_KEYS, NETWORK_MODEL_KEYS, TRANSFER_MODEL_KEYS
@@ -34,6 +36,8 @@ class Run:
     epochs: int | None = None
     train_size: int | None = None
     limit_train_batches: int | None = None
+    # A widened or grouped network ("ResNeXt-50 (32x4d)", ``network_identity``); None for the plain ResNet.
+    network: str | None = None
     # What the run was launched with, for ``where`` conditions: the resolved config and the
     # command-line overrides (the only record of config-group choices such as ``experiment``).
     config: dict | None = field(default=None, repr=False, compare=False)
@@ -41,7 +45,7 @@ class Run:
 
     @property
     def key(self) -> tuple:
-        return (self.dataset, self.depth, self.att_type)
+        return (self.dataset, self.depth, self.network, self.att_type)
 
 
 def _canonical_att(value: Any) -> str | None:
@@ -58,15 +62,49 @@ def _attention_identity(att_type: Any, placement: Any = None, model: dict | None
     if name in (None, "none"):
         return name
     # A fine-tuned run (model.init_from, model.freeze) is never averaged with runs trained from scratch;
-    # how the network ran (model.fused) does not tell runs apart.
+    # how the network ran (model.fused) does not tell runs apart, nor does an option set to its default.
     options = {key: value for key, value in (model or {}).items()
                if key not in NETWORK_MODEL_KEYS + EXECUTION_MODEL_KEYS
                and not (key in TRANSFER_MODEL_KEYS and value == OFF_VALUES.get(f"model.{key}"))}
+    options = _without_defaults(name, options)
     if options:
         name += "(" + ", ".join(f"{key}={options[key]}" for key in sorted(options)) + ")"
     if placement in (None, DEFAULT_PLACEMENT):
         return name
     return name if block_placement(name) == placement else f"{name}@{placement}"
+
+
+def _plain_value(value: Any) -> Any:
+    """A config value as a literal of the block's source would give it (lists as tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain_value(item) for item in value)
+    return value
+
+
+def _without_defaults(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` less those set to the block's own default (read from its source, torch-free): a run with
+    ``model.kernel_size=7`` is CBAM as published, and is counted with the runs that did not set it."""
+    declared = declared_block(name)
+    if declared is None:
+        return options
+    kept = {}
+    for key, value in options.items():
+        try:
+            default = ast.literal_eval(declared.options[key]) if key in declared.options else object()
+        except (ValueError, SyntaxError):  # a default that is not a literal: compare nothing
+            default = object()
+        if _plain_value(value) != _plain_value(default):
+            kept[key] = value
+    return kept
+
+
+def network_identity(model: Mapping[str, Any] | None) -> str | None:
+    """The label of a widened or grouped network (``"WideResNet-18 (widen 1.5)"``) from a ``model`` config
+    node, a model spec or a published row; None for the plain ResNet of the depth, as runs have always been."""
+    shape = shape_of(model or {})
+    if all(shape[key] == SHAPE_DEFAULTS[key] for key in shape):
+        return None
+    return network_label((model or {}).get("depth"), **shape)
 
 
 def block_placement(name: str) -> str | None:

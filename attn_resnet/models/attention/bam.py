@@ -14,7 +14,9 @@ from torch import nn
 from .base import AttentionMap, name_rule_init_, torchvision_rule_init_
 from .se import global_avg_pool, reduced_channels
 
-COMBINE_CHOICES = ("product", "sum")
+COMBINE_CHOICES = ("product", "sum", "max")
+# Which branches the block has (the paper's ablation of each branch alone).
+BRANCH_CHOICES = ("both", "channel", "spatial")
 
 
 class ChannelGate(nn.Module):
@@ -58,22 +60,41 @@ class BAM(nn.Module):
     """BAM: x * (1 + sigmoid(combine(Mc(x), Ms(x)))) at the end of a stage (Park et al. 2018).
 
     ``combine="product"`` is what the authors' released code and checkpoint use;
-    ``combine="sum"`` is the formula printed in the paper.
+    ``combine="sum"`` is the formula printed in the paper; ``combine="max"`` is the element-wise
+    maximum, the third way of joining the branches that the paper's ablation compares (its
+    published ranking: sum ahead of product). ``branches`` keeps the channel branch Mc or the
+    spatial branch Ms alone (x * (1 + sigmoid(M(x)))), as the ablation of each branch does;
+    the paper gives no other detail of those variants, so the branch is the full block's. An
+    option that would change nothing (``combine`` with one branch, ``dilation`` without the
+    spatial one) is an error rather than ignored.
     """
 
     placement = "stage"
 
     def __init__(
-        self, channels: int, reduction: int = 16, combine: str = "product", dilation: int = 4
+        self, channels: int, reduction: int = 16, combine: str = "product", dilation: int = 4,
+        branches: str = "both",
     ) -> None:
         super().__init__()
         if combine not in COMBINE_CHOICES:
-            raise ValueError(f"BAM combine must be one of {COMBINE_CHOICES}, got {combine!r}")
+            raise ValueError(f"BAM combine={combine!r} is not a choice: use one of {', '.join(COMBINE_CHOICES)} "
+                             f"(how the channel and spatial logits join before the sigmoid: their product, as the "
+                             f"authors' code; their sum, as the paper's formula; or their element-wise maximum).")
+        if branches not in BRANCH_CHOICES:
+            raise ValueError(f"BAM branches={branches!r} is not a choice: use one of {', '.join(BRANCH_CHOICES)} "
+                             f"(both branches, the channel branch alone, or the spatial branch alone).")
+        unused = ([f"combine={combine!r}"] if branches != "both" and combine != "product" else []) + (
+            [f"dilation={dilation!r}"] if branches == "channel" and dilation != 4 else [])
+        if unused:
+            raise ValueError(f"BAM {unused[0]} has no effect with branches={branches!r}: the block has only its "
+                             f"{branches} branch. Leave {unused[0].split('=')[0]} at its default, or use "
+                             f"branches='both'.")
         self.combine = combine
-        self.channel_gate = ChannelGate(channels, reduction)
-        self.spatial_gate = SpatialGate(channels, reduction, dilation)
-        self.channel_map = AttentionMap("channel", activation="sigmoid")
-        self.spatial_map = AttentionMap("spatial", activation="sigmoid")
+        self.branches = branches
+        self.channel_gate = ChannelGate(channels, reduction) if branches != "spatial" else None
+        self.spatial_gate = SpatialGate(channels, reduction, dilation) if branches != "channel" else None
+        self.channel_map = AttentionMap("channel", activation="sigmoid") if self.channel_gate else None
+        self.spatial_map = AttentionMap("spatial", activation="sigmoid") if self.spatial_gate else None
 
     def init_weights(self, scheme: str) -> None:
         if scheme == "reference":
@@ -82,14 +103,26 @@ class BAM(nn.Module):
             torchvision_rule_init_(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] == 1:
+        if self.channel_gate is not None and self.training and x.shape[0] == 1:
             raise ValueError(
                 "BAM's channel gate uses BatchNorm1d, which cannot compute batch statistics from a "
                 "single sample in training mode. Use a batch size of at least 2 (and drop_last=True "
                 "in the data loader so the last batch is never 1), or call model.eval() for inference."
             )
-        channel, spatial = self.channel_map(self.channel_gate(x)), self.spatial_map(self.spatial_gate(x))
-        logits = channel * spatial if self.combine == "product" else channel + spatial
-        # In-place sigmoid on the fresh full-size logits: neither a product's nor a sum's
-        # backward reads its output, so this saves one full-size tensor.
-        return x * (1 + logits.sigmoid_())
+        if self.spatial_gate is None:
+            logits = self.channel_map(self.channel_gate(x))
+        elif self.channel_gate is None:
+            logits = self.spatial_map(self.spatial_gate(x))
+        else:
+            channel, spatial = self.channel_map(self.channel_gate(x)), self.spatial_map(self.spatial_gate(x))
+            if self.combine == "product":
+                logits = channel * spatial
+            elif self.combine == "sum":
+                logits = channel + spatial
+            else:
+                logits = torch.maximum(channel, spatial)
+            # In-place sigmoid on the fresh full-size logits: neither a product's nor a sum's nor a
+            # maximum's backward reads its output, so this saves one full-size tensor.
+            return x * (1 + logits.sigmoid_())
+        # One branch: its map (N, C, 1, 1) or (N, 1, H, W) is small; the product broadcasts it over x.
+        return x * (1 + logits.sigmoid())
