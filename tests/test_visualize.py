@@ -218,3 +218,20 @@ def test_visualize_attention_never_overwrites_a_figure_silently(cbam_run, tmp_pa
     assert replaced.returncode == 0, replaced.stderr
     with Image.open(existing) as figure:
         assert figure.width > 100
+
+
+def test_a_histogram_of_non_finite_attention_weights_does_not_stop_the_run(tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from attn_resnet.engine.tb_logger import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path))
+    logger.histogram("attention_channel/all_nan", torch.full((4, 8), float("nan")), 1)  # raised "empty" before
+    logger.histogram("attention_channel/some_nan", torch.tensor([0.25, float("nan"), 0.75, float("inf")]), 1)
+    logger.writer.flush()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    events.Reload()
+    assert events.Tags()["histograms"] == ["attention_channel/some_nan"]
+    (kept,) = events.Histograms("attention_channel/some_nan")
+    assert kept.histogram_value.num == 2 and kept.histogram_value.min == 0.25 and kept.histogram_value.max == 0.75
+    assert "none of its 32 values is finite" in caplog.text

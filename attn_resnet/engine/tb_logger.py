@@ -7,10 +7,14 @@ own file writer keeps one run per job.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
+
+log = logging.getLogger(__name__)
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,8 +47,17 @@ class TensorBoardLogger:
             self.writer.add_images(tag, images.clamp(0, 1), step, dataformats="NCHW")
 
     def histogram(self, tag: str, values, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_histogram(tag, values, step)
+        """A histogram of the finite ``values``; none when none is finite (a diverging run's attention weights
+        must not stop it here: the loss check names the divergence)."""
+        if self.writer is None:
+            return
+        values = torch.as_tensor(values).detach().float().flatten()
+        finite = values[torch.isfinite(values)]
+        if finite.numel() == 0:
+            log.warning("TensorBoard histogram %s at step %d skipped: none of its %d values is finite.", tag, step,
+                        values.numel())
+            return
+        self.writer.add_histogram(tag, finite, step)
 
     def hparams(self, hparam_dict: Mapping[str, Any], metric_dict: Mapping[str, float], step: int) -> None:
         """Record hyperparameters with their final metrics in this run (HParams tab)."""
