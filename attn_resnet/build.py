@@ -20,7 +20,7 @@ from .data.policies import AugmentSpec
 from .dataset_registry import NETWORK_TYPES, network_type_of
 from .engine.objectives import BatchMix
 from .models import ResidualNet
-from .registry import RegistryError, locate_module
+from .registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,17 @@ def block_source(spec: Mapping[str, Any]) -> dict | None:
 def _buildable_att_type(att_type: Any, source: Mapping[str, Any] | None) -> Any:
     """The ``att_type`` to build a spec's block by here: its name where this process knows it, else the import
     path its run recorded; RegistryError naming the module and the package to install when neither imports."""
-    found = find_block(att_type)
-    if found is None and canonical_attention(att_type) == "none":
+    known = find_block(att_type)
+    if known is None and canonical_attention(att_type) == "none":
         return att_type
+    found = known
     if found is None and source and source.get("target"):
         found = BLOCKS.find(source["target"])
     if found is None:
         return att_type  # unknown and nothing recorded: ResidualNet names the valid blocks
-    if found.obj is None and locate_module(found.module) is None:
+    try:
+        BLOCKS.check_importable(found)
+    except RegistryError:  # said again with what the run recorded: the package and its version
         package = (source or {}).get("package") or found.distribution
         version = (source or {}).get("version")
         wanted = f"{package}=={version}" if package and version else (package or found.module.split(".")[0])
@@ -86,8 +89,8 @@ def _buildable_att_type(att_type: Any, source: Mapping[str, Any] | None) -> Any:
             f"This model's attention block {att_type!r} lives in the module {found.module!r} "
             f"({found.target}), which cannot be imported here. Install the package that provides it "
             f"(pip install {wanted}, or pip install -e path/to/{package or found.module.split('.')[0]} for your "
-            f"own) in this environment, or put its folder on PYTHONPATH, then run this again.")
-    return att_type if find_block(att_type) is not None else found.name
+            f"own) in this environment, or put its folder on PYTHONPATH, then run this again.") from None
+    return att_type if known is not None else found.name
 
 
 def block_options_of(spec: Mapping[str, Any]) -> dict:

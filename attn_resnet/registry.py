@@ -145,11 +145,6 @@ class Found:
         return self.target.partition(":")[0]
 
     @property
-    def short_name(self) -> str:
-        """The name without its module ("MyGate" for "mypkg.gates:MyGate"), for display."""
-        return self.name.rpartition(":")[2] if self.origin == "path" else self.name
-
-    @property
     def external(self) -> bool:
         """Whether it comes from outside this package."""
         return self.origin != "built-in"
@@ -211,11 +206,6 @@ class Registry(dict):
         """Every name it knows: its own entries (built-in, then registered), then the entry points'."""
         own = list(self)
         return (*own, *(name for name in self.entry_points() if self._own_name(name) is None))
-
-    def external_names(self) -> dict[str, Found]:
-        """The names that come from outside this package (registered and entry points), with where they live."""
-        return {name: found for name in self.names()
-                if (found := self.find(name)) is not None and found.external}
 
     def find(self, value: Any) -> Found | None:
         """Where ``value`` (a name, a dotted path, or a registered object) lives; None when nowhere."""
@@ -290,11 +280,9 @@ class Registry(dict):
             f"pip install {package}, or pip install -e path/to/{package} for your own), or put its folder on "
             f"PYTHONPATH; check the spelling of the import path (package.module:Name).")
 
-    def check_importable(self, value: Any) -> Found:
-        """``find`` that also checks, without importing it, that the module exists; RegistryError otherwise."""
-        found = self.find(value)
-        if found is None:
-            self.load(value)  # raises the unknown-name error
+    def check_importable(self, found: Found) -> Found:
+        """``found``, once its module is known to be on the Python path (looked up without importing it);
+        RegistryError naming the module and the package to install otherwise."""
         if found.obj is None and locate_module(found.module) is None:
             raise self.missing_module(found, found.module)
         return found

@@ -63,8 +63,6 @@ def source_folder(path: str, scheme: str = "file") -> Path | None:
     if scheme == "file":
         return Path(path)
     if scheme == "pkg":
-        from ..registry import locate_module
-
         spec = locate_module(path.replace("/", "."))
         locations = list(spec.submodule_search_locations or []) if spec is not None else []
         return Path(locations[0]) if locations else None
@@ -287,9 +285,10 @@ def _attention_block(att_type: Any):
             f"or by the name its installed package declares (entry point group {BLOCK_GROUP}). Fix it on the "
             f"command line (e.g. model.att_type=CBAM) or in the config file.")
     found = find_block(att_type)
-    if found is not None and found.obj is None and locate_module(found.module) is None:
-        raise ConfigError(str(BLOCKS.missing_module(found, found.module)))
-    return found
+    try:
+        return found if found is None else BLOCKS.check_importable(found)
+    except RegistryError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _validate_transfer(cfg: DictConfig) -> None:
@@ -616,9 +615,10 @@ def _registered(registry: Registry, key: str, value: Any):
             f"Invalid config value {key}={value!r}. Valid choices: {_listed(registry.names())}; or one of your own "
             f"by its import path ({key}=package.module:Name) or the name its installed package declares (entry point "
             f"group {registry.group}). Fix it on the command line or in the config file.")
-    if found.obj is None and locate_module(found.module) is None:
-        raise ConfigError(str(registry.missing_module(found, found.module)))
-    return found
+    try:
+        return registry.check_importable(found)
+    except RegistryError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_declared_options(cfg: DictConfig, group_choices: dict | None = None,
