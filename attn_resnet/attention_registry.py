@@ -14,11 +14,10 @@ from __future__ import annotations
 import ast
 import inspect
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from .registry import Found, Registry, RegistryError, locate_module, parse_path
+from .registry import Found, Registry, RegistryError, parse_path
+from .signatures import class_options, definition
 
 NO_ATTENTION = "none"
 BLOCK_GROUP = "attn_resnet.blocks"
@@ -171,27 +170,11 @@ def declared_block(value: Any) -> DeclaredBlock | None:
     return _declared_from_source(found.name, found.target)
 
 
-@lru_cache(maxsize=None)
 def _declared_from_source(name: str, target: str) -> DeclaredBlock | None:
-    module, _, class_name = target.partition(":")
-    spec = locate_module(module)
-    if spec is None or not spec.origin or not str(spec.origin).endswith(".py"):
+    block = definition(target)
+    options = class_options(block, 1) if isinstance(block, ast.ClassDef) else None  # after channels
+    if options is None:
         return None
-    try:
-        tree = ast.parse(Path(spec.origin).read_text())
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return None
-    block = next((node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name), None)
-    init = next((node for node in (block.body if block else ()) if isinstance(node, ast.FunctionDef)
-                 and node.name == "__init__"), None)
-    if init is None or init.args.kwarg is not None or init.args.vararg is not None:
-        return None
-    positional = init.args.args[2:]  # after self and channels
-    defaults = [None] * (len(positional) - len(init.args.defaults)) + list(init.args.defaults)
-    options = {arg.arg: "required" if default is None else ast.unparse(default)
-               for arg, default in zip(positional, defaults)}
-    options |= {arg.arg: "required" if default is None else ast.unparse(default)
-                for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults)}
     placement = next((node.value.value for node in block.body if isinstance(node, ast.Assign)
                       and any(isinstance(t, ast.Name) and t.id == "placement" for t in node.targets)
                       and isinstance(node.value, ast.Constant)), None)

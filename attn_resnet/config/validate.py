@@ -627,7 +627,7 @@ def check_declared_options(cfg: DictConfig, group_choices: dict | None = None,
     torch-free, so an option they do not take is refused at once (``check_callables`` then asks the imported
     callables, also those whose source cannot be read that way)."""
     from ..optim_registry import PROJECT_OPTIM_KEYS
-    from .signatures import declared_options
+    from ..signatures import declared_options
 
     for registry, group, skip, handled in ((OPTIMIZERS, "optim", 1, PROJECT_OPTIM_KEYS), (SCHEDULES, "sched", 3,
                                                                                          ("name",))):

@@ -1,8 +1,9 @@
 """The keyword options a class or function takes, read from its source file without importing it.
 
 The config checks use it to refuse an option the chosen optimizer or schedule does not take before
-torch (and the optimizer's package, e.g. timm) is imported: reading two source files takes
-milliseconds, importing them seconds. A callable whose options cannot be read this way (a compiled
+torch (and the optimizer's package, e.g. timm) is imported, and the block registry to read a block's
+options, placement and summary for ``--help`` and the command-line check: reading a source file takes
+milliseconds, importing it seconds. A callable whose options cannot be read this way (a compiled
 module, ``**kwargs``, a name made at run time) gives None, and the caller asks the imported object.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..registry import locate_module
+from .registry import locate_module
 
 # How many ``from x import Name`` re-exports are followed to the definition (timm.optim -> timm.optim.lion).
 _MAX_HOPS = 4
@@ -52,27 +53,48 @@ def _source(module: str) -> tuple[ast.Module, bool] | None:
         return None
 
 
-@lru_cache(maxsize=None)
 def _declared(module: str, name: str, skip: int, hops: int) -> DeclaredOptions | None:
+    found = _definition(module, name, hops)
+    if found is None:
+        return None
+    where, node = found
+    options = class_options(node, skip) if isinstance(node, ast.ClassDef) else _options(node.args, skip)
+    return None if options is None else DeclaredOptions(where, options)
+
+
+def definition(target: str) -> ast.ClassDef | ast.FunctionDef | None:
+    """The class or function ``target`` ("module:Name") as its source defines it, following ``from x import
+    Name`` re-exports; None when it cannot be read without importing it."""
+    module, _, name = target.partition(":")
+    if not module or not name or "." in name:
+        return None
+    found = _definition(module, name, 0)
+    return None if found is None else found[1]
+
+
+def class_options(node: ast.ClassDef, skip: int) -> dict[str, str] | None:
+    """A class's options: its own ``__init__``'s parameters after ``self`` and the first ``skip``; None without
+    an ``__init__`` of its own, or with ``*args`` / ``**kwargs``."""
+    init = next((item for item in node.body if isinstance(item, ast.FunctionDef) and item.name == "__init__"), None)
+    return None if init is None else _options(init.args, skip + 1)  # + self
+
+
+@lru_cache(maxsize=None)
+def _definition(module: str, name: str, hops: int) -> tuple[str, ast.ClassDef | ast.FunctionDef] | None:
+    """``("module.Name", node)`` of the class or function ``name`` of ``module``, following re-exports."""
     parsed = _source(module)
     if parsed is None or hops > _MAX_HOPS:
         return None
     tree, is_package = parsed
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            init = next((item for item in node.body if isinstance(item, ast.FunctionDef) and item.name == "__init__"),
-                        None)
-            options = None if init is None else _options(init.args, skip + 1)  # + self
-            return None if options is None else DeclaredOptions(f"{module}.{name}", options)
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            options = _options(node.args, skip)
-            return None if options is None else DeclaredOptions(f"{module}.{name}", options)
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
+            return f"{module}.{name}", node
     for node in tree.body:  # a re-export: from .lion import Lion
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if (alias.asname or alias.name) == name:
                     source = _absolute(module, is_package, node.module, node.level)
-                    return None if source is None else _declared(source, alias.name, skip, hops + 1)
+                    return None if source is None else _definition(source, alias.name, hops + 1)
     return None
 
 
