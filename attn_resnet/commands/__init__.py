@@ -5,6 +5,7 @@
     attn-resnet predict CHECKPOINT IMAGE...  top-k classes of image files (scripts/predict.py)
     attn-resnet export CHECKPOINT --format onnx --output model.onnx
     attn-resnet table SWEEP_FOLDER           a paper-style table of a sweep (scripts/paper_table.py)
+    attn-resnet report FOLDER... --out report.html   one HTML page of runs and sweeps (scripts/report.py)
     attn-resnet visualize CHECKPOINT IMAGE.. attention maps beside Grad-CAM (scripts/visualize_attention.py)
 
 It works from any folder: runs go to ``outputs/`` and sweeps to ``multirun/`` there, and the configs
@@ -24,6 +25,7 @@ COMMANDS = {
     "predict": ("predict", "top-k class predictions of a checkpoint on image files and folders"),
     "export": ("export", "export a checkpoint to ONNX, TorchScript or safetensors, checked against PyTorch"),
     "table": ("table", "a paper-style table of a sweep's runs, beside the published numbers"),
+    "report": ("report", "one HTML page of a sweep: the table, accuracy against cost, curves, intervals"),
     "visualize": ("visualize", "attention maps of a checkpoint on images, beside Grad-CAM"),
 }
 

@@ -2,6 +2,7 @@
 
     python scripts/paper_table.py multirun/2026-11-25_10-00-00 --paper cbam_table4 --format md
     python scripts/paper_table.py multirun/2026-11-25_11-00-00 --format csv   # a command-line sweep
+    python scripts/paper_table.py multirun/2026-11-25_11-00-00 --columns top1,vs_plain,pairs
 
 Any sweep folder works: one launched by an experiment's sweeper params or by values on the
 command line (``model.att_type=none,SE``). Jobs that failed or left no results.json are
@@ -24,6 +25,7 @@ see its README) gives one table over every session's seeds; --where selects one 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
                              "set, see --all-rows); by default the one the runs' experiment names (paper_table)")
     parser.add_argument("--all-rows", action="store_true",
                         help="with --paper: list every published row, also where the runs are on another data set")
-    parser.add_argument("--format", choices=reporting.FORMATS, default="md")
+    parser.add_argument("--format", choices=reporting.FORMATS,
+                        help="text: aligned columns that fit the terminal, leaving out columns without a value "
+                             "(the default on a terminal); md (the default otherwise), csv, latex")
+    parser.add_argument("--columns", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+                        metavar="NAME,...",
+                        help="the columns to print, in this order (the model's name always comes first): "
+                             + ", ".join(reporting.COLUMNS))
     parser.add_argument("--complexity-only", action="store_true",
                         help="build the paper's models and report params / GFLOPs, without any runs")
     parser.add_argument("--caption", help="a line printed under the table (the runs' epochs and training images are "
@@ -63,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --count-seeds: print instead the seeds of 0..N-1 not yet completed, comma-"
                              "separated (an empty line when all are done), for a campaign that tops a ledger up")
     args = parser.parse_args(argv)
+    if args.format is None:
+        args.format = "text" if sys.stdout.isatty() else "md"
     try:
         where = reporting.parse_where(args.where)
     except ValueError as error:
@@ -82,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = reporting.complexity_rows(paper)
         # Under the table: why each size that is not reproduced is not (the published rows' size_note).
         caption = "\n".join(filter(None, [args.caption, *reporting.complexity_notes(rows)]))
-        text = reporting.render(rows, args.format, paper, caption, reporting.COMPLEXITY_HEADER,
-                                reporting.complexity_cells, reporting.complexity_record)
+        try:
+            text = reporting.render(rows, args.format, paper, caption, reporting.COMPLEXITY_HEADER,
+                                    reporting.complexity_cells, reporting.complexity_record, columns=args.columns,
+                                    width=shutil.get_terminal_size().columns)
+        except ValueError as error:
+            parser.error(str(error))
         # 1 when a size is neither reproduced (as printed, or as another table of the paper prints it) nor
         # explained by the published row.
         status = 0 if all(row.accounted_for for row in rows) else 1
@@ -121,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.by == "recipe":
             text = reporting.recipe_pivot(runs, caption)
         else:
-            text = reporting.render(rows, args.format, paper, caption)
+            try:
+                text = reporting.render(rows, args.format, paper, caption, columns=args.columns,
+                                        width=shutil.get_terminal_size().columns)
+            except ValueError as error:
+                parser.error(str(error))
         status = 0
     print(text, end="")
     if args.output:

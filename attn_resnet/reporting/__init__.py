@@ -28,7 +28,8 @@ from .complexity_table import (COMPLEXITY_HEADER, ComplexityRow, complexity_cell
                                complexity_rows)
 from .papers import load_papers, paper_table
 from .pivots import RECIPE_LEGEND, placement_pivot, recipe_pivot, recipe_rows
-from .render import FORMATS, HEADER, PAIRED_LEGEND, SIGNIFICANT, csv_record, render, table_cells
+from .render import (COLUMNS, FORMATS, HEADER, PAIRED_LEGEND, SIGNIFICANT, column_indices, csv_record, render,
+                     table_cells, table_notes, text_table)
 from .results import collect_runs, completed_seeds, count_seeds, run_from_results
 from .runs import (NO_RECIPE, Run, block_placement, distinct_seeds, parse_where,
                    run_matches, run_recipe, run_setting, unknown_keys)
@@ -36,13 +37,13 @@ from .stats import PairedDifference, paired_difference, sample_mean_std, t_quant
 from .sweeps import IDENTITY_KEYS, expected_jobs, identity_from_overrides, sweep_combinations, sweep_jobs
 
 __all__ = [
-    "COMPLEXITY_HEADER", "FORMATS", "HEADER", "IDENTITY_KEYS", "NO_RECIPE", "PAIRED_LEGEND",
+    "COLUMNS", "COMPLEXITY_HEADER", "FORMATS", "HEADER", "IDENTITY_KEYS", "NO_RECIPE", "PAIRED_LEGEND",
     "RECIPE_LEGEND", "SIGNIFICANT", "ComplexityRow", "PairedDifference", "Row", "Run",
-    "block_placement", "budget_notes", "build_rows", "collect_runs", "completed_seeds", "complexity_cells",
+    "block_placement", "budget_notes", "column_indices", "build_rows", "collect_runs", "completed_seeds", "complexity_cells",
     "complexity_notes", "complexity_record", "complexity_rows", "count_seeds", "csv_record", "distinct_seeds", "evaluation_notes",
     "expected_jobs", "identity_from_overrides", "load_papers", "mixed_experiments", "mixed_recipes",
     "paired_difference", "paper_left_out_note", "paper_matches", "paper_table", "parse_where", "placement_pivot",
     "problems", "recipe_pivot", "recipe_rows", "render", "run_from_results", "run_matches", "run_recipe",
-    "run_setting", "sample_mean_std", "sweep_combinations", "sweep_jobs", "t_quantile_975", "table_cells",
+    "run_setting", "sample_mean_std", "sweep_combinations", "sweep_jobs", "t_quantile_975", "table_cells", "table_notes", "text_table",
     "unknown_keys",
 ]

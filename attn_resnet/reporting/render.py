@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 
 from ..attention_registry import DEFAULT_PLACEMENT
 from .aggregate import Row, budget_notes, evaluation_notes, mixed_experiments, mixed_recipes, problems
 from .stats import PairedDifference
 
-FORMATS = ("md", "csv", "latex")
+# text: aligned columns that fit the terminal's width (the default on a terminal); md, csv, latex: for files.
+FORMATS = ("text", "md", "csv", "latex")
 
 
 def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -43,6 +45,10 @@ def _delta(ours: float | None, published: float | None) -> float | None:
 
 HEADER = ["Model", "Data", "Params (M)", "GFLOPs", "Top-1 err (%)", "Top-5 err (%)", "Seeds",
           "Paper top-1", "Δ top-1", "Paper top-5", "Δ top-5", "Top-1 acc vs plain (95% CI)", "Pairs"]
+# The architecture table's columns by the short names ``--columns`` takes, in HEADER's order.
+COLUMNS = dict(zip(("model", "data", "params", "gflops", "top1", "top5", "seeds", "paper_top1", "delta_top1",
+                    "paper_top5", "delta_top5", "vs_plain", "pairs"), HEADER))
+EMPTY_CELLS = ("–", "—", "")
 SIGNIFICANT = "*"
 PAIRED_LEGEND = ("Top-1 acc vs plain: the block's top-1 accuracy minus the plain ResNet's (same data and depth), "
                  "in points, averaged over the seeds both ran (paired by seed; Pairs: how many), with its 95% "
@@ -96,31 +102,113 @@ def csv_record(row: Row) -> dict:
             "acc1_vs_plain_excludes_0": paired.excludes_zero if paired.mean is not None else None}
 
 
+def column_indices(header: list[str], cell_rows: list[list[str]], columns: list[str] | None = None,
+                   names: dict[str, str] | None = None) -> list[int]:
+    """Which columns to show: those ``columns`` names (short names of ``names``, or headers), in that order; by
+    default every column that has a value in some row (a table without ``--paper`` has no empty paper columns).
+    The first column (the row's label) is always kept."""
+    if columns:
+        by_name = {**{header_text: header_text for header_text in header}, **(names or {})}
+        unknown = [name for name in columns if name not in by_name or by_name[name] not in header]
+        if unknown:
+            choices = ", ".join(name for name, header_text in (names or {}).items() if header_text in header) \
+                or ", ".join(map(repr, header))
+            raise ValueError(f"Unknown column {', '.join(map(repr, unknown))}. Valid choices: {choices}.")
+        wanted = [header.index(by_name[name]) for name in columns]
+        return [0, *(index for index in dict.fromkeys(wanted) if index != 0)]
+    return [index for index in range(len(header))
+            if index == 0 or any(cells[index] not in EMPTY_CELLS for cells in cell_rows)]
+
+
+def text_table(header: list[str], cell_rows: list[list[str]], width: int = 100) -> str:
+    """Aligned columns that fit in ``width`` characters: headers wrap at spaces, and a table still too wide is
+    split into parts that each repeat the first column (the row's label)."""
+    cell_widths = [max([0, *(len(cells[index]) for cells in cell_rows)]) for index in range(len(header))]
+    wrapped = []
+    for index, title in enumerate(header):
+        longest_word = max(len(word) for word in title.split()) if title.split() else 0
+        wrapped.append(textwrap.wrap(title, max(cell_widths[index], longest_word, 1)) or [""])
+    widths = [max(cell_widths[index], *(len(line) for line in wrapped[index])) for index in range(len(header))]
+    parts, current = [], [0]
+    for index in range(1, len(header)):
+        if current != [0] and sum(widths[i] + 2 for i in current) + widths[index] > width:
+            parts.append(current)
+            current = [0]
+        current.append(index)
+    parts.append(current)
+    blocks = []
+    for part in parts:
+        height = max(len(wrapped[index]) for index in part)
+        lines = []
+        for line_number in range(height):
+            titles = [(wrapped[i][line_number] if line_number < len(wrapped[i]) else "") for i in part]
+            lines.append(_aligned(titles, [widths[i] for i in part], part))
+        lines.append("  ".join("-" * widths[i] for i in part))
+        lines += [_aligned([cells[i] for i in part], [widths[i] for i in part], part) for cells in cell_rows]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _aligned(values: list[str], widths: list[int], indices: list[int]) -> str:
+    """The first column to the left, numbers to the right."""
+    return "  ".join(value.ljust(width) if index == 0 else value.rjust(width)
+                     for value, width, index in zip(values, widths, indices)).rstrip()
+
+
+def table_notes(rows: list[Row], paper: dict | None = None, caption: str | None = None) -> list[str]:
+    """The lines under the architecture table: caption, budget, the paired column's legend, the published
+    source, mixed experiments or recipes, how the runs were evaluated."""
+    paired = any(row.vs_plain is not None for row in rows)
+    # The budget right under the table: a table of short runs must not pass for one of the full recipe.
+    budget = budget_notes(run for row in rows for run in row.runs)
+    notes = [line for line in (caption, *budget, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
+                               paper and paper.get("note")) if line]
+    return notes + mixed_experiments(rows) + mixed_recipes(rows) + evaluation_notes(rows)
+
+
 def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption: str | None = None,
-           header: list[str] | None = None, cells=table_cells, records=csv_record) -> str:
-    """The table in Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete."""
+           header: list[str] | None = None, cells=table_cells, records=csv_record, columns: list[str] | None = None,
+           width: int = 100) -> str:
+    """The table in aligned text, Markdown, CSV or LaTeX, with a caption and the list of runs that did not complete.
+
+    ``columns`` picks columns by short name (``COLUMNS``) or header; by default Markdown and LaTeX print every
+    column, and text leaves out those without a value in any row. CSV always writes every field.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}. Valid choices: {', '.join(FORMATS)}.")
     header = header or HEADER
-    issues = problems(rows) if cells is table_cells else []
+    architecture = cells is table_cells
+    issues = problems(rows) if architecture else []
     if fmt == "csv":
+        if columns:
+            raise ValueError("--columns picks the columns of the text, Markdown and LaTeX tables; CSV writes every "
+                             "field (select columns in the program that reads it).")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(records(rows[0]).keys()) if rows else ["model"])
         writer.writeheader()
         for row in rows:
             writer.writerow(records(row))
         return buffer.getvalue()
-    paired = cells is table_cells and any(row.vs_plain is not None for row in rows)
-    # The budget right under the table: a table of short runs must not pass for one of the full recipe.
-    budget = budget_notes(run for row in rows for run in row.runs) if cells is table_cells else []
-    notes = [line for line in (caption, *budget, paired and PAIRED_LEGEND, paper and f"Published: {paper['source']}",
-                               paper and paper.get("note")) if line]
-    if cells is table_cells:
-        notes += mixed_experiments(rows) + mixed_recipes(rows)
-    notes += evaluation_notes(rows)
+    cell_rows = [cells(row) for row in rows]
+    keep = column_indices(header, cell_rows, columns, COLUMNS if architecture else None) \
+        if columns or fmt == "text" else list(range(len(header)))
+    header = [header[i] for i in keep]
+    cell_rows = [[row_cells[i] for i in keep] for row_cells in cell_rows]
+    notes = table_notes(rows, paper, caption) if architecture else \
+        [line for line in (caption, paper and f"Published: {paper['source']}", paper and paper.get("note")) if line]
+    if not architecture:
+        notes += evaluation_notes(rows)
+    if fmt == "text":
+        text = text_table(header, cell_rows, width)
+        if notes:
+            text += "\n" + "\n".join(textwrap.fill(line, width) for line in notes) + "\n"
+        if issues:
+            text += "\nRuns not completed:\n" + "\n".join(
+                textwrap.fill(line, width, initial_indent="- ", subsequent_indent="  ") for line in issues) + "\n"
+        return text
     if fmt == "md":
         lines = [f"| {' | '.join(header)} |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += [f"| {' | '.join(cells(row))} |" for row in rows]
+        lines += [f"| {' | '.join(row_cells)} |" for row_cells in cell_rows]
         text = "\n".join(lines) + "\n"
         if notes:
             text += "\n" + "\n".join(notes) + "\n"
@@ -129,7 +217,7 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
         return text
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
              r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(_latex_escape(c) for c in cells(row)) + r" \\" for row in rows]
+    lines += [" & ".join(_latex_escape(c) for c in row_cells) + r" \\" for row_cells in cell_rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if notes:
         lines.append(r"\caption{" + _latex_escape(" ".join(notes)) + "}")

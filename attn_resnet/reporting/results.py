@@ -24,7 +24,8 @@ def run_from_results(path: Path) -> Run:
     run = Run(str(path.parent), results.get("status", "unknown"), data.get("name"), _as_int(model.get("depth")),
               _attention_identity(model.get("att_type"), model.get("att_placement"), model), _as_int(config.get("seed")),
               error=results.get("error"), config=config,
-              overrides=list((results.get("job") or {}).get("overrides") or []), network=network_identity(model))
+              overrides=list((results.get("job") or {}).get("overrides") or []), network=network_identity(model),
+              record=results)
     if run.status == "completed":
         # "final" is the last epoch on the test set; "final_val" (held-out split) is not what tables report.
         final = results.get("final") or {}

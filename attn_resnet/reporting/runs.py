@@ -42,6 +42,8 @@ class Run:
     # command-line overrides (the only record of config-group choices such as ``experiment``).
     config: dict | None = field(default=None, repr=False, compare=False)
     overrides: list[str] = field(default_factory=list, repr=False, compare=False)
+    # The whole results.json (history, throughput, device, versions), for reports beyond the table.
+    record: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> tuple:
