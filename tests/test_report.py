@@ -309,3 +309,41 @@ def test_the_report_renders_in_a_browser_without_any_request(runs_folder, tmp_pa
     leaky = tmp_path / "leaky.html"
     leaky.write_text(out.read_text().replace("</main>", '<img src="http://example.invalid/pixel.png"></main>'))
     assert _open_in_chromium(browser, leaky, tmp_path / "leaky.png") == ["http://example.invalid/pixel.png"]
+
+
+def _pivot_runs(root: Path, placements: bool) -> Path:
+    """results.json files of a blocks x placements (or x recipes) study, two seeds each."""
+    from helpers import write_run_results
+
+    cells = [("none", "default", "paper", 12.0), ("SE", "residual", "paper", 11.0), ("SE", "post_add", "paper", 11.5)] \
+        if placements else [("none", "default", "paper", 12.0), ("SE", "default", "paper", 11.0),
+                            ("none", "default", "modern", 10.0), ("SE", "default", "modern", 9.5)]
+    for att, placement, recipe, err1 in cells:
+        for seed in (0, 1):
+            config = {"seed": seed, "recipe_name": recipe, "model": {"depth": 18, "att_type": att,
+                                                                     "att_placement": placement},
+                      "data": {"name": "cifar10"}, "trainer": {"epochs": 2}}
+            write_run_results(root / f"{att}_{placement}_{recipe}_{seed}", config, [], err1=err1 + seed / 10,
+                              epochs=2, data={"train_size": 1000})
+    return root
+
+
+@pytest.mark.parametrize("placements", [True, False], ids=["placements", "recipes"])
+def test_the_report_shows_the_pivot_of_a_study(tmp_path, placements):
+    from attn_resnet.reporting.html import report_html
+
+    root = _pivot_runs(tmp_path / "study", placements)
+    page = Page(report_html(reporting.collect_runs(root), [root]))
+    pivot = [t for t in page.tables if t["class"] == "pivot"]
+    assert len(pivot) == 1
+    header, *rows = pivot[0]["rows"]
+    by_block = {row[0]: dict(zip(header, row)) for row in rows}
+    if placements:
+        assert header[:3] == ["Block", "residual", "post_add"]
+        assert by_block["SE"]["residual"].startswith("11.05 ± 0.07 (2)")
+        assert by_block["SE"]["post_add"] == "11.55 ± 0.07 (2)" and by_block["SE"]["best"] == "residual"
+        assert any(image["alt"] == "top-1 error per placement" for image in page.images)
+    else:
+        assert header[:3] == ["Block", "paper", "modern"]
+        assert by_block["SE"]["paper"] == "88.95 ± 0.07 (2)" and by_block["SE"]["modern"] == "90.45 ± 0.07 (2)"
+        assert by_block["SE"]["modern: vs plain (95% CI)"].startswith("+0.50 [+0.50, +0.50]")
