@@ -132,12 +132,13 @@ def test_report_lists_every_run_and_its_table_equals_paper_tables(runs_folder, t
     # One section per data set; the runs table of each lists every run with its state.
     assert [name.split(":")[0] for name in page.sections] == ["cifar10", "synthetic"]
     listed = {row[0]: row for table in page.tables if table["class"] == "runs" for row in table["rows"][1:]}
-    assert set(listed) == {run.path for run in runs}
+    shown = {run.path: str(Path(run.path).relative_to(runs_folder.parent)) for run in runs}
+    assert set(listed) == set(shown.values())
     failed = next(run for run in runs if run.status == "failed")
-    assert listed[failed.path][3] == "failed" and "42" in listed[failed.path][5]
+    assert listed[shown[failed.path]][3] == "failed" and "42" in listed[shown[failed.path]][5]
     for run in runs:
         if run.status == "completed":
-            assert listed[run.path][4] == f"{run.record['final']['acc1']:.2f}"
+            assert listed[shown[run.path]][4] == f"{run.record['final']['acc1']:.2f}"
 
     # The table of each section is paper_table.py's, less the columns with no value (the published ones here).
     for dataset in ("synthetic", "cifar10"):

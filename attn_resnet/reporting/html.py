@@ -96,7 +96,18 @@ def markdown_to_html(text: str) -> str:
     return "\n".join(parts)
 
 
-def _runs_table(runs: list[Run]) -> str:
+def shown_path(path: str | Path, folders: list[str | Path]) -> str:
+    """``path`` relative to the first of the report's folders that holds it (the folder's own name first), else
+    as recorded."""
+    for folder in folders:
+        try:
+            return str(Path(folder).name / Path(path).resolve().relative_to(Path(folder).resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _runs_table(runs: list[Run], folders: list[str | Path]) -> str:
     rows = []
     for run in sorted(runs, key=lambda r: (str(r.att_type), r.seed if r.seed is not None else -1, r.path)):
         state = run_state(run)
@@ -104,14 +115,14 @@ def _runs_table(runs: list[Run]) -> str:
         top1 = f"{final['acc1']:.2f}" if run.status == "completed" and final.get("acc1") is not None else "–"
         css = "failed" if run.status == "failed" else "running" if run.status == "running" else ""
         error = (run.error or "").strip().splitlines()
-        cells = [run.path, str(run.att_type), "–" if run.seed is None else str(run.seed), state, top1,
+        cells = [shown_path(run.path, folders), str(run.att_type), "–" if run.seed is None else str(run.seed), state, top1,
                  error[0] if error else ""]
         rows.append(f'<tr class="{css}">' + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
-    head = "".join(f"<th>{name}</th>" for name in ("Run folder", "Attention", "Seed", "State", "Top-1 (%)", "Error"))
+    head = "".join(f"<th>{name}</th>" for name in ("Run folder (under the report's folders)", "Attention", "Seed", "State", "Top-1 (%)", "Error"))
     return f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _section_html(section: Section, with_maps: bool) -> str:
+def _section_html(section: Section, folders: list[str | Path], with_maps: bool) -> str:
     out = [f"<section id=\"data-{html.escape(section.dataset)}\"><h2>{html.escape(section.dataset)}: "
            f"{len(section.runs)} run{'s' if len(section.runs) != 1 else ''}</h2>"]
     out.append(_table(section.header, section.cells))
@@ -175,7 +186,7 @@ def _section_html(section: Section, with_maps: bool) -> str:
             out.append("<h3>Attention maps</h3><p class=\"notes\">The last maps each row's first seed logged "
                        "(trainer.attention_maps_every), on the same validation images.</p>" + "".join(maps))
     out.append("<h3>Runs</h3>")
-    out.append(_runs_table(section.runs))
+    out.append(_runs_table(section.runs, folders))
     out.append("</section>")
     return "\n".join(out)
 
@@ -204,5 +215,5 @@ def report_html(runs: list[Run], folders: list[str | Path], paper_name: str | No
     if len(parts) > 1:
         body.append("<p>Data sets: " + ", ".join(f"<a href=\"#data-{html.escape(p.dataset)}\">"
                                                  f"{html.escape(p.dataset)}</a>" for p in parts) + "</p>")
-    body += [_section_html(part, with_maps) for part in parts]
+    body += [_section_html(part, folders, with_maps) for part in parts]
     return head + "\n".join(body) + "\n</main></body></html>\n"
