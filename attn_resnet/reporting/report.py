@@ -189,7 +189,7 @@ def _history_from_csv(path: Path) -> list[dict]:
     try:
         with path.open(newline="") as handle:
             for line in csv.DictReader(handle):
-                epoch = line.get("epoch")
+                epoch = line.get("epoch") or line.get("step")  # the CSV logger's step is the epoch
                 if not epoch:
                     continue
                 record = by_epoch.setdefault(int(float(epoch)), {"epoch": int(float(epoch))})
