@@ -48,6 +48,8 @@ def cost_figure(points: list[CostPoint], device: str | None) -> str:
     """Top-1 accuracy against params, GFLOPs and training images/s; error bars: std over seeds; hollow markers:
     the paper's numbers."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     axes_spec = [("params_m", None, "params (M)"), ("gflops", None, "GFLOPs (per image)"),
                  ("images_per_sec", "images_per_sec_std", f"training images/s{f' ({device})' if device else ''}")]
     axes_spec = [spec for spec in axes_spec if any(getattr(p, spec[0]) is not None for p in points)]
@@ -64,6 +66,7 @@ def cost_figure(points: list[CostPoint], device: str | None) -> str:
                           fmt="o", color=color, mfc="white" if point.published else color, capsize=3,
                           label=point.label)
         axis.set_xlabel(title)
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
         axis.set_ylabel("top-1 accuracy (%)")
         axis.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()

@@ -99,6 +99,8 @@ def section(dataset: str, runs: list[Run], paper_name: str | None = None, all_ro
     rows = build_rows(runs, paper)
     all_cells = [table_cells(row) for row in rows]
     keep = column_indices(HEADER, all_cells, columns, COLUMNS)
+    if not columns:  # a section is one data set: its heading names it
+        keep = [index for index in keep if HEADER[index] != COLUMNS["data"]]
     recipes = {run_recipe(run) for run in runs}
     placements = {str(row.att_type).partition("@")[2] for row in rows if "@" in str(row.att_type)}
     pivot = "placement" if placements else "recipe" if len(recipes) > 1 else None
