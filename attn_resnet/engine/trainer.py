@@ -218,6 +218,18 @@ def _metrics_text(name: str, metrics: dict) -> str:
     return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
 
 
+# The loggers' scalar of each history key, per epoch.
+EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc1": "train_acc1",
+                 **{f"{split}/{key}": f"{split}_{key}" for split in ("val", "test") for key in ("loss", "acc1", "acc5")},
+                 "opt/lr": "lr", "perf/images_per_sec": "images_per_sec", "perf/epoch_seconds": "epoch_seconds"}
+
+
+def epoch_scalars(record: dict) -> dict[str, float]:
+    """The loggers' scalars of one history row (``train/loss``...); an undefined metric (top-5 of fewer than 5
+    classes) or a split not evaluated that epoch gets none rather than a made-up one."""
+    return {tag: record[key] for tag, key in EPOCH_SCALARS.items() if record.get(key) is not None}
+
+
 def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, objective: Objective,
                   soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and mean loss of one training batch (``Objective``): the part of the step that is compiled."""
@@ -533,7 +545,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says;
         the loggers start here, receive the final metrics and are closed, also when the run fails or stops."""
-        self.loggers.start(self.run_dir, self.epoch)
+        self.loggers.start(self.run_dir, self.epoch, [(record["epoch"], epoch_scalars(record))
+                                                      for record in self.history])
         try:
             summary = self._train_epochs()
         except BaseException as error:
@@ -594,16 +607,13 @@ class Trainer:
         """
         images_per_sec, seconds = self.throughput.epoch_images_per_sec, self.throughput.epoch_seconds
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc1": train["acc1"]}
-        scalars = {"train/loss": train["loss"], "train/acc1": train["acc1"]}
         for split, metrics in evaluated.items():
             for key in ("loss", "acc1", "acc5"):
-                record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
+                record[f"{split}_{key}"] = metrics[key]
             record[f"{split}_images"] = metrics["images"]  # each image once, whatever the number of ranks
         record.update(lr=lr, lr_end=lr_end, images_per_sec=images_per_sec, epoch_seconds=seconds)
-        scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec, "perf/epoch_seconds": seconds})
         self.history.append(record)
-        # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
-        self.loggers.log_metrics({tag: value for tag, value in scalars.items() if value is not None}, epoch)
+        self.loggers.log_metrics(epoch_scalars(record), epoch)
         lr_text = f"{lr:.4g}" if f"{lr:.4g}" == f"{lr_end:.4g}" else f"{lr:.4g} -> {lr_end:.4g}"
         log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %slr %s | %.0f img/s, %.1f s", epoch,
                  self.settings.epochs, train["loss"], train["acc1"],

@@ -58,13 +58,16 @@ class RunInfo:
 
     ``name``: the run's name (the config's ``name``, e.g. ``CIFAR10_resnet50_CBAM``); ``tags``:
     block, depth, dataset and seed; ``resume_step``: the last epoch the run's checkpoint holds (0
-    for a run from the start): the steps after it are logged again by this attempt.
+    for a run from the start): the steps after it are logged again by this attempt. ``history``: the
+    ``(step, scalars)`` of the epochs the checkpoint holds, for a logger that must log them again (one
+    whose earlier attempt may have lost them when it was killed, or one that was not chosen then).
     """
 
     run_dir: Path
     name: str
     tags: Mapping[str, str] = field(default_factory=dict)
     resume_step: int = 0
+    history: tuple[tuple[int, Mapping[str, float]], ...] = ()
 
     @property
     def label(self) -> str:
@@ -141,13 +144,15 @@ class LoggerList:
     def takes_images(self) -> bool:
         return any(logger.takes_images for logger in self.loggers)
 
-    def start(self, run_dir: str | Path, resume_step: int = 0) -> None:
+    def start(self, run_dir: str | Path, resume_step: int = 0,
+              history: Iterable[tuple[int, Mapping[str, float]]] = ()) -> None:
         """Start every logger with its state from an earlier attempt in ``run_dir``, record the new states and
-        log the hyperparameters. Starting again (a second ``fit``) does nothing."""
+        log the hyperparameters; ``history``: the epochs' scalars a resumed run holds. Starting again (a second
+        ``fit``) does nothing."""
         if self.started is not None or not self.loggers:
             return
         run_dir = Path(run_dir)
-        run = RunInfo(run_dir, self.name or run_dir.name, self.tags, resume_step)
+        run = RunInfo(run_dir, self.name or run_dir.name, self.tags, resume_step, tuple(history))
         states = read_states(run_dir)
         started = []
         try:

@@ -15,7 +15,8 @@ class CSVLogger(Logger):
     scalar, the final metrics in the last epoch's row; ``hparams.csv``: ``name,value`` per hyperparameter.
 
     The file is rewritten whole at each epoch (a few rows: cheap), atomically, so a killed run leaves a
-    readable file; a resumed run drops the rows after the epoch it continues from, which it trains again.
+    readable file; a resumed run drops the rows after the epoch it continues from, which it trains again,
+    and adds the checkpoint's epochs the file lacks.
     """
 
     name = "csv"
@@ -36,6 +37,8 @@ class CSVLogger(Logger):
                     step = int(row.pop("step"))
                     if step <= run.resume_step:
                         self.rows[step] = {key: float(value) for key, value in row.items() if value != ""}
+        for step, scalars in run.history:  # the epochs the checkpoint holds that the file lacks
+            self.rows.setdefault(int(step), dict(scalars))
         self._write()
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:

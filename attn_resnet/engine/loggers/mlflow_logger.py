@@ -23,7 +23,7 @@ def local_store(uri: str) -> bool:
 
 
 class MLflowLogger(Logger):
-    """One MLflow run per run folder, in the experiment ``experiment_name``.
+    """One MLflow run per run folder, in the experiment ``experiment_name``; each value is written as it is logged.
 
     ``tracking_uri``: null uses ``$MLFLOW_TRACKING_URI`` when set, else ``mlruns/`` in the
     folder train.py is started from (MLflow's file store; MLflow 3 refuses it unless
@@ -59,6 +59,8 @@ class MLflowLogger(Logger):
         created = self.client.create_run(experiment_id, tags=dict(run.tags), run_name=self.run_name or run.label)
         self.run_id = created.info.run_id
         log.info("MLflow: run %s in experiment %r at %s.", self.run_id, self.experiment_name, uri)
+        for step, scalars in run.history:  # a resumed run's new MLflow run gets the checkpoint's epochs too
+            self.log_metrics(scalars, step)
 
     def _reopen(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException

@@ -4,7 +4,8 @@
 HParams view from its curves; writing the three hparams summaries through the run's
 own file writer keeps one run per job. A resumed run opens its writer with ``purge_step``
 at the first epoch it trains again, so TensorBoard drops what the interrupted attempt had
-logged from there on instead of showing those epochs twice.
+logged from there on instead of showing those epochs twice. Each epoch's scalars are flushed
+to the file at once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class TensorBoardLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
+        self.writer.flush()  # once an epoch: a killed run keeps the epochs it logged
 
     def log_images(self, tag: str, images, step: int) -> None:
         self.writer.add_images(tag, images.clamp(0, 1), step, dataformats="NCHW")

@@ -20,6 +20,11 @@ class WandbLogger(Logger):
     seeds of one configuration sit together. ``log_checkpoint``: also log
     ``checkpoints/best.pt`` (else ``last.pt``) as a model artifact when the run completes.
     The run's tags: ``block=...``, ``depth=...``, ``dataset=...``, ``seed=...``.
+
+    Every row carries ``epoch``, the x-axis of every chart (``define_metric``), so that a resumed
+    run's rows need not follow W&B's own step counter. W&B writes its run file in the background
+    (every 15 s by default), so a killed attempt may have lost its last epochs: a resumed run logs
+    the epochs its checkpoint holds again (the same values; an epoch W&B had kept shows twice).
     """
 
     name = "wandb"
@@ -47,6 +52,10 @@ class WandbLogger(Logger):
                               id=(state or {}).get("id"), resume="allow", name=run.label, group=self.group or run.name,
                               tags=[f"{key}={value}"[:64] for key, value in run.tags.items()], settings=settings)
         self.run_id = self.run.id
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        for step, scalars in run.history:
+            self.log_metrics(scalars, step)
         log.info("W&B: run %s (%s) in %s.", self.run_id, self.mode, folder / "wandb")
 
     def state_dict(self) -> dict[str, Any] | None:
@@ -56,12 +65,12 @@ class WandbLogger(Logger):
         self.run.config.update(dict(params), allow_val_change=True)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.run.log(dict(metrics), step=int(step))
+        self.run.log({**metrics, "epoch": int(step)})
 
     def log_images(self, tag: str, images, step: int) -> None:
         import wandb
 
-        self.run.log({tag: [wandb.Image(image.clamp(0, 1).float().cpu()) for image in images]}, step=int(step))
+        self.run.log({tag: [wandb.Image(image.clamp(0, 1).float().cpu()) for image in images], "epoch": int(step)})
 
     def log_histogram(self, tag: str, values, step: int) -> None:
         import torch
@@ -70,7 +79,7 @@ class WandbLogger(Logger):
         values = torch.as_tensor(values).detach().float().flatten()
         finite = values[torch.isfinite(values)]
         if finite.numel():
-            self.run.log({tag: wandb.Histogram(finite.cpu().numpy())}, step=int(step))
+            self.run.log({tag: wandb.Histogram(finite.cpu().numpy()), "epoch": int(step)})
 
     def log_summary(self, metrics: Mapping[str, float], step: int) -> None:
         import wandb
