@@ -462,3 +462,21 @@ def test_a_sweep_over_loggers_gives_each_job_its_own(tmp_path):
     assert run.data.metrics["val/acc1"] == results["final"]["acc1"]
     assert csv_scalars(sweep / "0")["hparam/final_acc1"] == \
         {1: json.loads((sweep / "0" / "results.json").read_text())["final"]["acc1"]}
+
+
+@pytest.mark.slow  # a two-process torchrun: about 20 s on 2 cores
+def test_only_rank_0_logs_in_a_data_parallel_run(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(REPO / "train.py"), "data=synthetic", "data.image_size=8", "data.train_size=32", "data.val_size=16",
+               "data.batch_size=8", "trainer.epochs=2", "trainer.device=cpu", "trainer.progress=false", ALL,
+               f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=logger_env(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["world_size"] == 2
+    # Rank 1 opened no MLflow run, no W&B run, no event file (it would have made a second of each).
+    assert_every_logger_holds(run_dir, (tmp_path / "mlruns").as_uri(), results)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len(wandb_run_files(run_dir)) == 1
