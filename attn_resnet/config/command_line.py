@@ -333,7 +333,7 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: ConfDirs) -> No
             for value in _option_values(override, schema, key) or ():
                 if value is not None and schema.file(key, value) is None:
                     raise bad_option(schema, key, value)
-                if value is None and not _defaults_to_none(schema, key):
+                if value is None and key == LOGGER_GROUP and not _defaults_to_none(schema, key):
                     raise _null_choice(schema, key)
             continue
         if key in REPLACED_KEYS and not override.is_delete():
@@ -371,13 +371,12 @@ def _defaults_to_none(schema: Schema, group: str) -> bool:
 
 
 def _null_choice(schema: Schema, group: str) -> ConfigError:
-    """``group=null`` for a group whose default is an option, which Hydra refuses with "Config group override must be
-    a string or a list. Got NoneType"."""
+    """``logger=null`` while the defaults list chooses a logger, which Hydra refuses with "Config group override must
+    be a string or a list. Got NoneType"."""
     default = next((option for name, option, _ in defaults_entries(schema.primary) if name == group), None)
-    instead = ("To run without loggers, give an empty list: logger=[] (or ~logger)." if group == LOGGER_GROUP else
-               f"Choose one of its options instead: {', '.join(schema.options(group))}.")
     return ConfigError(f"Invalid config choice {group}=null: {_entry(schema.config_name)} chooses {group}={default} "
-                       f"by default, and Hydra cannot set a group chosen in the defaults list to null. {instead}")
+                       f"by default, and Hydra cannot set a group chosen in the defaults list to null. To run "
+                       f"without loggers, give an empty list: {group}=[] (or ~{group}).")
 
 
 def _check_typed_stems(overrides: list[Any]) -> None:

@@ -47,7 +47,8 @@ class WandbLogger(Logger):
         self.run_dir = run.run_dir
         folder = Path(self.save_dir) if self.save_dir else run.run_dir
         folder.mkdir(parents=True, exist_ok=True)
-        settings = wandb.Settings(console="off", x_disable_stats=True, save_code=False, silent=True)
+        # The run's own train.log keeps the console; W&B keeps its system metrics (GPU use...).
+        settings = wandb.Settings(console="off", save_code=False, silent=True)
         self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(folder),
                               id=(state or {}).get("id"), resume="allow", name=run.label, group=self.group or run.name,
                               tags=[f"{key}={value}"[:64] for key, value in run.tags.items()], settings=settings)
