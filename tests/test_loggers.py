@@ -260,7 +260,6 @@ def test_each_logger_holds_the_scalars_hyperparameters_and_final_metrics_of_resu
     assert {path.name.split("_")[0] for path in pictures} == {tag.split("/")[1] for tag in stages}
 
 
-@pytest.mark.slow  # a killed and a resumed train.py with four loggers: about 35 s on 2 cores
 def test_a_run_killed_mid_epoch_and_resumed_continues_the_same_mlflow_and_wandb_runs(tmp_path):
     # 6 batches per epoch, a checkpoint after each: the run is killed after batch 2 or later of epoch 2.
     run_dir = tmp_path / "run"
