@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from .build import (
     Sharding,
     batch_mix,
-    block_source,
     build_model,
     configure_determinism,
     configured_callbacks,
+    configured_loggers,
     describe_spec,
     make_eval_loader,
     make_loaders,
@@ -49,7 +49,6 @@ from .engine.finetune import FrozenNormsInEval, InitRecord
 from .engine.objectives import Objective
 from .engine.progress import ProgressReporter
 from .engine.optim import build_optimizer, build_scheduler
-from .engine.tb_logger import flatten_hparams
 from .engine.trainer import Trainer, TrainerSettings, device_name, evaluate_model, resolve_device
 from .models.official import load_official
 from .models.weights_file import is_safetensors
@@ -346,8 +345,9 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
     hooks = [init_record]
     if frozen_norms and model_cfg.get("freeze_bn_stats", True):
         hooks.append(FrozenNormsInEval(frozen_norms))
+    loggers = configured_loggers(config, spec, info.name) if distributed.is_main else None  # rank 0 logs
     every = int(trainer_cfg.get("attention_maps_every", 0) or 0)
-    if every and trainer_cfg["tensorboard"] and distributed.is_main and has_attention_maps(model):
+    if every and loggers is not None and loggers.takes_images and has_attention_maps(model):
         hooks.append(AttentionImages(fixed_images(loaders.val, int(trainer_cfg.get("attention_maps_images", 8))),
                                      every))
     hooks += configured_callbacks(config.get("callbacks"))
@@ -357,7 +357,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                           batch_mix(config.get("aug") or {}, info.num_classes, seed))
     trainer = Trainer(model, optimizer, schedule, loaders.train, loaders.val, settings, run_dir, device,
                       objective=objective,
-                      config=config, model_spec=spec, tensorboard=bool(trainer_cfg["tensorboard"]),
+                      config=config, model_spec=spec, loggers=loggers,
                       test_loader=loaders.test, callbacks=hooks, input_info=input_info, distributed=distributed)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
@@ -377,16 +377,6 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
             log.warning("%s", warning)
     summary = trainer.fit()
     final, best = summary["final"], summary["best"]
-    metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
-               "hparam/best_acc1": best["acc1"]}
-    hparams = flatten_hparams({k: v for k, v in config.items() if k != "hydra"})
-    if block_source(spec):  # a block from outside the package: where it lives and which version ran
-        source = block_source(spec)
-        hparams["model.att_source"] = (f"{source['target']} ({source.get('package') or 'no installed package'}"
-                                       f"{' ' + source['version'] if source.get('version') else ''})")
-    trainer.tb.hparams(hparams,
-                       {k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
-    trainer.tb.close()
     acc5 = "n/a" if final["acc5"] is None else f"{final['acc5']:.2f}%"
     compiled = f", compile {summary['compile_seconds']:.0f} s" if summary["compile_seconds"] else ""
     log.info("Done: final %s top-1 %.2f%% (top-5 %s), best %s top-1 %.2f%% at epoch %d, measured on %s; "

@@ -147,6 +147,37 @@ def configured_callbacks(callbacks: Mapping[str, Any] | None) -> list:
     return built
 
 
+def configured_loggers(config: Mapping[str, Any], spec: Mapping[str, Any], dataset: str):
+    """The loggers of the config's ``logger`` mapping (NAME -> {_target_, arguments}, the ``logger`` group's
+    choices and any ``+logger.NAME._target_=...``), built with Hydra's ``instantiate``, each named NAME; with the
+    run's name, its tags (block, depth, dataset, seed) and its hyperparameters (the flattened config)."""
+    from hydra.utils import instantiate
+
+    from .engine.loggers import Logger, LoggerList, flatten_hparams
+
+    built = []
+    for name, node in (config.get("logger") or {}).items():
+        if node is None:
+            continue
+        logger = instantiate(dict(node))
+        if not isinstance(logger, Logger):
+            raise TypeError(f"logger.{name}: {node['_target_']} built a {type(logger).__name__}, not an "
+                            f"attn_resnet.Logger; a configured logger subclasses attn_resnet.Logger.")
+        logger.name = str(name)
+        built.append(logger)
+    hyperparams = flatten_hparams({k: v for k, v in config.items() if k != "hydra"})
+    source = block_source(spec)
+    if source:  # a block from outside the package: where it lives and which version ran
+        hyperparams["model.att_source"] = (f"{source['target']} ({source.get('package') or 'no installed package'}"
+                                           f"{' ' + source['version'] if source.get('version') else ''})")
+    tags = {"block": str(spec["att_type"]), "depth": str(spec["depth"]), "dataset": str(dataset),
+            "seed": str(config.get("seed"))}
+    if built:
+        log.info("Loggers: %s", ", ".join(f"{logger.name} ({type(logger).__module__}.{type(logger).__qualname__})"
+                                          for logger in built))
+    return LoggerList(built, name=str(config.get("name") or ""), tags=tags, hyperparams=hyperparams)
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     """"auto": bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU."""
     requested = str(requested)

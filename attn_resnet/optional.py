@@ -17,3 +17,14 @@ def dali_available() -> bool:
         return importlib.util.find_spec("nvidia.dali") is not None
     except ModuleNotFoundError:
         return False
+
+
+def missing_extra(module: str, extra: str) -> str | None:
+    """None when ``module`` can be imported; else the sentence saying which extra installs it."""
+    try:
+        if importlib.util.find_spec(module) is not None:
+            return None
+    except (ImportError, ValueError):
+        pass
+    return (f"needs the {module} package, which is not installed here. Install the optional extra: "
+            f"pip install -e \".[{extra}]\" in a checkout (pip install \"attn-resnet[{extra}]\" from a wheel).")

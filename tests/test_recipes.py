@@ -49,7 +49,7 @@ def make_trainer(run_dir, model=None, *, train_size=3 * BATCH, val_size=2 * BATC
                               num_workers=0)
     return Trainer(model, build_optimizer(model, "sgd", 0.1, device="cpu"), lambda steps: (lambda step: 1.0),
                    train_loader, val_loader, TrainerSettings(**{"progress": False, **settings}), run_dir,
-                   torch.device("cpu"), tensorboard=False, callbacks=callbacks, objective=objective)
+                   torch.device("cpu"), callbacks=callbacks, objective=objective)
 
 
 # ------------------------------------------------------------------ callbacks
@@ -315,7 +315,7 @@ def test_a_checkpoint_of_the_0_1_0_release_resumes_with_todays_keys(tmp_path):
     saved = checkpoint["config"]
     assert "aug" not in saved and "ema_decay" not in saved["trainer"]  # written before these keys existed
     overrides = ["data=synthetic", "data.train_size=128", "data.val_size=64", "trainer.epochs=3",
-                 "trainer.limit_train_batches=2", "trainer.progress=false", "trainer.tensorboard=false",
+                 "trainer.limit_train_batches=2", "trainer.progress=false", "logger=[]",
                  "trainer.device=cpu"]
     from omegaconf import OmegaConf
 

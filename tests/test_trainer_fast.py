@@ -78,8 +78,7 @@ def make_trainer(run_dir, model=None, *, device="cpu", train_size=3 * BATCH, val
                               num_workers=0)
     optimizer = optimizer or build_optimizer(model, "sgd", lr, device=device)
     return Trainer(model, optimizer, lambda steps: (lambda step: 1.0), train_loader, val_loader,
-                   TrainerSettings(**{"progress": False, **settings}), run_dir, torch.device(device),
-                   tensorboard=False)
+                   TrainerSettings(**{"progress": False, **settings}), run_dir, torch.device(device))
 
 
 def poison_forward(model: nn.Module, first_call: int, value: float = float("nan")) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from attn_resnet.data import build_loader
 from attn_resnet.engine.checkpoint import load_training_checkpoint
 from attn_resnet.engine.progress import ProgressReporter, format_duration
+from attn_resnet.engine.loggers import TensorBoardLogger
 from attn_resnet.engine.trainer import Trainer, TrainerSettings, evaluate_model
 
 from helpers import tiny_dataset
@@ -35,13 +36,15 @@ def tiny_model(classes: int = 4) -> nn.Sequential:
 
 def make_trainer(run_dir, model=None, *, train_size=8, val_size=8, classes=4, lr=0.1, test_loader=None,
                  reporter=None, tensorboard=False, **settings) -> Trainer:
+    """``tensorboard``: with a TensorBoardLogger writing into ``run_dir``."""
     model = model if model is not None else tiny_model(classes)
     train_loader = build_loader(tiny_dataset(train_size, classes), BATCH, train=True, num_workers=0)
     val_loader = build_loader(tiny_dataset(val_size, classes, seed=1, train=False), BATCH, train=False,
                               num_workers=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     return Trainer(model, optimizer, lambda steps: (lambda step: 1.0), train_loader, val_loader,
-                   TrainerSettings(**{"progress": False, **settings}), run_dir, CPU, tensorboard=tensorboard,
+                   TrainerSettings(**{"progress": False, **settings}), run_dir, CPU,
+                   loggers=[TensorBoardLogger()] if tensorboard else None,
                    test_loader=test_loader, progress=reporter)
 
 
@@ -184,7 +187,6 @@ def test_top5_is_undefined_with_fewer_than_five_classes(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="attn_resnet.engine.trainer")
     trainer = make_trainer(tmp_path, classes=3, epochs=2, tensorboard=True)
     summary = trainer.fit()
-    trainer.tb.close()
     assert summary["final"]["acc5"] is None and 0 <= summary["final"]["acc1"] <= 100
     assert [epoch["val_acc5"] for epoch in summary["history"]] == [None, None]
     notes = [r.getMessage() for r in caplog.records if "Top-5 accuracy is undefined" in r.getMessage()]
@@ -204,7 +206,6 @@ def test_with_a_test_set_final_metrics_are_the_last_epochs_test_metrics(tmp_path
     test_loader = build_loader(tiny_dataset(12, 10, seed=2, train=False), BATCH, train=False, num_workers=0)
     trainer = make_trainer(tmp_path, classes=10, epochs=2, lr=0.5, test_loader=test_loader, tensorboard=True)
     summary = trainer.fit()
-    trainer.tb.close()
     history = summary["history"]
     assert {"test_loss", "test_acc1", "test_acc5"} <= set(history[0])
     tested = evaluate_model(trainer.model, test_loader, CPU)
@@ -223,7 +224,6 @@ def test_with_a_test_set_final_metrics_are_the_last_epochs_test_metrics(tmp_path
 def test_without_a_test_set_final_metrics_are_the_val_metrics(tmp_path):
     trainer = make_trainer(tmp_path, classes=10, epochs=1, tensorboard=True)
     summary = trainer.fit()
-    trainer.tb.close()
     (epoch,) = summary["history"]
     assert "final_val" not in summary and not any(key.startswith("test_") for key in epoch)
     assert summary["final"] == {k: epoch[f"val_{k}"] for k in ("acc1", "acc5", "loss")}
@@ -252,7 +252,6 @@ def test_val_every_epochs_validates_every_nth_and_the_last_epoch_without_changin
     every, every_summary, every_splits = run("every")
     with caplog.at_level(logging.INFO, logger="attn_resnet.engine.trainer"):
         sparse, summary, splits = run("sparse", val_every_epochs=2, tensorboard=True)
-    sparse.tb.close()
     assert splits == [(2, "val"), (2, "test"), (4, "val"), (4, "test"), (5, "val"), (5, "test")]
     assert len(every_splits) == 10
     # the same training: equal weights, and equal metrics wherever both validated
@@ -291,7 +290,7 @@ def test_the_epoch_line_shows_the_lr_the_epoch_ended_at(tmp_path, caplog):
                           lambda steps: lr_factor_schedule(schedule, 1, steps),
                           build_loader(tiny_dataset(16), BATCH, train=True, num_workers=0),
                           build_loader(tiny_dataset(8, seed=1, train=False), BATCH, train=False, num_workers=0),
-                          TrainerSettings(epochs=1, progress=False), tmp_path / folder, CPU, tensorboard=False)
+                          TrainerSettings(epochs=1, progress=False), tmp_path / folder, CPU)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="attn_resnet.engine.trainer"):
             (record,) = trainer.fit()["history"]

@@ -223,11 +223,12 @@ def test_visualize_attention_never_overwrites_a_figure_silently(cbam_run, tmp_pa
 def test_a_histogram_of_non_finite_attention_weights_does_not_stop_the_run(tmp_path, caplog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from attn_resnet.engine.tb_logger import TensorBoardLogger
+    from attn_resnet.engine.loggers import RunInfo, TensorBoardLogger
 
-    logger = TensorBoardLogger(str(tmp_path))
-    logger.histogram("attention_channel/all_nan", torch.full((4, 8), float("nan")), 1)  # raised "empty" before
-    logger.histogram("attention_channel/some_nan", torch.tensor([0.25, float("nan"), 0.75, float("inf")]), 1)
+    logger = TensorBoardLogger()
+    logger.start(RunInfo(tmp_path, "run"), None)
+    logger.log_histogram("attention_channel/all_nan", torch.full((4, 8), float("nan")), 1)  # raised "empty" before
+    logger.log_histogram("attention_channel/some_nan", torch.tensor([0.25, float("nan"), 0.75, float("inf")]), 1)
     logger.writer.flush()
     events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
     events.Reload()

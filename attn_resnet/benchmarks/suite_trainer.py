@@ -32,7 +32,7 @@ def benchmark_trainer(settings: Settings, log: Callable[[str], None]) -> dict:
                                        progress=False)
     with tempfile.TemporaryDirectory(prefix="attn-resnet-benchmark-") as run_dir:
         trainer = Trainer(model, optimizer, lambda steps: (lambda step: 1.0), loader, None, trainer_settings,
-                          run_dir, device, tensorboard=False)
+                          run_dir, device)
         return trainer_vs_bare(trainer, loader, len(dataset), settings, log)
 
 

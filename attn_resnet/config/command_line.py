@@ -25,8 +25,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..attention_registry import BLOCKS, canonical_attention, declared_block
-from .validate import (ConfDirs, ConfigError, config_dirs, group_keys, nearest_keys, option_file, option_names,
-                       source_folder)
+from .validate import (LOGGER_GROUP, REPLACED_KEYS, ConfDirs, ConfigError, config_dirs, group_keys, nearest_keys,
+                       option_file, option_names, source_folder)
 
 # Hydra's flags (hydra/_internal/utils.py, get_args_parser). With these the check stands aside:
 # another config folder or name, help, shell completion and --info are Hydra's business.
@@ -139,7 +139,8 @@ class Schema:
 
 
 def _option_values(override: Any, schema: Schema, group: str) -> set | None:
-    """The options a group override chooses (several for a sweep); ANY for a range or an interpolation."""
+    """The options a group override chooses (several for a sweep, or a list of several at once:
+    ``logger=[tensorboard,mlflow]``); ANY for a range or an interpolation."""
     from hydra.core.override_parser.types import ValueType
 
     kind = override.value_type
@@ -151,6 +152,7 @@ def _option_values(override: Any, schema: Schema, group: str) -> set | None:
         values = override.value().filter(schema.options(group))
     else:
         return ANY
+    values = [item for value in values for item in (value if isinstance(value, list) else [value])]
     if any(not isinstance(value, (str, int, float)) and value is not None or "${" in str(value) for value in values):
         return ANY
     return {None if value is None else str(value) for value in values}
@@ -331,7 +333,11 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: ConfDirs) -> No
             for value in _option_values(override, schema, key) or ():
                 if value is not None and schema.file(key, value) is None:
                     raise bad_option(schema, key, value)
+                if value is None and key == LOGGER_GROUP and not _defaults_to_none(schema, key):
+                    raise _null_choice(schema, key)
             continue
+        if key in REPLACED_KEYS and not override.is_delete():
+            raise ConfigError(REPLACED_KEYS[key])
         if override.type.name in ("ADD", "FORCE_ADD"):
             continue  # deliberate: a new key (or one forced in), checked by validation after composing
         head, _, rest = key.partition(".")
@@ -357,6 +363,20 @@ def check_overrides(argv: list[str], config_name: str, conf_dir: ConfDirs) -> No
             valid = valid | blocks  # the chosen block's options are valid model.* keys too (model.reduction)
         raise unknown_key(schema, key, head, valid, usage, note)
     _check_typed_stems(overrides)
+
+
+def _defaults_to_none(schema: Schema, group: str) -> bool:
+    """Whether the entry point's defaults list leaves ``group`` out by default (``recipe: null``)."""
+    return any(option is None for name, option, _ in defaults_entries(schema.primary) if name == group)
+
+
+def _null_choice(schema: Schema, group: str) -> ConfigError:
+    """``logger=null`` while the defaults list chooses a logger, which Hydra refuses with "Config group override must
+    be a string or a list. Got NoneType"."""
+    default = next((option for name, option, _ in defaults_entries(schema.primary) if name == group), None)
+    return ConfigError(f"Invalid config choice {group}=null: {_entry(schema.config_name)} chooses {group}={default} "
+                       f"by default, and Hydra cannot set a group chosen in the defaults list to null. To run "
+                       f"without loggers, give an empty list: {group}=[] (or ~{group}).")
 
 
 def _check_typed_stems(overrides: list[Any]) -> None:

@@ -4,7 +4,7 @@ A run resumed with another schedule, epoch count, batch size, accumulation, data
 or seed would silently re-stretch its lr schedule and skip the wrong samples. The
 checkpoint holds the config of the run that wrote it; ``trajectory_changes`` lists every
 key that differs (the model's included), except the operational ones below: where the
-data lives, how many workers read it, logging, checkpoint frequency, the device. A key that
+data lives, how many workers read it, logging and the loggers, checkpoint frequency, the device. A key that
 a checkpoint from an older release lacks counts as its "off" value (``OFF_VALUES``).
 """
 
@@ -106,7 +106,7 @@ def trajectory_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
             flat["model.att_type"] = canonical_attention(flat["model.att_type"]) or flat["model.att_type"]
     changes = {}
     for key in sorted(set(old) | set(new)):
-        if key in OPERATIONAL_KEYS or key.startswith("hydra."):
+        if key in OPERATIONAL_KEYS or key.startswith(("hydra.", "logger.")):  # where the metrics go
             continue
         if key not in old and key in OFF_VALUES:
             old[key] = OFF_VALUES[key]  # written before the key existed: the feature was off

@@ -23,6 +23,16 @@ from ..registry import Registry, RegistryError, locate_module, parse_path
 from . import choices as C
 
 GROUPS = ("model", "data", "optim", "sched", "trainer", "aug")
+# The config group whose options are loggers (conf/logger/): NAME -> {_target_, arguments}, several at once.
+LOGGER_GROUP = "logger"
+# Keys that an earlier release had, with what replaced them: a config that still sets one is told the new way.
+REPLACED_KEYS = {
+    "trainer.tensorboard": (
+        "trainer.tensorboard was replaced by the logger config group: logger=tensorboard (the default) writes "
+        "TensorBoard events; to run without them choose other loggers (e.g. logger=csv, or several: "
+        "logger=[csv,mlflow]) or none (logger=[]). Remove trainer.tensorboard from the command line or the "
+        "config file."),
+}
 # How each group's option file is named after a key of the composed config, for callers
 # (tests, notebooks) that compose without Hydra's runtime record of the choices.
 _OPTION_FROM = {"model": lambda cfg: "resnet", "data": lambda cfg: cfg.data.get("name"),
@@ -116,7 +126,7 @@ def group_keys(conf_dir: ConfDirs | None, group: str, option: str | None) -> set
 
 
 def _top_level_keys(conf_dir: ConfDirs, config_name: str, experiment: str | None) -> set[str]:
-    keys = {"defaults", *GROUPS} | _file_keys(config_dirs(conf_dir)[0] / f"{config_name}.yaml")
+    keys = {"defaults", *GROUPS, LOGGER_GROUP} | _file_keys(config_dirs(conf_dir)[0] / f"{config_name}.yaml")
     path = option_file(conf_dir, "experiment", experiment) if experiment else None
     if path is not None:
         keys |= {str(k) for k in OmegaConf.load(path) if k not in ("defaults", "hydra")}
@@ -182,6 +192,9 @@ def check_unknown_keys(cfg: DictConfig, config_name: str = "train", group_choice
     if not conf_dir[0].is_dir():
         return  # an installed package without its conf/ folder: Hydra composed from elsewhere
     group_choices = dict(group_choices or {})
+    for key, message in REPLACED_KEYS.items():
+        if OmegaConf.select(cfg, key, default=None) is not None:
+            raise ConfigError(message)
     top = _top_level_keys(conf_dir, config_name, group_choices.get("experiment"))
     groups = tuple(groups)
     for key in cfg:
@@ -517,7 +530,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None,
     if not 0 <= trainer.label_smoothing < 1:
         raise ConfigError(f"Invalid config value trainer.label_smoothing={trainer.label_smoothing}: "
                           f"it must be in [0, 1).")
-    for key in ("channels_last", "compile", "deterministic", "progress", "tensorboard", "cudnn_benchmark"):
+    for key in ("channels_last", "compile", "deterministic", "progress", "cudnn_benchmark"):
         _boolean(cfg, f"trainer.{key}")
     if "compile_eval" in trainer:
         _boolean(cfg, "trainer.compile_eval")
@@ -544,6 +557,7 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None,
         )
     validate_aug(cfg)
     validate_callbacks(cfg)
+    validate_loggers(cfg, conf_dir)
     check_declared_options(cfg, group_choices, conf_dir)
     check_callables(cfg)
 
@@ -556,8 +570,6 @@ def validate_callbacks(cfg: DictConfig) -> None:
     """``callbacks``: NAME -> {_target_: an importable class or factory, its arguments}. ConfigError, before any
     run folder is made, for a target that is missing or cannot be imported, arguments it does not take, or a
     name taken by a built-in callback. Imports the targets' modules (only when callbacks are configured)."""
-    import inspect
-
     callbacks = cfg.get("callbacks")
     if callbacks is None:
         return
@@ -575,35 +587,79 @@ def validate_callbacks(cfg: DictConfig) -> None:
         if name in BUILT_IN_CALLBACKS:
             raise ConfigError(f"{key}: the name {name!r} is a built-in callback's (its state is saved under it): "
                               f"give yours another name. Built-in names: {', '.join(BUILT_IN_CALLBACKS)}.")
-        target = str(node._target_)
-        path = parse_path(target)
-        if path is None:
-            raise ConfigError(f"Invalid config value {key}._target_={target!r}: it must be an import path, "
-                              f"package.module.Class (or package.module:Class).")
-        module, attribute = path
-        if locate_module(module) is None:
-            raise ConfigError(f"{key}._target_={target}: the module {module!r} cannot be imported here (no such "
-                              f"module on the Python path). Install the package that provides it (pip install -e "
-                              f"path/to/your/package), or put its folder on PYTHONPATH; check the spelling.")
-        registry = Registry("callback", "attn_resnet.callbacks")
-        try:
-            factory = registry.load(f"{module}:{attribute}")
-        except RegistryError as error:
-            raise ConfigError(f"{key}: {error}") from None
-        arguments = {str(k): v for k, v in node.items() if not str(k).startswith("_")}
-        try:
-            inspect.signature(factory).bind(**arguments)
-        except TypeError as error:
-            raise ConfigError(f"{key}: {target} does not take these arguments ({error}): "
-                              f"{', '.join(f'{key}.{k}={v!r}' for k, v in arguments.items()) or 'none given'}. "
-                              f"It takes {inspect.signature(factory)}.") from None
-        except ValueError:
-            pass  # a callable without a readable signature: its call will tell
         from ..engine.callbacks import Callback  # torch-free
 
-        if isinstance(factory, type) and not issubclass(factory, Callback):
-            raise ConfigError(f"{key}._target_={target} is not an attn_resnet.Callback: a configured callback "
-                              f"subclasses attn_resnet.Callback and overrides the hooks it needs (docs/extending.md).")
+        _configured_class(key, node, Callback, "callback", "overrides the hooks it needs (docs/extending.md)")
+
+
+def _configured_class(key: str, node: DictConfig, base: type, kind: str, contract: str):
+    """The class (or factory) a ``{_target_, arguments}`` node names, imported; ConfigError for a target that is not
+    an import path, whose module is not on the Python path, that does not take the arguments given, or a class that
+    does not subclass ``base`` (attn_resnet.<base>, which a configured ``kind`` subclasses and ``contract``)."""
+    import inspect
+
+    target = str(node._target_)
+    path = parse_path(target)
+    if path is None:
+        raise ConfigError(f"Invalid config value {key}._target_={target!r}: it must be an import path, "
+                          f"package.module.Class (or package.module:Class).")
+    module, attribute = path
+    if locate_module(module) is None:
+        raise ConfigError(f"{key}._target_={target}: the module {module!r} cannot be imported here (no such "
+                          f"module on the Python path). Install the package that provides it (pip install -e "
+                          f"path/to/your/package), or put its folder on PYTHONPATH; check the spelling.")
+    registry = Registry(kind, f"attn_resnet.{kind}s")
+    try:
+        factory = registry.load(f"{module}:{attribute}")
+    except RegistryError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    arguments = {str(k): v for k, v in node.items() if not str(k).startswith("_")}
+    try:
+        inspect.signature(factory).bind(**arguments)
+    except TypeError as error:
+        raise ConfigError(f"{key}: {target} does not take these arguments ({error}): "
+                          f"{', '.join(f'{key}.{k}={v!r}' for k, v in arguments.items()) or 'none given'}. "
+                          f"It takes {inspect.signature(factory)}.") from None
+    except ValueError:
+        pass  # a callable without a readable signature: its call will tell
+    if isinstance(factory, type) and not issubclass(factory, base):
+        raise ConfigError(f"{key}._target_={target} is not an attn_resnet.{base.__name__}: a configured {kind} "
+                          f"subclasses attn_resnet.{base.__name__} and {contract}.")
+    return factory
+
+
+def validate_loggers(cfg: DictConfig, conf_dir: ConfDirs | None = None) -> None:
+    """``logger``: NAME -> {_target_: a Logger class, its arguments} (the ``logger`` group's choices and any
+    ``+logger.NAME._target_=...``). ConfigError, before any run folder is made, for an entry without a target, a
+    target that cannot be imported or does not take its arguments, and a logger whose package is not installed
+    (naming the extra to install). Imports the loggers' modules, which import neither torch nor their libraries."""
+    from ..optional import missing_extra
+
+    loggers = cfg.get(LOGGER_GROUP)
+    if loggers is None:
+        return
+    choices = ", ".join(option_names(conf_dir, LOGGER_GROUP))
+    if not isinstance(loggers, DictConfig):
+        raise ConfigError(f"Invalid config value logger={loggers!r}: choose loggers from the logger config group "
+                          f"(logger=tensorboard, several: logger=[tensorboard,mlflow], none: logger=[]; choices: "
+                          f"{choices}), or add your own with +logger.NAME._target_=package.module.Class.")
+    from ..engine.loggers.base import Logger  # torch-free
+
+    for name, node in loggers.items():
+        key = f"{LOGGER_GROUP}.{name}"
+        if node is None:
+            continue  # switched off (logger.NAME=null)
+        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+            raise ConfigError(f"{key} needs a _target_: the import path of its class, e.g. "
+                              f"+{key}._target_=package.module.Class (and +{key}.arg=value for its arguments). "
+                              f"The logger config group's choices: {choices}.")
+        factory = _configured_class(key, node, Logger, "logger", "overrides the methods it needs (docs/logging.md)")
+        requires = getattr(factory, "requires", None)
+        if requires:
+            message = missing_extra(*requires)
+            if message:
+                raise ConfigError(f"{key} ({node._target_}) {message} Or choose another logger (choices: "
+                                  f"{choices}).")
 
 
 def _registered(registry: Registry, key: str, value: Any):

@@ -1,4 +1,4 @@
-"""TensorBoard images of the attention maps on a fixed set of val images, and channel-weight histograms.
+"""Images of the attention maps on a fixed set of val images, and channel-weight histograms.
 
 A trainer callback, at the end of an epoch (every ``every`` epochs and after the last one):
 one forward pass of the fixed images in eval mode, in fp32, on the eager model.
@@ -34,7 +34,7 @@ class AttentionImages(Callback):
         self.images, self.every = images, every
 
     def on_epoch_end(self, trainer, epoch: int, record: dict) -> None:
-        if trainer.tb.writer is None or (epoch % self.every and epoch != trainer.settings.epochs):
+        if not trainer.loggers.takes_images or (epoch % self.every and epoch != trainer.settings.epochs):
             return
         model = trainer.model
         images = self.images.to(trainer.device)
@@ -42,9 +42,9 @@ class AttentionImages(Callback):
             images = images.contiguous(memory_format=torch.channels_last)
         maps = record_attention(model, images)
         for stage, grid in stage_overlays(self.images, maps).items():
-            trainer.tb.images(f"attention/{stage}", grid, epoch)
+            trainer.loggers.log_images(f"attention/{stage}", grid, epoch)
         for stage, weights in channel_weights_per_stage(maps).items():
-            trainer.tb.histogram(f"attention_channel/{stage}", weights, epoch)
+            trainer.loggers.log_histogram(f"attention_channel/{stage}", weights, epoch)
 
 
 def fixed_images(loader, count: int) -> torch.Tensor:

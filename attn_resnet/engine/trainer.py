@@ -31,10 +31,10 @@ from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
 from .distributed import Distributed, PeerRankError
+from .loggers import Logger, LoggerList
 from .metrics import MeterReading, TopKAccuracy, TrainingMeters
 from .objectives import Objective
 from .progress import ProgressReporter
-from .tb_logger import TensorBoardLogger
 from .throughput import Throughput
 from .tta import tta_logits
 
@@ -218,6 +218,18 @@ def _metrics_text(name: str, metrics: dict) -> str:
     return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
 
 
+# The loggers' scalar of each history key, per epoch.
+EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc1": "train_acc1",
+                 **{f"{split}/{key}": f"{split}_{key}" for split in ("val", "test") for key in ("loss", "acc1", "acc5")},
+                 "opt/lr": "lr", "perf/images_per_sec": "images_per_sec", "perf/epoch_seconds": "epoch_seconds"}
+
+
+def epoch_scalars(record: dict) -> dict[str, float]:
+    """The loggers' scalars of one history row (``train/loss``...); an undefined metric (top-5 of fewer than 5
+    classes) or a split not evaluated that epoch gets none rather than a made-up one."""
+    return {tag: record[key] for tag, key in EPOCH_SCALARS.items() if record.get(key) is not None}
+
+
 def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, objective: Objective,
                   soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and mean loss of one training batch (``Objective``): the part of the step that is compiled."""
@@ -244,7 +256,10 @@ class Trainer:
     ``distributed``: this rank of a data-parallel run (``start_distributed``). Each rank's loaders
     hold its shard; the step runs the model in DistributedDataParallel; the meters, validation
     metrics and checkpoint checks are agreed across ranks; only rank 0 writes checkpoints,
-    TensorBoard and progress.
+    progress and logs: the other ranks' ``loggers`` are not used.
+
+    ``loggers`` (``loggers.Logger``, e.g. ``TensorBoardLogger()``; none by default) receive each
+    epoch's scalars, the hyperparameters and the final metrics; ``fit`` starts them and closes them.
     """
 
     def __init__(
@@ -259,7 +274,7 @@ class Trainer:
         device: torch.device,
         config: dict | None = None,
         model_spec: dict | None = None,
-        tensorboard: bool = True,
+        loggers: LoggerList | list[Logger] | None = None,
         test_loader: BatchLoader | None = None,
         progress: ProgressReporter | None = None,
         callbacks: list[Callback] | None = None,
@@ -307,7 +322,8 @@ class Trainer:
                                                      settings.log_every_steps)
         self.run_dir = Path(run_dir)
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", config, model_spec, input_info)
-        self.tb = TensorBoardLogger(str(self.run_dir), enabled=tensorboard and main)
+        self.loggers = (loggers if isinstance(loggers, LoggerList) else LoggerList(loggers or ())) if main \
+            else LoggerList()
         self.epoch = 0
         self.batch_in_epoch = 0
         self.global_step = 0
@@ -527,7 +543,23 @@ class Trainer:
                 "lr": f"{self.current_lr():.3g}"}
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says."""
+        """Train to ``settings.epochs`` (continuing from the loaded state), validating as ``val_every_epochs`` says;
+        the loggers start here, receive the final metrics and are closed, also when the run fails or stops."""
+        self.loggers.start(self.run_dir, self.epoch, [(record["epoch"], epoch_scalars(record))
+                                                      for record in self.history])
+        try:
+            summary = self._train_epochs()
+        except BaseException as error:
+            self.loggers.finish("interrupted" if isinstance(error, (RunInterrupted, KeyboardInterrupt)) else "failed")
+            raise
+        final, best = summary["final"], summary["best"]
+        metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],
+                   "hparam/best_acc1": best["acc1"]}
+        self.loggers.log_summary({k: v for k, v in metrics.items() if v is not None}, summary["epochs_completed"])
+        self.loggers.finish("completed")
+        return summary
+
+    def _train_epochs(self) -> dict[str, Any]:
         settings = self.settings
         self.callbacks.call("on_train_start", self)
         while self.epoch < settings.epochs:
@@ -568,23 +600,20 @@ class Trainer:
         return epoch % every == 0 or epoch == self.settings.epochs
 
     def _record_epoch(self, epoch: int, lr: float, lr_end: float, train: dict, evaluated: dict[str, dict]) -> None:
-        """Append the epoch to the history, write its TensorBoard scalars and log its line.
+        """Append the epoch to the history, hand its scalars to the loggers and log its line.
 
         ``lr`` is the lr the epoch started at, ``lr_end`` that of its last optimizer step: a per-step
         schedule (cosine, warmup, onecycle) moves it within the epoch, and the line shows both then.
         """
         images_per_sec, seconds = self.throughput.epoch_images_per_sec, self.throughput.epoch_seconds
         record = {"epoch": epoch, "train_loss": train["loss"], "train_acc1": train["acc1"]}
-        scalars = {"train/loss": train["loss"], "train/acc1": train["acc1"]}
         for split, metrics in evaluated.items():
             for key in ("loss", "acc1", "acc5"):
-                record[f"{split}_{key}"] = scalars[f"{split}/{key}"] = metrics[key]
+                record[f"{split}_{key}"] = metrics[key]
             record[f"{split}_images"] = metrics["images"]  # each image once, whatever the number of ranks
         record.update(lr=lr, lr_end=lr_end, images_per_sec=images_per_sec, epoch_seconds=seconds)
-        scalars.update({"opt/lr": lr, "perf/images_per_sec": images_per_sec, "perf/epoch_seconds": seconds})
         self.history.append(record)
-        # An undefined metric (top-5 of fewer than 5 classes) gets no curve rather than a made-up one.
-        self.tb.scalars({tag: value for tag, value in scalars.items() if value is not None}, epoch)
+        self.loggers.log_metrics(epoch_scalars(record), epoch)
         lr_text = f"{lr:.4g}" if f"{lr:.4g}" == f"{lr_end:.4g}" else f"{lr:.4g} -> {lr_end:.4g}"
         log.info("epoch %d/%d  train loss %.4f acc1 %.2f | %slr %s | %.0f img/s, %.1f s", epoch,
                  self.settings.epochs, train["loss"], train["acc1"],
