@@ -348,3 +348,25 @@ def test_the_report_shows_the_pivot_of_a_study(tmp_path, placements):
         assert header[:3] == ["Block", "paper", "modern"]
         assert by_block["SE"]["paper"] == "88.95 ± 0.07 (2)" and by_block["SE"]["modern"] == "90.45 ± 0.07 (2)"
         assert by_block["SE"]["modern: vs plain (95% CI)"].startswith("+0.50 [+0.50, +0.50]")
+
+
+def test_a_run_logging_to_csv_only_shows_its_curve_from_metrics_csv(tmp_path):
+    """A run with logger=csv has no TensorBoard events: its epochs so far come from the CSV logger's file."""
+    from attn_resnet.engine.loggers.base import RunInfo
+    from attn_resnet.engine.loggers.csv_logger import CSVLogger
+    from attn_resnet.reporting.report import run_history
+
+    from helpers import write_run_results
+
+    folder = tmp_path / "run"
+    write_run_results(folder, {"seed": 0, "model": {"depth": 18, "att_type": "SE"}, "data": {"name": "digits"},
+                               "trainer": {"epochs": 10}}, [], status="running")
+    logger = CSVLogger()
+    logger.start(RunInfo(folder, "digits_resnet18_SE"), None)
+    for epoch, (loss, acc1) in enumerate([(2.0, 30.0), (1.0, 60.0), (0.5, 80.0)], start=1):
+        logger.log_metrics({"train/loss": loss, "val/acc1": acc1, "opt/lr": 0.1}, step=epoch)
+    run = reporting.collect_runs(folder)[0]
+    assert run_history(run) == [{"epoch": 1, "train_loss": 2.0, "val_acc1": 30.0},
+                                {"epoch": 2, "train_loss": 1.0, "val_acc1": 60.0},
+                                {"epoch": 3, "train_loss": 0.5, "val_acc1": 80.0}]
+    assert run_state(run) == "stopped without a final record (killed, or its machine went down), 3 of 10 epochs logged"
