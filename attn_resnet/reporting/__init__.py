@@ -18,6 +18,9 @@ One module per job, each importing only those above it:
 - ``render``: the table in Markdown, CSV or LaTeX
 - ``complexity_table``: params and GFLOPs beside the papers' (no runs)
 - ``pivots``: blocks x placements and blocks x recipes
+- ``report``: what the HTML report shows beyond the table (sections per data set, header, curves, cost points)
+- ``figures``: the report's figures as SVG (matplotlib, imported only when a report is drawn)
+- ``html``: the report as one self-contained HTML page
 
 Everything a caller needs is importable from here: ``from attn_resnet.reporting import collect_runs``.
 """

@@ -69,10 +69,6 @@ class Section:
     cells: list[list[str]] = field(default_factory=list)
     pivot: str | None = None  # "placement" or "recipe" when the runs vary it
 
-    @property
-    def title(self) -> str:
-        return self.dataset
-
 
 def sections(runs: list[Run], paper_name: str | None = None, all_rows: bool = False,
              columns: list[str] | None = None) -> list[Section]:
@@ -124,7 +120,8 @@ def header_facts(runs: list[Run]) -> list[tuple[str, str]]:
     world = _counted(r.get("world_size") for r in records if (r.get("world_size") or 1) > 1)
     if world:
         facts.append(("Processes", "; ".join(world)))
-    facts.append(("Precision", "; ".join(_counted(r.get("precision") for r in records)) or "not recorded"))
+    facts.append(("Precision", "; ".join(_counted({"32": "fp32"}.get(str(r.get("precision")), r.get("precision"))
+                                                   for r in records)) or "not recorded"))
     facts.append(("Commit", "; ".join(_counted(r.get("git_commit") for r in records)) or "not recorded"))
     facts.append(("Versions", "; ".join(_counted(
         f"torch {r['torch_version']}" + (f", attn-resnet {r['package_version']}" if r.get("package_version") else "")
