@@ -124,26 +124,36 @@ def build_model(spec: dict, fused: bool | str = "auto") -> torch.nn.Module:
     return ResidualNet(**spec, fused=fused)
 
 
+def _instantiate_named(nodes: Mapping[str, Any] | None, group: str, base: type, what: str) -> list:
+    """Each NAME -> {_target_, arguments} of ``nodes`` built with Hydra's ``instantiate`` and named NAME (which
+    keys its state); a None entry is switched off. An object that is not a ``base`` is refused."""
+    from hydra.utils import instantiate
+
+    built = []
+    for name, node in (nodes or {}).items():
+        if node is None:
+            continue
+        made = instantiate(dict(node))
+        if not isinstance(made, base):
+            raise TypeError(f"{group}.{name}: {node['_target_']} built a {type(made).__name__}, not an "
+                            f"attn_resnet.{base.__name__}; a configured {what} subclasses attn_resnet.{base.__name__}.")
+        made.name = str(name)
+        built.append(made)
+    return built
+
+
+def _listed(objects: list) -> str:
+    return ", ".join(f"{made.name} ({type(made).__module__}.{type(made).__qualname__})" for made in objects)
+
+
 def configured_callbacks(callbacks: Mapping[str, Any] | None) -> list:
     """The callbacks of the config's ``callbacks`` mapping (NAME -> {_target_, arguments}), built with Hydra's
     ``instantiate``; each is named NAME, which keys its state in checkpoints. A None entry is switched off."""
-    from hydra.utils import instantiate
-
     from .engine.callbacks import Callback
 
-    built = []
-    for name, node in (callbacks or {}).items():
-        if node is None:
-            continue
-        callback = instantiate(dict(node))
-        if not isinstance(callback, Callback):
-            raise TypeError(f"callbacks.{name}: {node['_target_']} built a {type(callback).__name__}, not an "
-                            f"attn_resnet.Callback; a configured callback subclasses attn_resnet.Callback.")
-        callback.name = str(name)
-        built.append(callback)
+    built = _instantiate_named(callbacks, "callbacks", Callback, "callback")
     if built:
-        log.info("Callbacks from the config: %s", ", ".join(f"{c.name} ({type(c).__module__}.{type(c).__qualname__})"
-                                                           for c in built))
+        log.info("Callbacks from the config: %s", _listed(built))
     return built
 
 
@@ -151,20 +161,9 @@ def configured_loggers(config: Mapping[str, Any], spec: Mapping[str, Any], datas
     """The loggers of the config's ``logger`` mapping (NAME -> {_target_, arguments}, the ``logger`` group's
     choices and any ``+logger.NAME._target_=...``), built with Hydra's ``instantiate``, each named NAME; with the
     run's name, its tags (block, depth, dataset, seed) and its hyperparameters (the flattened config)."""
-    from hydra.utils import instantiate
-
     from .engine.loggers import Logger, LoggerList, flatten_hparams
 
-    built = []
-    for name, node in (config.get("logger") or {}).items():
-        if node is None:
-            continue
-        logger = instantiate(dict(node))
-        if not isinstance(logger, Logger):
-            raise TypeError(f"logger.{name}: {node['_target_']} built a {type(logger).__name__}, not an "
-                            f"attn_resnet.Logger; a configured logger subclasses attn_resnet.Logger.")
-        logger.name = str(name)
-        built.append(logger)
+    built = _instantiate_named(config.get("logger"), "logger", Logger, "logger")
     hyperparams = flatten_hparams({k: v for k, v in config.items() if k != "hydra"})
     source = block_source(spec)
     if source:  # a block from outside the package: where it lives and which version ran
@@ -173,8 +172,7 @@ def configured_loggers(config: Mapping[str, Any], spec: Mapping[str, Any], datas
     tags = {"block": str(spec["att_type"]), "depth": str(spec["depth"]), "dataset": str(dataset),
             "seed": str(config.get("seed"))}
     if built:
-        log.info("Loggers: %s", ", ".join(f"{logger.name} ({type(logger).__module__}.{type(logger).__qualname__})"
-                                          for logger in built))
+        log.info("Loggers: %s", _listed(built))
     return LoggerList(built, name=str(config.get("name") or ""), tags=tags, hyperparams=hyperparams)
 
 
