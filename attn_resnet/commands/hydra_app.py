@@ -164,6 +164,10 @@ def exit_for_requeue(error: Any) -> None:
     from ..distributed_env import in_submitit_job
     from ..signals import REQUEUE_EXIT_CODE
 
+    # From here the process only exits: a launcher's SIGTERM to the ranks still running (torchrun stops the others
+    # when one exits) or a repeated stop signal must not kill one mid-exit, with a signal's status instead of ours.
+    for name in {"SIGTERM", *error.signals}:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     (log.warning if error.requeue else log.error)("%s", error)
     if error.signalled_at is not None:
         log.info("Signal to exit: %.1f s (signal to checkpoint written: %.1f s).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import warnings
 import weakref
 from contextlib import nullcontext
@@ -509,11 +510,13 @@ class Trainer:
     def _read_meters(self, extra: torch.Tensor | None = None) -> MeterReading:
         """Copy the training meters (and ``extra``) to the host; stop if a loss went non-finite since the last read."""
         if self.distributed.enabled:  # the stop flag travels with the reading: any rank's request stops all
-            flag = torch.tensor([0.0 if self.stop_request.requested else 1.0], device=self.device)
+            flag = torch.tensor([self._stop_flag()], dtype=torch.float64, device=self.device)
             extra = flag if extra is None else torch.cat([extra.reshape(-1).to(flag), flag])
         reading = self.meters.read(extra)
-        if self.distributed.enabled:
-            self._stop_agreed = self._stop_agreed or reading.extra[-1] == 0.0
+        if self.distributed.enabled and reading.extra[-1] < 1 and not self._stop_agreed:
+            self._stop_agreed = True
+            if reading.extra[-1] < 0 and not self.stop_request.signals:  # another rank's signal stops this one
+                self.stop_request.signalled(signal.Signals(round(-reading.extra[-1])).name)
         if reading.bad_batch is not None:
             raise self._nonfinite_loss_error(reading)
         return reading
@@ -577,6 +580,14 @@ class Trainer:
         data-parallel run, on any rank by the latest meter reading, a collective all ranks make at the same batch
         (log points, checkpoints, the end of each epoch), so that every rank stops at the same step."""
         return self._stop_agreed if self.distributed.enabled else self.stop_request.requested
+
+    def _stop_flag(self) -> float:
+        """This rank's stop request as one number for the reading's minimum over the ranks: 1 (none), 0 (Ctrl-C)
+        or minus the number of the stop signal received, so that every rank learns which signal stopped the run."""
+        request = self.stop_request
+        if not request.requested:
+            return 1.0
+        return -float(signal.Signals[request.signals[0]]) if request.signals else 0.0
 
     def _stop_error(self) -> RuntimeError:
         """The exception of a stop, after its checkpoint: where the run stands, and the steps this attempt made."""

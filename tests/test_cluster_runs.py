@@ -1,0 +1,286 @@
+"""Cluster-grade runs on one machine: stop signals (the ranks agree, one checkpoint, the requeue status), attempts
+in results.json, two torchrun "nodes" on localhost, a SIGKILLed rank under --max-restarts, and submitit's local
+executor requeueing a job after a simulated preemption and a time limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from attn_resnet.attempts import new_attempt, previous_attempts, without_progress
+from attn_resnet.signals import REQUEUE_EXIT_CODE, RunStopped, StopRequest, signal_numbers, stop_on_signals
+
+from helpers import REPO, launch_env
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+# Tiny runs: synthetic 8x8 images, ResNet-18, deterministic kernels, one thread per rank; the ranks read their
+# meters (and so agree on a stop) every 2 batches.
+TINY = [
+    "data=synthetic",
+    "data.image_size=8",
+    "data.val_size=16",
+    "data.batch_size=8",
+    "model.depth=18",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "trainer.deterministic=true",
+    "trainer.attention_maps_every=0",
+    "trainer.log_every_steps=2",
+    "trainer.dist_timeout=60",
+]
+# Two epochs of 12 steps with two processes (batch 2 x 8).
+TWO_RANKS = [*TINY, "data.train_size=192", "trainer.epochs=2"]
+
+
+def _env() -> dict:
+    """The child's environment: this tree's package first on the path (torchrun's workers import it too)."""
+    env = launch_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _weights(run: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)["model"]
+
+
+def _assert_same_weights(run: Path, reference: Path) -> None:
+    mine, theirs = _weights(run), _weights(reference)
+    assert mine.keys() == theirs.keys()
+    different = [key for key in theirs if not torch.equal(mine[key], theirs[key])]
+    assert not different, different[:5]
+
+
+def _results(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def _run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _only_run_folder(cwd: Path) -> Path:
+    runs = [path for path in (cwd / "outputs").glob("*/*") if path.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                found.append(int(entry.name))
+    return found + [grandchild for child in found for grandchild in _children(child)]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        items = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").split("=", 1) for item in items if b"=" in item)
+
+
+def _wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _training_started(run: Path):
+    """True once rank 0 has logged the recipe line, written just before the loop starts (after every rank
+    installed its stop handlers and joined the process group)."""
+    log = run / "train.log"
+    return lambda: log.is_file() and "Recipe:" in log.read_text()
+
+
+@pytest.fixture(scope="module")
+def two_rank_reference(module_tmp) -> Path:
+    """The uninterrupted run that the stopped, restarted and two-node runs must equal: one node, two processes."""
+    folder = module_tmp("reference")
+    run = folder / "run"
+    _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", str(REPO / "train.py"), *TWO_RANKS,
+          f"hydra.run.dir={run}"], cwd=folder)
+    assert _results(run)["world_size"] == 2
+    return run
+
+
+# ------------------------------------------------------------------ pieces, in one process
+def test_a_stop_signal_only_sets_the_flag_and_the_handlers_come_back():
+    stop = StopRequest()
+    before = signal.getsignal(signal.SIGUSR2)
+    with stop_on_signals(stop, ["SIGTERM", "SIGUSR2"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert stop.requested and stop.signals == ["SIGTERM", "SIGUSR2"]
+        error = stop.error("after batch 3", (5, 9))
+    assert signal.getsignal(signal.SIGUSR2) is before
+    assert isinstance(error, RunStopped) and error.requeue and error.steps == (5, 9)
+    assert str(error).startswith("Stopped on SIGTERM then SIGUSR2 after batch 3")
+    assert 0 <= error.seconds < 5
+
+
+def test_bad_stop_signal_names_are_refused_before_anything_runs():
+    assert signal_numbers(["SIGTERM", "SIGUSR2"]) == {"SIGTERM": 15, "SIGUSR2": 12}
+    for bad in ("SIGKILL", "TERM", "SIGFOO"):
+        with pytest.raises(ValueError, match=f"Invalid signal '{bad}' in trainer.stop_signals"):
+            signal_numbers([bad])
+    from attn_resnet.config.validate import ConfigError, validate_train_config
+
+    from helpers import compose_train
+
+    with pytest.raises(ConfigError, match="SIGUSR3"):
+        validate_train_config(compose_train(["trainer.stop_signals=[SIGTERM,SIGUSR3]"]))
+
+
+def test_the_stop_flag_of_one_rank_reaches_every_rank_in_the_meter_reading():
+    from attn_resnet.engine.metrics import TrainingMeters
+
+    # Each rank's row: loss sum, hits, images, bad batch, bad loss, then the extras: finite weights and the stop
+    # flag (1: none; minus the signal's number: a stop signal, here rank 1's SIGUSR2).
+    rows = [[10.0, 3.0, 8.0, -1.0, 0.0, 1.0, 1.0], [20.0, 5.0, 8.0, -1.0, 0.0, 1.0, -float(signal.SIGUSR2)]]
+    reading = TrainingMeters._reading_of(rows)
+    assert reading.extra == (1.0, -float(signal.SIGUSR2))  # every rank reads rank 1's request, and its signal
+
+
+def test_attempts_say_why_each_started_and_count_those_without_progress(tmp_path):
+    first = new_attempt([], {})
+    assert (first["attempt"], first["reason"]) == (1, "start")
+    stopped = {**first, "status": "stopped", "signals": ["SIGTERM", "SIGUSR2"], "steps": [0, 7]}
+    second = new_attempt([stopped], {"SLURM_RESTART_COUNT": "1", "SLURM_JOB_ID": "42"})
+    assert second["reason"] == "Slurm requeue 1 of job 42, after attempt 1 stopped on SIGTERM then SIGUSR2"
+    assert second["slurm_job_id"] == "42"
+    killed = {**second, "status": "running"}
+    third = new_attempt([stopped, killed], {"TORCHELASTIC_RESTART_COUNT": "1", "TORCHELASTIC_MAX_RESTARTS": "3",
+                                            "TORCHELASTIC_RUN_ID": "abc"})
+    assert third["reason"] == ("torchrun restart 1 of at most 3 (run id abc), after attempt 2 ended without a "
+                               "record (the process was killed)")
+    idle = {"status": "stopped", "steps": [7, 7]}
+    assert without_progress([stopped, idle, idle]) == 2 and without_progress([idle, stopped]) == 0
+    (tmp_path / "results.json").write_text(json.dumps({"status": "stopped", "attempts": [stopped, idle]}))
+    assert previous_attempts(tmp_path) == [stopped, idle]
+
+
+# ------------------------------------------------------------------ stop signals, end to end
+def _stopped_single_run(tmp_path: Path, signals: list[int]) -> tuple[Path, subprocess.CompletedProcess, list[str]]:
+    run = tmp_path / "run"
+    args = [*TINY, "data.train_size=384", "trainer.epochs=2", f"hydra.run.dir={run}"]
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(_training_started(run), 240, "the training loop", process)
+        for number in signals:
+            process.send_signal(number)
+            time.sleep(0.05)
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return run, subprocess.CompletedProcess(process.args, process.returncode, output, ""), args
+
+
+def test_sigterm_then_sigusr2_stops_at_a_step_with_one_checkpoint_and_the_requeue_status(tmp_path):
+    run, stopped, args = _stopped_single_run(tmp_path, [signal.SIGTERM, signal.SIGUSR2])
+    assert stopped.returncode == REQUEUE_EXIT_CODE, stopped.stdout[-3000:]
+    assert "Traceback" not in stopped.stdout
+    results = _results(run)
+    assert results["status"] == "stopped" and results["requeue"] is True
+    (attempt,) = results["attempts"]
+    assert attempt["signals"][:2] == ["SIGTERM", "SIGUSR2"] and attempt["status"] == "stopped"
+    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    # Written by the stop alone: mid-epoch (no epoch had ended, so no other checkpoint was due), at the step
+    # the attempt records; the log says so once.
+    assert state["epoch"] == 0 and 0 < state["batch_in_epoch"] < 48
+    assert attempt["steps"] == [0, state["global_step"]]
+    assert not (run / "checkpoints" / "best.pt").exists()
+    log = (run / "train.log").read_text()
+    assert log.count("Stop requested (SIGTERM, SIGUSR2)") == 1
+    assert re.search(r"Signal to exit: \d+\.\d s", log)
+
+    # The same command continues in the same folder, to the weights of a run that was never stopped.
+    _run([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path)
+    results = _results(run)
+    assert results["status"] == "completed" and [a["status"] for a in results["attempts"]] == ["stopped",
+                                                                                             "completed"]
+    assert results["attempts"][1]["reason"] == "started again in the same folder, after attempt 1 stopped on " \
+                                               "SIGTERM then SIGUSR2"
+    assert log in (run / "train.log").read_text()  # the log goes on after the first attempt's lines
+    reference = tmp_path / "reference"
+    _run([sys.executable, str(REPO / "train.py"), *args[:-1], f"hydra.run.dir={reference}"], cwd=tmp_path)
+    _assert_same_weights(run, reference)
+
+
+def _torchrun_stop(tmp_path: Path, signals: list[int], ranks: tuple[int, ...]) -> tuple[Path, str, int]:
+    """A 2-process run sent ``signals`` to the workers of ``ranks`` (as Slurm signals every process of a step)."""
+    run = tmp_path / "run"
+    process = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=0",
+                                str(REPO / "train.py"), *TWO_RANKS, f"hydra.run.dir={run}"], cwd=tmp_path,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        _wait_for(_training_started(run), 240, "the training loop", process)
+        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in _children(process.pid)
+                   if "train.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
+        for number in signals:
+            for rank in ranks:
+                os.kill(workers[rank], number)
+            time.sleep(0.05)
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    return run, output, process.returncode
+
+
+def _exit_codes(torchrun_output: str) -> list[int]:
+    """The workers' exit codes in torchrun's failure report."""
+    return [int(code) for code in re.findall(r"exitcode\s*:\s*(-?\d+)", torchrun_output)]
+
+
+@pytest.mark.slow  # a stopped and a resumed 2-process run: about 40 s on 2 cores
+@pytest.mark.parametrize("signals, ranks", [([signal.SIGUSR2], (0, 1)), ([signal.SIGTERM, signal.SIGUSR2], (0, 1)),
+                                            ([signal.SIGUSR2], (1,))], ids=["usr2", "term-then-usr2", "one-rank"])
+def test_a_signal_to_a_two_process_run_stops_every_rank_at_one_step_and_resumes_exactly(
+        tmp_path, two_rank_reference, signals, ranks):
+    run, output, status = _torchrun_stop(tmp_path, signals, ranks)
+    assert status != 0
+    assert _exit_codes(output) and set(_exit_codes(output)) == {REQUEUE_EXIT_CODE}, output[-3000:]
+    results = _results(run)
+    assert results["status"] == "stopped", output[-3000:]
+    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["world_size"] == 2 and state["epoch"] == 0 and state["batch_in_epoch"] % 2 == 0
+    assert results["attempts"][0]["steps"] == [0, state["global_step"]]
+    # One checkpoint, at one step: both ranks stopped at the reading where one of them asked.
+    assert (run / "train.log").read_text().count("Stop requested") == 1
+    assert output.count("Stop requested") == 2  # each rank's warning on the console, once
+    _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", str(REPO / "train.py"), *TWO_RANKS,
+          f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert _results(run)["status"] == "completed"
+    _assert_same_weights(run, two_rank_reference)
