@@ -284,3 +284,78 @@ def test_a_signal_to_a_two_process_run_stops_every_rank_at_one_step_and_resumes_
           f"hydra.run.dir={run}"], cwd=tmp_path)
     assert _results(run)["status"] == "completed"
     _assert_same_weights(run, two_rank_reference)
+
+
+# ------------------------------------------------------------------ two torchrun "nodes", restarts
+def _two_nodes(cwd: Path, rendezvous: str) -> list[subprocess.CompletedProcess]:
+    """Two torchrun agents on localhost, one process each, started side by side in the same folder."""
+    port = _free_port()
+    if rendezvous == "static":
+        nodes = [[f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}"] for rank in (0, 1)]
+    else:
+        nodes = [["--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=two-nodes"]] * 2
+    processes = [subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", *node, str(REPO / "train.py"),
+                                   *TWO_RANKS], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                  for node in nodes]
+    try:
+        finished = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    for process, output in zip(processes, finished):
+        assert process.returncode == 0, output[-3000:]
+    return finished
+
+
+@pytest.mark.parametrize("rendezvous", ["static", pytest.param("c10d", marks=pytest.mark.slow)])
+def test_two_torchrun_nodes_share_one_run_folder_and_train_as_one_node_of_two(tmp_path, two_rank_reference,
+                                                                            rendezvous):
+    _two_nodes(tmp_path, rendezvous)
+    run = _only_run_folder(tmp_path)  # both nodes' ranks resolved the same folder
+    results = _results(run)
+    assert results["status"] == "completed" and results["world_size"] == 2
+    assert (run / "train.log").read_text().count("Process group: 2 processes") == 1  # rank 0's log only
+    _assert_same_weights(run, two_rank_reference)
+
+
+@pytest.mark.slow  # a run whose rank is killed, restarted by torchrun, and finished: about 40 s on 2 cores
+def test_a_rank_killed_mid_epoch_under_max_restarts_finishes_in_the_same_folder_with_the_same_weights(
+        tmp_path, two_rank_reference):
+    process = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+                                str(REPO / "train.py"), *TWO_RANKS, "trainer.checkpoint_every_steps=1"],
+                               cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    killed_at = {}
+    try:
+        def mid_epoch_checkpoint() -> bool:
+            for last in (tmp_path / "outputs").glob("*/*/checkpoints/last.pt"):
+                try:
+                    state = torch.load(last, map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - replaced while being read; read it again
+                    return False
+                if state["epoch"] == 0 and state["global_step"] >= 3:
+                    killed_at["step"] = state["global_step"]
+                    return True
+            return False
+
+        _wait_for(mid_epoch_checkpoint, 240, "a mid-epoch checkpoint", process)
+        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in _children(process.pid)
+                   if "train.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
+        os.kill(workers[1], signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output[-4000:]
+    run = _only_run_folder(tmp_path)  # the restarted ranks came back to the first attempt's folder
+    results = _results(run)
+    assert results["status"] == "completed"
+    first, second = results["attempts"]
+    assert first["status"] == "failed"  # rank 0 saw its peer go, and recorded it
+    assert second["reason"].startswith("torchrun restart 1 of at most 1")
+    resumed = (run / "train.log").read_text().split("Resumed from", 1)[1].split("\n")[0]
+    assert "optimizer step" in resumed and int(re.search(r"optimizer step (\d+)", resumed).group(1)) >= \
+        killed_at["step"]
+    _assert_same_weights(run, two_rank_reference)
