@@ -45,7 +45,7 @@ TWO_RANKS = [*TINY, "data.train_size=192", "trainer.epochs=2"]
 def _env() -> dict:
     """The child's environment: this tree's package first on the path (torchrun's workers import it too)."""
     env = launch_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -359,3 +359,82 @@ def test_a_rank_killed_mid_epoch_under_max_restarts_finishes_in_the_same_folder_
     assert "optimizer step" in resumed and int(re.search(r"optimizer step (\d+)", resumed).group(1)) >= \
         killed_at["step"]
     _assert_same_weights(run, two_rank_reference)
+
+
+# ------------------------------------------------------------------ submitit's local executor through Hydra
+ONE_PROCESS = [*TINY, "data.train_size=384", "trainer.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(module_tmp) -> Path:
+    folder = module_tmp("one_process_reference")
+    run = folder / "run"
+    _run([sys.executable, str(REPO / "train.py"), *ONE_PROCESS, f"hydra.run.dir={run}"], cwd=folder)
+    return run
+
+
+def _submitit_sweep(cwd: Path, launcher: list[str], interrupt=None, args: list[str] = ONE_PROCESS) -> tuple[Path, str]:
+    """A one-job sweep on submitit's local executor; ``interrupt(job_folder, task_pids)`` runs once training started.
+    The sweep folder is the default one (``multirun/<run stamp>``): a requeued job must find it again."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweep extra is not installed")
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--multirun", "hydra/launcher=submitit_local",
+                                *launcher, *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        if interrupt is not None:
+            def job_started() -> bool:
+                return any(_training_started(folder)() for folder in (cwd / "multirun").glob("*/0_*"))
+
+            _wait_for(job_started, 240, "the job's training loop", process)
+            (job,) = (cwd / "multirun").glob("*/0_*")
+            tasks = [pid for pid in _children(process.pid)
+                     if "submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+            interrupt(job, tasks)
+        output, _ = process.communicate(timeout=400)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output[-3000:]
+    (job,) = (cwd / "multirun").glob("*/0_*")  # one sweep folder, one job folder: the requeued job came back
+    return job, output
+
+
+def _preempt(job: Path, tasks: list[int]) -> None:
+    """submitit's model of a Slurm preemption (``SlurmJob._interrupt``): SIGTERM, then its USR2."""
+    assert len(tasks) == 1, tasks
+    os.kill(tasks[0], signal.SIGTERM)
+    time.sleep(0.05)
+    os.kill(tasks[0], signal.SIGUSR2)
+
+
+@pytest.mark.slow  # a submitit job preempted, requeued and finished, and its reference run: about 50 s on 2 cores
+def test_a_preempted_submitit_job_requeues_resumes_and_equals_an_uninterrupted_run(tmp_path, one_process_reference):
+    job, output = _submitit_sweep(tmp_path, ["hydra.launcher.timeout_min=60"], _preempt)
+    results = _results(job)
+    assert results["status"] == "completed", output[-3000:]
+    first, second = results["attempts"]
+    assert first["status"] == "stopped" and first["signals"][:2] == ["SIGTERM", "SIGUSR2"]
+    assert second["reason"] == "started again in the same folder, after attempt 1 stopped on SIGTERM then SIGUSR2"
+    submitit_log = "".join(path.read_text() for path in (job.parent / ".submitit").glob("*/*_log.err"))
+    assert "this job is preempted" in submitit_log  # submitit's own requeue handler decided
+    _assert_same_weights(job, one_process_reference)
+
+
+@pytest.mark.slow  # a job that reaches its time limit, is requeued and finishes, and its reference: about 100 s
+def test_a_submitit_job_at_its_time_limit_requeues_resumes_and_equals_an_uninterrupted_run(tmp_path):
+    # The local executor sends USR2 30 s before each attempt's time limit of 1 minute (its signal_delay_s), 30 s
+    # after the attempt starts. The first attempt cannot finish by then: it waits 0.4 s after each of its 96 steps.
+    # A resumed attempt runs at full speed, a few seconds here.
+    args = [*TINY, "data.train_size=768", "trainer.epochs=1"]
+    slow = ["+callbacks.slow._target_=slow_first_attempt.SlowFirstAttempt"]
+    job, output = _submitit_sweep(tmp_path, ["hydra.launcher.timeout_min=1"], args=args + slow)
+    results = _results(job)
+    assert results["status"] == "completed", output[-3000:]
+    attempts = results["attempts"]
+    assert len(attempts) >= 2 and attempts[0]["status"] == "stopped" and attempts[0]["signals"] == ["SIGUSR2"]
+    assert all(attempt["steps"][1] > attempt["steps"][0] for attempt in attempts[:-1])  # each made progress
+    submitit_log = "".join(path.read_text() for path in (job.parent / ".submitit").glob("*/*_log.err"))
+    assert "this job is timed-out" in submitit_log
+    reference = tmp_path / "reference"
+    _run([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={reference}"], cwd=tmp_path)
+    _assert_same_weights(job, reference)
