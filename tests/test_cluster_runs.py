@@ -438,3 +438,25 @@ def test_a_submitit_job_at_its_time_limit_requeues_resumes_and_equals_an_uninter
     reference = tmp_path / "reference"
     _run([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={reference}"], cwd=tmp_path)
     _assert_same_weights(job, reference)
+
+
+def test_a_run_requeued_by_slurm_finds_the_folder_of_its_first_attempt(tmp_path, monkeypatch):
+    from helpers import compose_train
+
+    monkeypatch.chdir(tmp_path)
+    for variable in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    first = compose_train(["data=synthetic"], return_hydra_config=True).hydra.run.dir
+    assert first.startswith("outputs/synthetic_resnet18_none/") and first.endswith("_slurm4242")
+    Path(first).mkdir(parents=True)
+    # Another run in the same job (not requeued) gets a folder of its own; the requeued job gets the first one back.
+    assert compose_train(["data=synthetic"], return_hydra_config=True).hydra.run.dir != first
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert compose_train(["data=synthetic"], return_hydra_config=True).hydra.run.dir == first
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: its own folder
+    assert compose_train(["data=synthetic"], return_hydra_config=True).hydra.run.dir.endswith("_slurm4243")
+    # A job of an array: the array's id and the task's index.
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "500")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert compose_train([], return_hydra_config=True).hydra.run.dir.endswith("_slurm500_3")
