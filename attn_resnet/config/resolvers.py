@@ -19,7 +19,7 @@
   ``${unique:}``; under torchrun every rank reads the one stamp its launch agreed on
   (``distributed_env.agree_run_stamp``), so all ranks of a run share one folder, also after a
   torchrun restart (the launcher's store keeps the stamp).
-- ``${run_folder:PARENT}``: ``PARENT/<run stamp>``; inside a Slurm job ``PARENT/<run stamp>_slurm<job id>``,
+- ``${run_folder:PARENT,${run_stamp:}}``: ``PARENT/<run stamp>``; inside a Slurm job ``PARENT/<run stamp>_slurm<job id>``,
   and when Slurm has requeued the job, the folder of that name its first attempt made, so that the
   requeued job resumes in it.
 """
@@ -57,15 +57,15 @@ def _run_stamp() -> str:
     return os.environ.get(STAMP_VARIABLE) or new_run_stamp()
 
 
-def _run_folder(parent: str) -> str:
+def _run_folder(parent: str, stamp: str) -> str:
     tag = slurm_job_tag()
     if tag is None:
-        return f"{parent}/{_run_stamp()}"
+        return f"{parent}/{stamp}"
     if requeued_by_slurm():
         earlier = sorted(path for path in Path(parent).glob(f"*_{tag}") if path.is_dir())
         if earlier:
             return str(earlier[-1])
-    return f"{parent}/{_run_stamp()}_{tag}"
+    return f"{parent}/{stamp}_{tag}"
 
 
 def _config_help(config_name: str) -> str:

@@ -1,0 +1,170 @@
+"""The measured inputs of docs/scaling.md that this machine can give: the ImageNet data path per CPU core, a gloo
+all-reduce of ResNet-50's gradients, a ResNet-50 training step in one process against DistributedDataParallel in
+two (the scaling model's check), and the time to write a ResNet-50 training checkpoint.
+
+    python scripts/scaling_checks.py                   # writes docs/scaling_checks.json and prints it
+
+Each figure is the median of several repeats after a warm-up, with the machine's load average recorded beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from attn_resnet.engine.checkpoint import save_atomic  # noqa: E402
+from attn_resnet.models import ResidualNet  # noqa: E402
+
+
+def _resnet50() -> torch.nn.Module:
+    return ResidualNet("ImageNet", 50, 1000, "none")
+
+
+def _median_seconds(work, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def data_path(workers: int, images: int, repeats: int) -> dict:
+    """images/s of the per-image ImageNet pipeline (JPEG decode, RandomResizedCrop 224, flip) with ``workers``
+    loader processes, from scripts/benchmark_imagenet_data.py (its uint8-items contender: the default path)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "data.json"
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_imagenet_data.py"), "--images", str(images),
+                        "--workers", str(workers), "--repeats", str(repeats), "--output-json", str(out),
+                        "--output-md", str(Path(folder) / "data.md")], check=True, capture_output=True, text=True)
+        report = json.loads(out.read_text())
+    return {"workers": workers, "images": images,
+            "images_per_second": {name: result["images_per_second"] for name, result in report["results"].items()}}
+
+
+def _worker(rank: int, world_size: int, init_file: str, task: str, options: dict, queue) -> None:
+    torch.set_num_threads(options["threads"])
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=600))
+    try:
+        if task == "allreduce":
+            tensor = torch.ones(options["numel"])
+            times = _median_seconds(lambda: dist.all_reduce(tensor), options["repeats"])
+        else:
+            torch.manual_seed(0)
+            model = torch.nn.parallel.DistributedDataParallel(_resnet50())
+            times = _step_times(model, options)
+        queue.put((rank, times))
+    finally:
+        dist.destroy_process_group()
+
+
+def _step_times(model: torch.nn.Module, options: dict) -> list[float]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(options["batch"], 3, options["size"], options["size"])
+    targets = torch.randint(0, 1000, (options["batch"],))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), targets).backward()
+        optimizer.step()
+
+    return _median_seconds(step, options["repeats"])
+
+
+def _in_processes(world_size: int, task: str, options: dict) -> list[float]:
+    """Each repeat's time, the slowest rank's, over ``world_size`` gloo processes."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    with tempfile.TemporaryDirectory() as folder:
+        processes = [context.Process(target=_worker, args=(rank, world_size, f"{folder}/init", task, options, queue))
+                     for rank in range(world_size)]
+        for process in processes:
+            process.start()
+        received = [queue.get(timeout=1800) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+    return [max(times) for times in zip(*(times for _, times in received))]
+
+
+def checkpoint_write(repeats: int) -> dict:
+    """Seconds to write a ResNet-50 training checkpoint (weights and SGD momentum) with the trainer's atomic write
+    (temp file, fsync, rename), on the disk holding the system's temp folder."""
+    model = _resnet50()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()  # creates the momentum buffers
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "last.pt"
+        times = _median_seconds(lambda: save_atomic(payload, path), repeats)
+        size = path.stat().st_size
+    return {"bytes": size, "seconds": times, "median_seconds": statistics.median(times),
+            "megabytes_per_second": size / 1e6 / statistics.median(times)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--images", type=int, default=256, help="JPEGs of the data path benchmark")
+    parser.add_argument("--batch", type=int, default=16, help="global batch of the training step check")
+    parser.add_argument("--size", type=int, default=64, help="image size of the training step check")
+    parser.add_argument("--output-json", type=Path, default=ROOT / "docs" / "scaling_checks.json")
+    args = parser.parse_args(argv)
+    numel = sum(p.numel() for p in _resnet50().parameters())
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "command": "python scripts/scaling_checks.py "
+                    + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                "load_average_before": list(os.getloadavg())},
+                    "torch": str(torch.__version__)}
+    report["data_path"] = [data_path(workers, args.images, 3) for workers in (1, 2)]
+    repeats = args.repeats
+    allreduce = _in_processes(2, "allreduce", {"numel": numel, "repeats": repeats, "threads": 1})
+    report["allreduce"] = {"processes": 2, "backend": "gloo", "elements": numel, "bytes": 4 * numel,
+                           "seconds": allreduce, "median_seconds": statistics.median(allreduce),
+                           # a ring all-reduce moves 2 (n - 1) / n of the buffer through each process's link
+                           "bus_gigabytes_per_second": 4 * numel / 1e9 / statistics.median(allreduce)}
+    step = {"model": "ResidualNet('ImageNet', 50, 1000, 'none'), SGD momentum, fp32", "image_size": args.size,
+            "global_batch": args.batch}
+    torch.manual_seed(0)
+    for name, threads, batch in (("one_process_two_threads", 2, args.batch),
+                                 ("one_process_one_thread_half_batch", 1, args.batch // 2)):
+        torch.set_num_threads(threads)
+        times = _step_times(_resnet50(), {"batch": batch, "size": args.size, "repeats": repeats})
+        step[name] = {"threads": threads, "batch": batch, "seconds": times, "median_seconds": statistics.median(times)}
+    times = _in_processes(2, "ddp", {"batch": args.batch // 2, "size": args.size, "repeats": repeats, "threads": 1})
+    step["ddp_two_processes_one_thread_each"] = {"batch_per_process": args.batch // 2, "seconds": times,
+                                                 "median_seconds": statistics.median(times)}
+    # The scaling model's prediction for two processes: each rank's compute on its half batch, plus the whole
+    # all-reduce when nothing of it overlaps the backward (an upper bound), or none of it (a lower bound).
+    compute = step["one_process_one_thread_half_batch"]["median_seconds"]
+    step["predicted_ddp_seconds"] = {"no_overlap": compute + report["allreduce"]["median_seconds"],
+                                     "full_overlap": compute}
+    report["train_step"] = step
+    report["checkpoint_write"] = checkpoint_write(repeats)
+    report["machine"]["load_average_after"] = list(os.getloadavg())
+    args.output_json.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
