@@ -296,7 +296,9 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
             f"trainer.resume_allow_changes=true to continue anyway (the changes are then recorded in "
             f"results.json under resume_changes)."
         )
-    log.warning("Resuming with changed settings (trainer.resume_allow_changes=true): %s", describe_changes(changes))
+    log.warning("Resuming with changed settings (trainer.resume_allow_changes=true): %s. The result is no longer "
+                "bit-exact: it differs from a run that kept the checkpoint's settings throughout.",
+                describe_changes(changes))
     return {key: {"checkpoint": old, "now": new} for key, (old, new) in changes.items()}
 
 

@@ -121,6 +121,48 @@ def checkpoint_write(repeats: int) -> dict:
             "megabytes_per_second": size / 1e6 / statistics.median(times)}
 
 
+# Published figures the model uses, with their sources (docs/scaling.md cites them again).
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set (Russakovsky et al., IJCV 2015)
+DGX_H200_CORES_PER_GPU = 112 / 8   # NVIDIA DGX H200 datasheet: 2x Xeon Platinum 8480C, 112 cores, 8 GPUs
+NVLINK_GB_PER_S = 450              # NVIDIA H200 product page: NVLink 900 GB/s, both directions together
+INFINIBAND_GB_PER_S = 400 / 8      # DGX H200 datasheet: one 400 Gb/s ConnectX-7 port per GPU
+ETHERNET_GB_PER_S = 100 / 8 / 8    # a 100 Gb/s Ethernet port per node, shared by its 8 GPUs
+
+
+def scaling_model(report: dict, gpu_json: Path, epochs: int = 90, batch_per_gpu: int = 256) -> dict:
+    """Wall-clock of ``epochs`` ImageNet epochs on 1, 8, 16 and 64 H200s for the recorded ResNet-50 rows.
+
+    Per GPU, a step takes the longer of the GPU's step (the recorded images/s) and the data path's time for the
+    batch (the per-core images/s measured here times the cores a DGX H200 has per GPU), plus the gradient
+    all-reduce when none of it overlaps the backward (an upper bound; DDP overlaps most of it): a ring all-reduce
+    moves 2 (n - 1) / n of the gradients through each GPU's slowest link. Two checkpoints a epoch are added.
+    """
+    gpu = json.loads(gpu_json.read_text())
+    rates = {model["att_type"]: model["images_per_second"] for model in gpu["models"]
+             if model["name"].startswith("ResidualNet") and model["mode"] == "eager"}
+    per_core = report["data_path"][0]["images_per_second"]["workers_uint8_items"]  # one worker, one core
+    data_rate = per_core * DGX_H200_CORES_PER_GPU
+    gradient_bytes = report["allreduce"]["bytes"]
+    checkpoint_seconds = 2 * report["checkpoint_write"]["median_seconds"] * epochs
+    setups = {1: None, 8: NVLINK_GB_PER_S, 16: INFINIBAND_GB_PER_S, 64: INFINIBAND_GB_PER_S}
+    rows = []
+    for att_type, rate in rates.items():
+        for gpus, bandwidth in setups.items():
+            compute = batch_per_gpu / rate
+            data = batch_per_gpu / data_rate
+            allreduce = 0.0 if bandwidth is None else 2 * (gpus - 1) / gpus * gradient_bytes / (bandwidth * 1e9)
+            step = max(compute, data) + allreduce
+            images_per_second = gpus * batch_per_gpu / step
+            hours = (epochs * IMAGENET_TRAIN_IMAGES / images_per_second + checkpoint_seconds) / 3600
+            rows.append({"att_type": att_type, "gpus": gpus, "gpu_step_ms": 1e3 * compute, "data_ms": 1e3 * data,
+                         "allreduce_ms": 1e3 * allreduce, "images_per_second": images_per_second, "hours": hours,
+                         "bound": "data" if data > compute else "GPU"})
+    return {"epochs": epochs, "batch_per_gpu": batch_per_gpu, "gpu_images_per_second": rates,
+            "data_images_per_second_per_gpu": data_rate, "checkpoint_seconds": checkpoint_seconds,
+            "ethernet_allreduce_ms_16_gpus": 1e3 * 2 * (16 - 1) / 16 * gradient_bytes / (ETHERNET_GB_PER_S * 1e9),
+            "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -161,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     report["train_step"] = step
     report["checkpoint_write"] = checkpoint_write(repeats)
     report["machine"]["load_average_after"] = list(os.getloadavg())
+    report["model"] = scaling_model(report, ROOT / "docs" / "benchmarks_gpu.json")
     args.output_json.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0
