@@ -56,7 +56,7 @@ from .models.weights_file import is_safetensors
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
-from .attempts import MAX_ATTEMPTS_WITHOUT_PROGRESS, new_attempt, previous_attempts, without_progress
+from .attempts import new_attempt, previous_attempts
 from .signals import (DEFAULT_STOP_SIGNALS, RunInterrupted, RunStopped, StopRequest, sigint_as_stop_request,
                       sigterm_as_error, signal_numbers, stop_on_signals)
 
@@ -146,13 +146,7 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
         except RunStopped as error:
             attempt.update(status="stopped", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), signals=error.signals,
                            stop_seconds=round(error.seconds, 3), steps=list(error.steps))
-            if without_progress(base["attempts"]) >= MAX_ATTEMPTS_WITHOUT_PROGRESS:
-                error.requeue = False
-                error.args = (f"{error} Not requeued: the last {MAX_ATTEMPTS_WITHOUT_PROGRESS} attempts stopped "
-                              f"before their first optimizer step, so another would make no progress either. Give "
-                              f"the job more time (a longer time limit, or an earlier --signal), then submit the "
-                              f"same command again: it resumes from {run_dir / 'checkpoints' / 'last.pt'}.",)
-            record_results(run_dir, {**base, "status": "stopped", "error": str(error), "requeue": error.requeue,
+            record_results(run_dir, {**base, "status": "stopped", "error": str(error), "requeue": True,
                                       "wall_seconds": time.time() - started})
             raise
         except (RunInterrupted, KeyboardInterrupt) as error:

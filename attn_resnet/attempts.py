@@ -13,11 +13,6 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-# Attempts in a row that may stop before their first optimizer step and still be requeued: a job that makes
-# no progress between attempts (its time goes to start-up) is not requeued for ever.
-MAX_ATTEMPTS_WITHOUT_PROGRESS = 2
-
-
 def previous_attempts(run_dir: Path) -> list[dict]:
     """The attempts recorded in ``run_dir``'s results.json (and results.last_attempt.json, newer when present)."""
     attempts: list[dict] = []
@@ -71,14 +66,3 @@ def new_attempt(previous: list[dict], environ: Mapping[str, str] | None = None) 
         if environ.get(variable):
             attempt[key] = environ[variable]
     return attempt
-
-
-def without_progress(attempts: list[dict]) -> int:
-    """How many of the latest attempts in a row stopped before making an optimizer step."""
-    count = 0
-    for attempt in reversed(attempts):
-        steps = attempt.get("steps")
-        if attempt.get("status") != "stopped" or not steps or steps[0] != steps[1]:
-            break
-        count += 1
-    return count

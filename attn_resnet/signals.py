@@ -70,14 +70,13 @@ class RunStopped(RuntimeError):
     """The run stopped on a stop signal with a checkpoint to resume from; the launcher may requeue it.
 
     ``signals``: the signals received, in order; ``seconds``: from the first of them to the stop (the
-    checkpoint written); ``steps``: the optimizer steps at the start of this attempt and at the stop.
-    ``requeue``: whether the launcher should start it again (false after attempts that made no progress).
+    checkpoint written); ``steps``: the optimizer steps at the start of this attempt and at the stop (the
+    loop acts on a stop only after a step, so an attempt that stops has always made progress).
     """
 
     def __init__(self, message: str, signals: list[str], seconds: float, steps: tuple[int, int]) -> None:
         super().__init__(message)
         self.signals, self.seconds, self.steps = list(signals), seconds, steps
-        self.requeue = True
         self.signalled_at: float | None = None  # time.monotonic() of the first signal
         self.launcher_handlers: dict[str, Callable] = {}
 

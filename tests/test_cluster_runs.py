@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attn_resnet.attempts import new_attempt, previous_attempts, without_progress
+from attn_resnet.attempts import new_attempt, previous_attempts
 from attn_resnet.signals import REQUEUE_EXIT_CODE, RunStopped, StopRequest, signal_numbers, stop_on_signals
 
 from helpers import REPO, launch_env
@@ -142,7 +142,7 @@ def test_a_stop_signal_only_sets_the_flag_and_the_handlers_come_back():
         assert stop.requested and stop.signals == ["SIGTERM", "SIGUSR2"]
         error = stop.error("after batch 3", (5, 9))
     assert signal.getsignal(signal.SIGUSR2) is before
-    assert isinstance(error, RunStopped) and error.requeue and error.steps == (5, 9)
+    assert isinstance(error, RunStopped) and error.steps == (5, 9)
     assert str(error).startswith("Stopped on SIGTERM then SIGUSR2 after batch 3")
     assert 0 <= error.seconds < 5
 
@@ -170,7 +170,7 @@ def test_the_stop_flag_of_one_rank_reaches_every_rank_in_the_meter_reading():
     assert reading.extra == (1.0, -float(signal.SIGUSR2))  # every rank reads rank 1's request, and its signal
 
 
-def test_attempts_say_why_each_started_and_count_those_without_progress(tmp_path):
+def test_attempts_say_why_each_started_and_how_the_one_before_ended(tmp_path):
     first = new_attempt([], {})
     assert (first["attempt"], first["reason"]) == (1, "start")
     stopped = {**first, "status": "stopped", "signals": ["SIGTERM", "SIGUSR2"], "steps": [0, 7]}
@@ -182,10 +182,11 @@ def test_attempts_say_why_each_started_and_count_those_without_progress(tmp_path
                                             "TORCHELASTIC_RUN_ID": "abc"})
     assert third["reason"] == ("torchrun restart 1 of at most 3 (run id abc), after attempt 2 ended without a "
                                "record (the process was killed)")
-    idle = {"status": "stopped", "steps": [7, 7]}
-    assert without_progress([stopped, idle, idle]) == 2 and without_progress([idle, stopped]) == 0
-    (tmp_path / "results.json").write_text(json.dumps({"status": "stopped", "attempts": [stopped, idle]}))
-    assert previous_attempts(tmp_path) == [stopped, idle]
+    (tmp_path / "results.json").write_text(json.dumps({"status": "stopped", "attempts": [stopped, killed]}))
+    assert previous_attempts(tmp_path) == [stopped, killed]
+    # A completed run's later attempt writes results.last_attempt.json: its longer list is the newer one.
+    (tmp_path / "results.last_attempt.json").write_text(json.dumps({"attempts": [stopped, killed, third]}))
+    assert previous_attempts(tmp_path) == [stopped, killed, third]
 
 
 # ------------------------------------------------------------------ stop signals, end to end

@@ -155,8 +155,8 @@ def exit_for_requeue(error: Any) -> None:
     """End a run stopped by a stop signal (``signals.RunStopped``, its checkpoint written) so its launcher starts it
     again: inside a submitit job, rank 0 hands over to submitit's own requeue handler (it resubmits the job and
     exits: ``scontrol requeue`` on Slurm, its requeue status on the local executor); elsewhere every rank exits
-    with ``REQUEUE_EXIT_CODE``. A run not to be requeued (no progress) exits with 1. The time from the signal to
-    here is logged: the lead time to ask the scheduler for (``--signal=USR2@<seconds>``).
+    with ``REQUEUE_EXIT_CODE``. The time from the signal to here is logged: the lead time to ask the scheduler
+    for (``--signal=USR2@<seconds>``).
     """
     import signal
     import time
@@ -168,12 +168,10 @@ def exit_for_requeue(error: Any) -> None:
     # when one exits) or a repeated stop signal must not kill one mid-exit, with a signal's status instead of ours.
     for name in {"SIGTERM", *error.signals}:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
-    (log.warning if error.requeue else log.error)("%s", error)
+    log.warning("%s", error)
     if error.signalled_at is not None:
         log.info("Signal to exit: %.1f s (signal to checkpoint written: %.1f s).",
                  time.monotonic() - error.signalled_at, error.seconds)
-    if not error.requeue:
-        sys.exit(1)
     if in_submitit_job():
         if not process_env().is_main:
             sys.exit(0)  # rank 0 requeues the job: another status here could requeue it twice, or not at all
