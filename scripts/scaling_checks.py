@@ -4,7 +4,8 @@ two (the scaling model's check), and the time to write a ResNet-50 training chec
 
     python scripts/scaling_checks.py                   # writes docs/scaling_checks.json and prints it
 
-Each figure is the median of several repeats after a warm-up, with the machine's load average recorded beside it.
+Each figure is timed over several repeats after a warm-up; the report keeps every repeat, their median and their
+minimum (the least disturbed by other processes on a shared machine), and the load average before and after.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def checkpoint_write(repeats: int) -> dict:
         path = Path(folder) / "last.pt"
         times = _median_seconds(lambda: save_atomic(payload, path), repeats)
         size = path.stat().st_size
-    return {"bytes": size, "seconds": times, "median_seconds": statistics.median(times),
+    return {"bytes": size, "seconds": times, "median_seconds": statistics.median(times), "min_seconds": min(times),
             "megabytes_per_second": size / 1e6 / statistics.median(times)}
 
 
@@ -140,25 +141,31 @@ def scaling_model(report: dict, gpu_json: Path, epochs: int = 90, batch_per_gpu:
     gpu = json.loads(gpu_json.read_text())
     rates = {model["att_type"]: model["images_per_second"] for model in gpu["models"]
              if model["name"].startswith("ResidualNet") and model["mode"] == "eager"}
-    per_core = report["data_path"][0]["images_per_second"]["workers_uint8_items"]  # one worker, one core
-    data_rate = per_core * DGX_H200_CORES_PER_GPU
+    # Per core: the run with as many loader workers as cores (the main process shares them), divided by the cores.
+    busy = max(report["data_path"], key=lambda entry: entry["workers"])
+    per_core = {path: busy["images_per_second"][key] / report["machine"]["cores"]
+                for path, key in (("workers", "workers_uint8_items"), ("dali_cpu", "dali"))}
+    data_rates = {path: rate * DGX_H200_CORES_PER_GPU for path, rate in per_core.items()}
     gradient_bytes = report["allreduce"]["bytes"]
     checkpoint_seconds = 2 * report["checkpoint_write"]["median_seconds"] * epochs
     setups = {1: None, 8: NVLINK_GB_PER_S, 16: INFINIBAND_GB_PER_S, 64: INFINIBAND_GB_PER_S}
     rows = []
     for att_type, rate in rates.items():
-        for gpus, bandwidth in setups.items():
-            compute = batch_per_gpu / rate
-            data = batch_per_gpu / data_rate
-            allreduce = 0.0 if bandwidth is None else 2 * (gpus - 1) / gpus * gradient_bytes / (bandwidth * 1e9)
-            step = max(compute, data) + allreduce
-            images_per_second = gpus * batch_per_gpu / step
-            hours = (epochs * IMAGENET_TRAIN_IMAGES / images_per_second + checkpoint_seconds) / 3600
-            rows.append({"att_type": att_type, "gpus": gpus, "gpu_step_ms": 1e3 * compute, "data_ms": 1e3 * data,
-                         "allreduce_ms": 1e3 * allreduce, "images_per_second": images_per_second, "hours": hours,
-                         "bound": "data" if data > compute else "GPU"})
+        for path, data_rate in data_rates.items():
+            for gpus, bandwidth in setups.items():
+                compute = batch_per_gpu / rate
+                data = batch_per_gpu / data_rate
+                allreduce = 0.0 if bandwidth is None else 2 * (gpus - 1) / gpus * gradient_bytes / (bandwidth * 1e9)
+                step = max(compute, data) + allreduce
+                images_per_second = gpus * batch_per_gpu / step
+                hours = (epochs * IMAGENET_TRAIN_IMAGES / images_per_second + checkpoint_seconds) / 3600
+                rows.append({"att_type": att_type, "data_path": path, "gpus": gpus, "gpu_step_ms": 1e3 * compute,
+                             "data_ms": 1e3 * data, "allreduce_ms": 1e3 * allreduce,
+                             "images_per_second": images_per_second, "hours": hours,
+                             "bound": "data" if data > compute else "GPU"})
     return {"epochs": epochs, "batch_per_gpu": batch_per_gpu, "gpu_images_per_second": rates,
-            "data_images_per_second_per_gpu": data_rate, "checkpoint_seconds": checkpoint_seconds,
+            "data_images_per_second_per_core": per_core, "data_images_per_second_per_gpu": data_rates,
+            "checkpoint_seconds": checkpoint_seconds,
             "ethernet_allreduce_ms_16_gpus": 1e3 * 2 * (16 - 1) / 16 * gradient_bytes / (ETHERNET_GB_PER_S * 1e9),
             "rows": rows}
 
@@ -170,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="global batch of the training step check")
     parser.add_argument("--size", type=int, default=64, help="image size of the training step check")
     parser.add_argument("--output-json", type=Path, default=ROOT / "docs" / "scaling_checks.json")
+    parser.add_argument("--model-only", action="store_true",
+                        help="measure nothing: recompute the model from the measurements in --output-json")
     args = parser.parse_args(argv)
+    if args.model_only:
+        report = json.loads(args.output_json.read_text())
+        report["model"] = scaling_model(report, ROOT / "docs" / "benchmarks_gpu.json")
+        args.output_json.write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report["model"], indent=1))
+        return 0
     numel = sum(p.numel() for p in _resnet50().parameters())
     report: dict = {"date": time.strftime("%Y-%m-%d"), "command": "python scripts/scaling_checks.py "
                     + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -182,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     allreduce = _in_processes(2, "allreduce", {"numel": numel, "repeats": repeats, "threads": 1})
     report["allreduce"] = {"processes": 2, "backend": "gloo", "elements": numel, "bytes": 4 * numel,
                            "seconds": allreduce, "median_seconds": statistics.median(allreduce),
+                           "min_seconds": min(allreduce),
                            # a ring all-reduce moves 2 (n - 1) / n of the buffer through each process's link
                            "bus_gigabytes_per_second": 4 * numel / 1e9 / statistics.median(allreduce)}
     step = {"model": "ResidualNet('ImageNet', 50, 1000, 'none'), SGD momentum, fp32", "image_size": args.size,
@@ -191,15 +207,17 @@ def main(argv: list[str] | None = None) -> int:
                                  ("one_process_one_thread_half_batch", 1, args.batch // 2)):
         torch.set_num_threads(threads)
         times = _step_times(_resnet50(), {"batch": batch, "size": args.size, "repeats": repeats})
-        step[name] = {"threads": threads, "batch": batch, "seconds": times, "median_seconds": statistics.median(times)}
+        step[name] = {"threads": threads, "batch": batch, "seconds": times, "median_seconds": statistics.median(times),
+                      "min_seconds": min(times)}
     times = _in_processes(2, "ddp", {"batch": args.batch // 2, "size": args.size, "repeats": repeats, "threads": 1})
     step["ddp_two_processes_one_thread_each"] = {"batch_per_process": args.batch // 2, "seconds": times,
-                                                 "median_seconds": statistics.median(times)}
+                                                 "median_seconds": statistics.median(times), "min_seconds": min(times)}
     # The scaling model's prediction for two processes: each rank's compute on its half batch, plus the whole
     # all-reduce when nothing of it overlaps the backward (an upper bound), or none of it (a lower bound).
-    compute = step["one_process_one_thread_half_batch"]["median_seconds"]
-    step["predicted_ddp_seconds"] = {"no_overlap": compute + report["allreduce"]["median_seconds"],
-                                     "full_overlap": compute}
+    for statistic in ("median_seconds", "min_seconds"):
+        compute = step["one_process_one_thread_half_batch"][statistic]
+        step[f"predicted_ddp_{statistic}"] = {"no_overlap": compute + report["allreduce"][statistic],
+                                              "full_overlap": compute}
     report["train_step"] = step
     report["checkpoint_write"] = checkpoint_write(repeats)
     report["machine"]["load_average_after"] = list(os.getloadavg())
