@@ -85,7 +85,8 @@ class StopRequest:
     """Set by a first Ctrl-C or a stop signal: the loop finishes its optimizer step, writes a checkpoint there
     and stops (``RunInterrupted`` for Ctrl-C, ``RunStopped`` for a signal).
 
-    ``signals`` lists the stop signals received and ``signalled_at`` the ``time.monotonic()`` of the first;
+    ``signals`` lists the stop signals received (each once, in order) and ``signalled_at`` the
+    ``time.monotonic()`` of the first;
     ``launcher_handlers`` the handlers that were in place for them before (submitit's requeue handler).
     """
 
@@ -99,7 +100,8 @@ class StopRequest:
         """Record the stop signal ``name`` (called from the handler: a few assignments, nothing else)."""
         if self.signalled_at is None:
             self.signalled_at = time.monotonic()
-        self.signals.append(name)
+        if name not in self.signals:  # a signal sent twice (by Slurm and again by torchrun) is one request
+            self.signals.append(name)
         self.requested = True
 
     def seconds_since_signal(self) -> float:
@@ -109,7 +111,7 @@ class StopRequest:
         """The exception that stops the loop ``where`` (the trainer's position and what holds it)."""
         if not self.signals:
             return RunInterrupted(where)
-        names = " then ".join(dict.fromkeys(self.signals))
+        names = " then ".join(self.signals)
         seconds = self.seconds_since_signal()
         stopped = RunStopped(f"Stopped on {names} {where} ({seconds:.1f} s after the signal).", self.signals,
                              seconds, steps)
