@@ -470,3 +470,25 @@ def test_a_run_requeued_by_slurm_finds_the_folder_of_its_first_attempt(tmp_path,
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "500")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     assert compose_train([], return_hydra_config=True).hydra.run.dir.endswith("_slurm500_3")
+
+
+def test_a_resume_with_another_number_of_processes_is_refused_or_continues_saying_it_is_not_exact(tmp_path, caplog):
+    import logging
+
+    from attn_resnet.app import train
+    from attn_resnet.config.validate import ConfigError
+
+    from helpers import FAST, compose_train
+
+    run = tmp_path / "run"
+    train(compose_train(FAST), run)
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    state["world_size"] = 2  # as if written by a 2-process run
+    torch.save(state, last)
+    with pytest.raises(ConfigError, match=r"world_size \(processes\): 2 -> 1"):
+        train(compose_train(FAST + ["trainer.epochs=2"]), run)
+    with caplog.at_level(logging.WARNING):
+        results = train(compose_train(FAST + ["trainer.epochs=2", "trainer.resume_allow_changes=true"]), run)
+    assert "no longer bit-exact" in caplog.text
+    assert results["resume_changes"]["world_size (processes)"] == {"checkpoint": 2, "now": 1}
