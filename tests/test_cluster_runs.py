@@ -193,7 +193,7 @@ def test_attempts_say_why_each_started_and_how_the_one_before_ended(tmp_path):
 # ------------------------------------------------------------------ stop signals, end to end
 def _stopped_single_run(tmp_path: Path, signals: list[int]) -> tuple[Path, subprocess.CompletedProcess, list[str]]:
     run = tmp_path / "run"
-    args = [*TINY, "data.train_size=384", "trainer.epochs=2", f"hydra.run.dir={run}"]
+    args = [*TINY, "data.train_size=128", "trainer.epochs=2", f"hydra.run.dir={run}"]
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -215,15 +215,17 @@ def test_sigterm_then_sigusr2_stops_at_a_step_with_one_checkpoint_and_the_requeu
     results = _results(run)
     assert results["status"] == "stopped" and results["requeue"] is True
     (attempt,) = results["attempts"]
-    assert attempt["signals"] == ["SIGTERM", "SIGUSR2"] and attempt["status"] == "stopped"
+    # Both, each once (Python runs the handlers of signals pending together in the order of their numbers).
+    assert sorted(attempt["signals"]) == ["SIGTERM", "SIGUSR2"] and attempt["status"] == "stopped"
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     # Written by the stop alone: mid-epoch (no epoch had ended, so no other checkpoint was due), at the step
     # the attempt records; the log says so once.
-    assert state["epoch"] == 0 and 0 < state["batch_in_epoch"] < 48
+    assert state["epoch"] == 0 and 0 < state["batch_in_epoch"] < 16
     assert attempt["steps"] == [0, state["global_step"]]
     assert not (run / "checkpoints" / "best.pt").exists()
     log = (run / "train.log").read_text()
-    assert log.count("Stop requested (SIGTERM, SIGUSR2)") == 1
+    assert log.count("Stop requested") == 1
+    assert f"Stop requested ({', '.join(attempt['signals'])})" in log
     assert re.search(r"Signal to exit: \d+\.\d s", log)
 
     # The same command continues in the same folder, to the weights of a run that was never stopped.
@@ -231,8 +233,8 @@ def test_sigterm_then_sigusr2_stops_at_a_step_with_one_checkpoint_and_the_requeu
     results = _results(run)
     assert results["status"] == "completed" and [a["status"] for a in results["attempts"]] == ["stopped",
                                                                                              "completed"]
-    assert results["attempts"][1]["reason"] == "started again in the same folder, after attempt 1 stopped on " \
-                                               "SIGTERM then SIGUSR2"
+    assert results["attempts"][1]["reason"] == ("started again in the same folder, after attempt 1 stopped on "
+                                                f"{' then '.join(attempt['signals'])}")
     assert log in (run / "train.log").read_text()  # the log goes on after the first attempt's lines
     reference = tmp_path / "reference"
     _run([sys.executable, str(REPO / "train.py"), *args[:-1], f"hydra.run.dir={reference}"], cwd=tmp_path)
@@ -423,8 +425,8 @@ def test_a_preempted_submitit_job_requeues_resumes_and_equals_an_uninterrupted_r
     results = _results(job)
     assert results["status"] == "completed", output[-3000:]
     first, second = results["attempts"]
-    assert first["status"] == "stopped" and first["signals"] == ["SIGTERM", "SIGUSR2"]
-    assert second["reason"] == "started again in the same folder, after attempt 1 stopped on SIGTERM then SIGUSR2"
+    assert first["status"] == "stopped" and sorted(first["signals"]) == ["SIGTERM", "SIGUSR2"]
+    assert second["reason"] == f"started again in the same folder, after attempt 1 stopped on {' then '.join(first['signals'])}"
     submitit_log = "".join(path.read_text() for path in (job.parent / ".submitit").glob("*/*_log.err"))
     assert "this job is preempted" in submitit_log  # submitit's own requeue handler decided
     _assert_same_weights(job, one_process_reference)
