@@ -122,6 +122,59 @@ def checkpoint_write(repeats: int) -> dict:
             "megabytes_per_second": size / 1e6 / statistics.median(times)}
 
 
+def _workers_of(launcher_pid: int) -> list[int]:
+    """The pids of the training processes torchrun started (its children running train.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_text(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher_pid and "train.py" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def stop_time(size: int, wait_s: float = 5.0) -> dict:
+    """Seconds from USR2 to a 2-process ResNet-50 run's exit (trainer.stop_signals, default log_every_steps): the
+    lead time a scheduler's --signal must give. USR2 goes to both ranks ``wait_s`` into training, as Slurm sends it
+    to every process of a job step; the run logs the time itself (train.log, results.json's attempts)."""
+    import re
+    import signal
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   str(ROOT / "train.py"), "data=synthetic", "data.stem=imagenet", f"data.image_size={size}",
+                   "data.train_size=4096", "data.val_size=16", "data.batch_size=8", "model.depth=50",
+                   "trainer.device=cpu", "trainer.progress=false", "trainer.attention_maps_every=0",
+                   f"hydra.run.dir={run}"]
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = run / "train.log"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (log.is_file() and "Recipe:" in log.read_text()):
+            time.sleep(0.1)
+        time.sleep(wait_s)
+        for pid in _workers_of(process.pid):
+            os.kill(pid, signal.SIGUSR2)
+        sent = time.monotonic()
+        process.wait(timeout=600)
+        exited = time.monotonic() - sent
+        logged = re.search(r"Signal to exit: ([\d.]+) s \(signal to checkpoint written: ([\d.]+) s\)", log.read_text())
+        attempt = json.loads((run / "results.json").read_text())["attempts"][0]
+        steps = re.search(r"Stop requested \(SIGUSR2\): checkpoints/last.pt written (.*) \(optimizer", log.read_text())
+    return {"model": "ResidualNet('ImageNet', 50, 10), 2 processes (gloo), batch 8 each, "
+                     f"{size}x{size}, trainer.log_every_steps=20", "stopped": steps.group(1) if steps else None,
+            "signal_to_checkpoint_seconds": attempt.get("stop_seconds"),
+            "signal_to_exit_seconds_logged": float(logged.group(1)) if logged else None,
+            "signal_to_launcher_exit_seconds": exited}
+
+
 # Published figures the model uses, with their sources (docs/scaling.md cites them again).
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set (Russakovsky et al., IJCV 2015)
 DGX_H200_CORES_PER_GPU = 112 / 8   # NVIDIA DGX H200 datasheet: 2x Xeon Platinum 8480C, 112 cores, 8 GPUs
@@ -179,7 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-json", type=Path, default=ROOT / "docs" / "scaling_checks.json")
     parser.add_argument("--model-only", action="store_true",
                         help="measure nothing: recompute the model from the measurements in --output-json")
+    parser.add_argument("--stop-only", action="store_true",
+                        help="measure only the stop's lead time, into the measurements in --output-json")
     args = parser.parse_args(argv)
+    if args.stop_only:
+        report = json.loads(args.output_json.read_text())
+        before = list(os.getloadavg())
+        report["stop"] = {**stop_time(args.size), "date": time.strftime("%Y-%m-%d"), "load_average_before": before,
+                          "load_average_after": list(os.getloadavg())}
+        args.output_json.write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report["stop"], indent=1))
+        return 0
     if args.model_only:
         report = json.loads(args.output_json.read_text())
         report["model"] = scaling_model(report, ROOT / "docs" / "benchmarks_gpu.json")
@@ -220,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "full_overlap": compute}
     report["train_step"] = step
     report["checkpoint_write"] = checkpoint_write(repeats)
+    report["stop"] = stop_time(args.size)
     report["machine"]["load_average_after"] = list(os.getloadavg())
     report["model"] = scaling_model(report, ROOT / "docs" / "benchmarks_gpu.json")
     args.output_json.write_text(json.dumps(report, indent=1) + "\n")
