@@ -55,7 +55,9 @@ from .models.weights_file import is_safetensors
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
-from .signals import RunInterrupted, StopRequest, sigint_as_stop_request, sigterm_as_error
+from .attempts import new_attempt, previous_attempts
+from .signals import (DEFAULT_STOP_SIGNALS, RunInterrupted, RunStopped, StopRequest, sigint_as_stop_request,
+                      sigterm_as_error, signal_numbers, stop_on_signals)
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike, job: dict | None = None,
     """
     run_dir = Path(run_dir)
     if not process_env().is_main:  # a data-parallel run: rank 0 owns the folder and writes its records
-        with sigterm_as_error():
+        stop = StopRequest()
+        with _stop_signals(cfg, stop):
             validate_train_config(cfg, group_choices, conf_dir)
-            return _train(OmegaConf.to_container(cfg, resolve=True), run_dir)
+            return _train(OmegaConf.to_container(cfg, resolve=True), run_dir, stop)
     fresh = not any((run_dir / name).exists() for name in ("results.json", "checkpoints"))
     ensure_run_folder(run_dir)
     try:
@@ -121,33 +124,65 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
     # not agree on that step, so there it stops on the spot, keeping the last checkpoint written.
     stop = StopRequest()
     graceful = sigint_as_stop_request(stop) if not process_env().distributed else nullcontext()
-    with RunLock(run_dir), sigterm_as_error(), graceful:
+    with RunLock(run_dir), _stop_signals(cfg, stop), graceful:
         for stale in remove_stale_temp_files(run_dir) + remove_stale_temp_files(run_dir / "checkpoints"):
             log.info("Removed %s, left by an interrupted write.", stale)
         started = time.time()
-        base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, **environment()}
+        attempts = previous_attempts(run_dir)
+        attempt = {**new_attempt(attempts), "status": "running"}
+        base = {"status": "running", "run_dir": str(run_dir), "job": job or {}, **environment(),
+                "attempts": [*attempts, attempt]}
         try:
             base["config"] = OmegaConf.to_container(cfg, resolve=True)  # recorded even if validation fails
             validate_train_config(cfg, group_choices, conf_dir)
             config = base["config"]
             log.info("Run folder: %s", run_dir)
+            if attempts:
+                log.info("Attempt %d in this folder: %s.", attempt["attempt"], attempt["reason"])
             _say_when_nothing_to_resume(config["trainer"], run_dir)
-            record_results(run_dir, {**base, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            record_results(run_dir, {**base, "started": attempt["started"]})
             results = _train(config, run_dir, stop)
+        except RunStopped as error:
+            attempt.update(status="stopped", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), signals=error.signals,
+                           stop_seconds=round(error.seconds, 3), steps=list(error.steps))
+            record_results(run_dir, {**base, "status": "stopped", "error": str(error), "requeue": True,
+                                      "wall_seconds": time.time() - started})
+            raise
         except (RunInterrupted, KeyboardInterrupt) as error:
             where = str(error) if isinstance(error, RunInterrupted) else "at once (a second Ctrl-C)"
             message = _interrupted_message(where, run_dir, job)
+            attempt.update(status="interrupted", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
             record_results(run_dir, {**base, "status": "interrupted", "error": message,
                                       "wall_seconds": time.time() - started})
             raise RunInterrupted(message) from None
         except Exception as error:
+            attempt.update(status="failed", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
             record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                       "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
             raise
+        attempt.update(status="completed", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
         results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
         record_results(run_dir, results)
         log.info("%s", _finished_message(run_dir))
         return results
+
+
+def _stop_signals(cfg: DictConfig, stop: StopRequest):
+    """The context in which ``trainer.stop_signals`` request a stop (``signals.stop_on_signals``), and SIGTERM, when
+    it is not one of them, stops the run at once (``sigterm_as_error``). Names that are not signals install
+    nothing here: validation reports them."""
+    from contextlib import ExitStack
+
+    names = [str(name) for name in (cfg.get("trainer") or {}).get("stop_signals", DEFAULT_STOP_SIGNALS) or []]
+    try:
+        signal_numbers(names)
+    except ValueError:
+        names = []
+    stack = ExitStack()
+    stack.enter_context(stop_on_signals(stop, names))
+    if "SIGTERM" not in names:
+        stack.enter_context(sigterm_as_error())
+    return stack
 
 
 def _finished_message(run_dir: Path) -> str:
@@ -254,7 +289,9 @@ def _check_trajectory(checkpoint: dict, config: dict, source: Path, world_size: 
             f"trainer.resume_allow_changes=true to continue anyway (the changes are then recorded in "
             f"results.json under resume_changes)."
         )
-    log.warning("Resuming with changed settings (trainer.resume_allow_changes=true): %s", describe_changes(changes))
+    log.warning("Resuming with changed settings (trainer.resume_allow_changes=true): %s. The result is no longer "
+                "bit-exact: it differs from a run that kept the checkpoint's settings throughout.",
+                describe_changes(changes))
     return {key: {"checkpoint": old, "now": new} for key, (old, new) in changes.items()}
 
 
@@ -361,7 +398,7 @@ def _train_process(config: dict, run_dir: Path, distributed: Distributed, device
                       test_loader=loaders.test, callbacks=hooks, input_info=input_info, distributed=distributed)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint, source=str(resume_path))
-    if stop is not None and world_size == 1:  # ranks would stop at different steps: DDP stops on the spot
+    if stop is not None:  # Ctrl-C (one process) and the stop signals (data-parallel runs too: the ranks agree)
         trainer.stop_request = stop
     held_out = f", {info.val_split_size} held out for validation" if loaders.test is not None else ""
     batch_note = (f"global batch {batch_size} = {world_size} processes x {per_process_batch}"

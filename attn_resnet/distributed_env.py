@@ -85,6 +85,22 @@ def process_env(environ: Mapping[str, str] | None = None) -> ProcessEnv:
                       launcher=launcher)
 
 
+def slurm_job_tag(environ: Mapping[str, str] | None = None) -> str | None:
+    """``slurm<job id>`` (``slurm<array job id>_<task id>`` in an array) inside a Slurm job, else None.
+
+    What stays the same when Slurm requeues the job, unlike the time and the launcher's store."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    return f"slurm{environ['SLURM_JOB_ID']}" if environ.get("SLURM_JOB_ID") else None
+
+
+def requeued_by_slurm(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Slurm started this job again (a requeue after a time limit, preemption or node failure)."""
+    count = (os.environ if environ is None else environ).get("SLURM_RESTART_COUNT", "0")
+    return count.isdigit() and int(count) > 0
+
+
 def new_run_stamp() -> str:
     """``YYYY-mm-dd_HH-MM-SS_xxxx``: the time and four random hex digits (two runs in one second differ)."""
     return f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(2)}"

@@ -66,8 +66,12 @@ def test_slurm_preset_composes_into_the_sbatch_script_slurm_would_get(tmp_path, 
                                   for key, value in params.items() if key not in base})
     script = executor._executor._make_submission_file_text("python train.py", "uid")
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --partition=gpu", "#SBATCH --time=600", "export SLURM_KILL_BAD_EXIT=1"):
+                 "#SBATCH --partition=gpu", "#SBATCH --time=600", "export SLURM_KILL_BAD_EXIT=1",
+                 "#SBATCH --signal=USR2@120"):
         assert line in script, script
+    # A job at its time limit is requeued, a few times at most; USR2 is one of the run's stop signals.
+    assert 0 < params["max_num_timeout"] <= 10
+    assert "SIGUSR2" in cfg.trainer.stop_signals
 
 
 def test_sweep_folders_are_unique_even_for_sweeps_composed_in_the_same_second():

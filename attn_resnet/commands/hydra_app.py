@@ -132,11 +132,13 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
         _quiet_follower_rank()
     job = {"num": hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None,
            "overrides": list(hydra_cfg.overrides.task)}
-    from ..signals import RunInterrupted
+    from ..signals import RunInterrupted, RunStopped
 
     try:
         return function(cfg, hydra_cfg.runtime.output_dir, job=job, group_choices=group_choices(hydra_cfg),
                         conf_dir=conf_dir_of(hydra_cfg))
+    except RunStopped as error:
+        exit_for_requeue(error)
     except RunInterrupted as error:
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -147,3 +149,37 @@ def run_entry_point(function: Callable[..., dict], cfg: Any, hydra_cfg: Any) -> 
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(1)
+
+
+def exit_for_requeue(error: Any) -> None:
+    """End a run stopped by a stop signal (``signals.RunStopped``, its checkpoint written) so its launcher starts it
+    again: inside a submitit job, rank 0 hands over to submitit's own requeue handler (it resubmits the job and
+    exits: ``scontrol requeue`` on Slurm, its requeue status on the local executor); elsewhere every rank exits
+    with ``REQUEUE_EXIT_CODE``. The time from the signal to here is logged: the lead time to ask the scheduler
+    for (``--signal=USR2@<seconds>``).
+    """
+    import signal
+    import time
+
+    from ..distributed_env import in_submitit_job
+    from ..signals import REQUEUE_EXIT_CODE
+
+    # From here the process only exits: a launcher's SIGTERM to the ranks still running (torchrun stops the others
+    # when one exits) or a repeated stop signal must not kill one mid-exit, with a signal's status instead of ours.
+    for name in {"SIGTERM", *error.signals}:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    log.warning("%s", error)
+    if error.signalled_at is not None:
+        log.info("Signal to exit: %.1f s (signal to checkpoint written: %.1f s).",
+                 time.monotonic() - error.signalled_at, error.seconds)
+    if in_submitit_job():
+        if not process_env().is_main:
+            sys.exit(0)  # rank 0 requeues the job: another status here could requeue it twice, or not at all
+        from submitit import JobEnvironment
+
+        name = f"SIG{JobEnvironment.USR_SIG}"
+        handler = error.launcher_handlers.get(name)
+        if handler is not None:
+            log.info("Handing over to submitit to requeue the job.")
+            handler(getattr(signal, name), None)  # submitit's checkpoint_and_try_requeue: resubmits, then exits
+    sys.exit(REQUEUE_EXIT_CODE)

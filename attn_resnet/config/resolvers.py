@@ -17,18 +17,23 @@
   attention blocks with theirs (``config.help``), for the ``--help`` templates of the entry points.
 - ``${run_stamp:}``: ``<date>_<time>_<4 hex digits>``, drawn once per composed config like
   ``${unique:}``; under torchrun every rank reads the one stamp its launch agreed on
-  (``distributed_env.agree_run_stamp``), so all ranks of a run share one folder.
+  (``distributed_env.agree_run_stamp``), so all ranks of a run share one folder, also after a
+  torchrun restart (the launcher's store keeps the stamp).
+- ``${run_folder:PARENT,${run_stamp:}}``: ``PARENT/<run stamp>``; inside a Slurm job ``PARENT/<run stamp>_slurm<job id>``,
+  and when Slurm has requeued the job, the folder of that name its first attempt made, so that the
+  requeued job resumes in it.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from ..attention_registry import BLOCKS, display_name, placement_names
-from ..distributed_env import STAMP_VARIABLE, new_run_stamp
+from ..distributed_env import STAMP_VARIABLE, new_run_stamp, requeued_by_slurm, slurm_job_tag
 
 
 def _att_name(value, placement: str = "default") -> str:
@@ -50,6 +55,17 @@ def _unique() -> str:
 
 def _run_stamp() -> str:
     return os.environ.get(STAMP_VARIABLE) or new_run_stamp()
+
+
+def _run_folder(parent: str, stamp: str) -> str:
+    tag = slurm_job_tag()
+    if tag is None:
+        return f"{parent}/{stamp}"
+    if requeued_by_slurm():
+        earlier = sorted(path for path in Path(parent).glob(f"*_{tag}") if path.is_dir())
+        if earlier:
+            return str(earlier[-1])
+    return f"{parent}/{stamp}_{tag}"
 
 
 def _config_help(config_name: str) -> str:
@@ -80,6 +96,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("config_help", _config_help)
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
+    if not OmegaConf.has_resolver("run_folder"):
+        OmegaConf.register_new_resolver("run_folder", _run_folder, use_cache=True)
 
 
 register()

@@ -27,6 +27,7 @@ OPERATIONAL_KEYS = frozenset({
     "trainer.checkpoint_every_steps", "trainer.checkpoint_every_epochs",
     "trainer.resume", "trainer.resume_allow_changes",
     "trainer.limit_val_batches", "trainer.val_every_epochs", "trainer.max_nonfinite_skips", "trainer.dist_timeout",
+    "trainer.stop_signals",
     "trainer.tta", "trainer.save_best",
     "model.fused",
 })

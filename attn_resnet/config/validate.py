@@ -239,6 +239,23 @@ def _number(cfg: DictConfig, key: str, *, integer: bool = False, allow_zero: boo
                           f"{' or null' if allow_none else ''}.")
 
 
+def _stop_signals(value: Any) -> None:
+    """``trainer.stop_signals``: a list of catchable signal names (``signals.signal_numbers`` says which)."""
+    from omegaconf import ListConfig
+
+    from ..signals import signal_numbers
+
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple, ListConfig)):
+        raise ConfigError(f"Invalid config value trainer.stop_signals={value!r}: it must be a list of signal names, "
+                          f"e.g. trainer.stop_signals=[SIGTERM,SIGUSR2], or [] for none.")
+    try:
+        signal_numbers([str(name) for name in value])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _boolean(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     if not isinstance(value, bool):
@@ -524,6 +541,8 @@ def validate_train_config(cfg: DictConfig, group_choices: dict | None = None,
         _number(cfg, "trainer.progress_interval", allow_zero=True)
     if "dist_timeout" in trainer:
         _number(cfg, "trainer.dist_timeout")
+    if "stop_signals" in trainer:
+        _stop_signals(trainer.stop_signals)
     for key in ("sync_bn", "save_best"):
         if key in trainer:
             _boolean(cfg, f"trainer.{key}")

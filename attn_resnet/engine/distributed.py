@@ -9,6 +9,7 @@ Slurm (``distributed_env`` reads which rank this is). A run of one process gets 
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import nullcontext
 from datetime import timedelta
 
@@ -156,7 +157,12 @@ def start_distributed(device_request: str = "auto", timeout_s: float = 600.0,
     options: dict = {"backend": backend, "timeout": timedelta(seconds=float(timeout_s))}
     store = rendezvous_store()
     if store is not None:  # the launcher's store, already used to agree on the run folder
-        options.update(store=store, rank=env.rank, world_size=env.world_size)
+        # torchrun keeps its store across restarts (--max-restarts), with the addresses that the killed
+        # attempt's ranks published for gloo: a restarted rank could read its peer's old address and fail with
+        # "Connection refused". Each attempt's process group gets keys of its own.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        options.update(store=dist.PrefixStore(f"attn_resnet/attempt_{attempt}/", store), rank=env.rank,
+                       world_size=env.world_size)
     else:
         options.update(init_method="env://", rank=env.rank, world_size=env.world_size)
     if device.type == "cuda":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import warnings
 import weakref
 from contextlib import nullcontext
@@ -26,7 +27,7 @@ from torch import nn
 from ..config.choices import EVAL_PRECISIONS, TTA_MODES
 from ..data.interface import BatchLoader
 from ..data.loader import iterate_batches
-from ..signals import RunInterrupted, StopRequest
+from ..signals import StopRequest
 from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
@@ -342,8 +343,11 @@ class Trainer:
         self.scheduler = schedule if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler) \
             else torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.callbacks = CallbackList([*self._setting_callbacks(), *(callbacks or [])])
-        # Set from outside (Ctrl-C): the loop stops at the next optimizer step boundary, with a checkpoint.
+        # Set from outside (Ctrl-C, a stop signal): the loop stops at the next optimizer step boundary, with a
+        # checkpoint.
         self.stop_request = StopRequest()
+        self._stop_agreed = False  # data-parallel: a stop that every rank has read (``_stop_due``)
+        self._fit_start_step = 0
         self.callbacks.call("setup", self)
 
     def _setting_callbacks(self) -> list[Callback]:
@@ -464,10 +468,10 @@ class Trainer:
                     self.throughput.stop()
                     self.save("last.pt")
                     self.throughput.start()
-                if self.stop_request.requested and batch % settings.accumulate == 0 and batch < total_batches:
+                if self._stop_due() and batch % settings.accumulate == 0 and batch < total_batches:
                     self.throughput.stop()
                     self.save("last.pt")  # the state after this step: a resume continues exactly here
-                    raise RunInterrupted(f"{self.position()}; checkpoints/last.pt holds the state there")
+                    raise self._stop_error()
         self.throughput.stop()
         reading = self._read_meters()
         return {"loss": reading.loss, "acc1": reading.acc1}
@@ -521,7 +525,14 @@ class Trainer:
 
     def _read_meters(self, extra: torch.Tensor | None = None) -> MeterReading:
         """Copy the training meters (and ``extra``) to the host; stop if a loss went non-finite since the last read."""
+        if self.distributed.enabled:  # the stop flag travels with the reading: any rank's request stops all
+            flag = torch.tensor([self._stop_flag()], dtype=torch.float64, device=self.device)
+            extra = flag if extra is None else torch.cat([extra.reshape(-1).to(flag), flag])
         reading = self.meters.read(extra)
+        if self.distributed.enabled and reading.extra[-1] < 1 and not self._stop_agreed:
+            self._stop_agreed = True
+            if reading.extra[-1] < 0 and not self.stop_request.signals:  # another rank's signal stops this one
+                self.stop_request.signalled(signal.Signals(round(-reading.extra[-1])).name)
         if reading.bad_batch is not None:
             raise self._nonfinite_loss_error(reading)
         return reading
@@ -561,6 +572,7 @@ class Trainer:
 
     def _train_epochs(self) -> dict[str, Any]:
         settings = self.settings
+        self._fit_start_step = self.global_step
         self.callbacks.call("on_train_start", self)
         while self.epoch < settings.epochs:
             epoch = self.epoch
@@ -589,11 +601,33 @@ class Trainer:
                 self.save("last.pt")
             if improved and settings.save_best:
                 self.save("best.pt")
-            if self.stop_request.requested and self.epoch < settings.epochs:
+            if self._stop_due() and self.epoch < settings.epochs:
                 if not due:
                     self.save("last.pt")
-                raise RunInterrupted(f"{self.position()}; checkpoints/last.pt holds the state there")
+                raise self._stop_error()
         return self.summary()
+
+    def _stop_due(self) -> bool:
+        """Whether to stop at this optimizer-step boundary: a stop was requested here (one process), or, in a
+        data-parallel run, on any rank by the latest meter reading, a collective all ranks make at the same batch
+        (log points, checkpoints, the end of each epoch), so that every rank stops at the same step."""
+        return self._stop_agreed if self.distributed.enabled else self.stop_request.requested
+
+    def _stop_flag(self) -> float:
+        """This rank's stop request as one number for the reading's minimum over the ranks: 1 (none), 0 (Ctrl-C)
+        or minus the number of the stop signal received, so that every rank learns which signal stopped the run."""
+        request = self.stop_request
+        if not request.requested:
+            return 1.0
+        return -float(signal.Signals[request.signals[0]]) if request.signals else 0.0
+
+    def _stop_error(self) -> RuntimeError:
+        """The exception of a stop, after its checkpoint: where the run stands, and the steps this attempt made."""
+        log.warning("Stop requested%s: checkpoints/last.pt written %s (optimizer step %d).",
+                    f" ({', '.join(self.stop_request.signals)})" if self.stop_request.signals else "",
+                    self.position(), self.global_step)
+        return self.stop_request.error(f"{self.position()}; checkpoints/last.pt holds the state there",
+                                       (self._fit_start_step, self.global_step))
 
     def _epoch_is_due(self, epoch: int, every: int) -> bool:
         """Whether the (1-based) ``epoch`` is every ``every``-th one or the run's last."""
