@@ -27,7 +27,7 @@ from torch import nn
 from ..config.choices import EVAL_PRECISIONS, TTA_MODES
 from ..data.interface import BatchLoader
 from ..data.loader import iterate_batches
-from ..signals import StopRequest
+from ..signals import RunInterrupted, RunStopped, StopRequest
 from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
@@ -561,7 +561,8 @@ class Trainer:
         try:
             summary = self._train_epochs()
         except BaseException as error:
-            self.loggers.finish("interrupted" if isinstance(error, (RunInterrupted, KeyboardInterrupt)) else "failed")
+            stopped = isinstance(error, (RunInterrupted, RunStopped, KeyboardInterrupt))  # to be resumed
+            self.loggers.finish("interrupted" if stopped else "failed")
             raise
         final, best = summary["final"], summary["best"]
         metrics = {"hparam/final_acc1": final["acc1"], "hparam/final_acc5": final["acc5"],

@@ -107,7 +107,9 @@ def problems(rows: list[Row]) -> list[str]:
     for row in rows:
         for run in row.runs:
             if run.status != "completed":
-                state = {"running": "did not finish (still running, or killed)"}.get(run.status, run.status)
+                state = {"running": "did not finish (still running, or killed)",
+                         "stopped": "stopped on a signal, with a checkpoint to resume from (requeued, or "
+                                    "to be resubmitted)"}.get(run.status, run.status)
                 lines.append(f"{row.label} ({row.dataset}, seed {run.seed}): {state} — {run.path}"
                              + (f": {run.error.splitlines()[0]}" if run.error else ""))
         if not row.runs:

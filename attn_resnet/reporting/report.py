@@ -157,7 +157,15 @@ def lock_held(run_dir: str | Path) -> bool:
 
 
 def run_state(run: Run) -> str:
-    """What became of the run, in words: completed, failed, running now, or stopped without a record."""
+    """What became of the run, in words: completed, failed, running now, stopped by a signal, or stopped without
+    a record; with the number of attempts when it took several (restarts, requeues, resubmissions)."""
+    attempts = run.record.get("attempts") or []
+    return _state(run) + (f" ({len(attempts)} attempts)" if len(attempts) > 1 else "")
+
+
+def _state(run: Run) -> str:
+    if run.status == "stopped":
+        return "stopped on a signal, to resume" + (" (requeued)" if run.record.get("requeue") else "")
     if run.status == "running":
         epochs = len(run_history(run))
         total = ((run.config or {}).get("trainer") or {}).get("epochs")
