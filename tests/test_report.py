@@ -370,3 +370,15 @@ def test_a_run_logging_to_csv_only_shows_its_curve_from_metrics_csv(tmp_path):
                                 {"epoch": 2, "train_loss": 1.0, "val_acc1": 60.0},
                                 {"epoch": 3, "train_loss": 0.5, "val_acc1": 80.0}]
     assert run_state(run) == "stopped without a final record (killed, or its machine went down), 3 of 10 epochs logged"
+
+
+def test_a_stopped_run_and_its_attempts_are_named(tmp_path):
+    from helpers import write_run_results
+
+    config = {"seed": 0, "model": {"depth": 18, "att_type": "CBAM"}, "data": {"name": "digits"},
+              "trainer": {"epochs": 10}}
+    write_run_results(tmp_path / "run", config, [], status="stopped", error="RunStopped: SIGUSR2", requeue=True,
+                      attempts=[{"reason": "first start"}, {"reason": "Slurm requeue 1"}])
+    run = reporting.collect_runs(tmp_path)[0]
+    assert run_state(run) == "stopped on a signal, to resume (requeued) (2 attempts)"
+    assert "stopped on a signal, with a checkpoint to resume from" in reporting.problems(reporting.build_rows([run]))[0]
