@@ -76,6 +76,20 @@ def kill_mid_epoch(process: subprocess.Popen, run_dir: Path, epoch: int, batch: 
     raise AssertionError("the run finished before it could be killed")
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, their children and so on (read from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                children.append(int(entry.name))
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
 def run_script(script: str, args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True,

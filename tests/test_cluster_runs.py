@@ -20,7 +20,7 @@ import torch
 from attn_resnet.attempts import new_attempt, previous_attempts
 from attn_resnet.signals import REQUEUE_EXIT_CODE, RunStopped, StopRequest, signal_numbers, stop_on_signals
 
-from helpers import REPO, launch_env
+from helpers import REPO, descendants, launch_env
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # Tiny runs: synthetic 8x8 images, ResNet-18, deterministic kernels, one thread per rank; the ranks read their
@@ -80,19 +80,6 @@ def _only_run_folder(cwd: Path) -> Path:
     runs = [path for path in (cwd / "outputs").glob("*/*") if path.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                found.append(int(entry.name))
-    return found + [grandchild for child in found for grandchild in _children(child)]
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -255,7 +242,7 @@ def _torchrun_stop(tmp_path: Path, signals: list[int], ranks: tuple[int, ...]) -
                                start_new_session=True)
     try:
         _wait_for(_training_started(run), 240, "the training loop", process)
-        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in _children(process.pid)
+        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in descendants(process.pid)
                    if "train.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
         for number in signals:
             for pid in [workers[rank] for rank in ranks] or [process.pid]:
@@ -353,7 +340,7 @@ def test_a_rank_killed_mid_epoch_under_max_restarts_finishes_in_the_same_folder_
             return False
 
         _wait_for(mid_epoch_checkpoint, 240, "a mid-epoch checkpoint", process)
-        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in _children(process.pid)
+        workers = {int(_environ(pid).get("RANK", -1)): pid for pid in descendants(process.pid)
                    if "train.py" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
         os.kill(workers[1], signal.SIGKILL)
         output, _ = process.communicate(timeout=300)
@@ -399,7 +386,7 @@ def _submitit_sweep(cwd: Path, launcher: list[str], interrupt=None, args: list[s
 
             _wait_for(job_started, 240, "the job's training loop", process)
             (job,) = (cwd / "multirun").glob("*/0_*")
-            tasks = [pid for pid in _children(process.pid)
+            tasks = [pid for pid in descendants(process.pid)
                      if "submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
             interrupt(job, tasks)
         output, _ = process.communicate(timeout=400)

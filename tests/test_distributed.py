@@ -20,7 +20,7 @@ from attn_resnet.distributed_env import STAMP_VARIABLE, ProcessEnv, process_env
 from attn_resnet.engine.distributed import GlooSyncBatchNorm, convert_sync_batchnorm
 from attn_resnet.engine.metrics import TrainingMeters
 
-from helpers import REPO, launch_env
+from helpers import REPO, descendants, launch_env
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 # Tiny runs: synthetic 16x16 images, ResNet-18, deterministic kernels, one thread per rank.
@@ -111,19 +111,6 @@ def test_sync_batchnorm_two_ranks_equal_one_process_with_the_same_global_batch(t
     assert gap(without_sync) > 100 * gap(with_sync)
 
 
-def _descendants(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                children.append(int(entry.name))
-    return children + [grandchild for child in children for grandchild in _descendants(child)]
-
-
 def _rank_of(pid: int) -> int | None:
     try:
         environ = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
@@ -157,7 +144,7 @@ def test_sigkill_of_one_rank_stops_both_and_the_resumed_run_equals_an_uninterrup
                     break
             time.sleep(0.05)
         assert process.poll() is None and step >= 3, "the run ended before it could be killed"
-        ranks = {_rank_of(pid): pid for pid in _descendants(process.pid)}
+        ranks = {_rank_of(pid): pid for pid in descendants(process.pid)}
         os.kill(ranks[1], signal.SIGKILL)
         killed_at = time.monotonic()
         output, _ = process.communicate(timeout=120)

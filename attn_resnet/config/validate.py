@@ -596,19 +596,26 @@ def validate_callbacks(cfg: DictConfig) -> None:
     if not isinstance(callbacks, DictConfig):
         raise ConfigError(f"Invalid config value callbacks={callbacks!r}: it must be a mapping NAME -> "
                           f"{{_target_: package.module.Class, arg: value}} (on the command line: {example}).")
-    for name, node in callbacks.items():
-        key = f"callbacks.{name}"
-        if node is None:
-            continue  # switched off (callbacks.NAME=null)
-        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
-            raise ConfigError(f"{key} needs a _target_: the import path of its class, e.g. "
-                              f"+{key}._target_=package.module.Class (and +{key}.arg=value for its arguments).")
+    for name, key, node in _target_nodes(callbacks, "callbacks"):
         if name in BUILT_IN_CALLBACKS:
             raise ConfigError(f"{key}: the name {name!r} is a built-in callback's (its state is saved under it): "
                               f"give yours another name. Built-in names: {', '.join(BUILT_IN_CALLBACKS)}.")
         from ..engine.callbacks import Callback  # torch-free
 
         _configured_class(key, node, Callback, "callback", "overrides the hooks it needs (docs/extending.md)")
+
+
+def _target_nodes(nodes: DictConfig, group: str, hint: str = ""):
+    """(name, key, node) of each entry of ``nodes`` that is switched on (``group.NAME=null`` switches one off);
+    ConfigError for an entry without a ``_target_`` (``hint``: what else to say then)."""
+    for name, node in nodes.items():
+        key = f"{group}.{name}"
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+            raise ConfigError(f"{key} needs a _target_: the import path of its class, e.g. "
+                              f"+{key}._target_=package.module.Class (and +{key}.arg=value for its arguments).{hint}")
+        yield name, key, node
 
 
 def _configured_class(key: str, node: DictConfig, base: type, kind: str, contract: str):
@@ -664,14 +671,7 @@ def validate_loggers(cfg: DictConfig, conf_dir: ConfDirs | None = None) -> None:
                           f"{choices}), or add your own with +logger.NAME._target_=package.module.Class.")
     from ..engine.loggers.base import Logger  # torch-free
 
-    for name, node in loggers.items():
-        key = f"{LOGGER_GROUP}.{name}"
-        if node is None:
-            continue  # switched off (logger.NAME=null)
-        if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
-            raise ConfigError(f"{key} needs a _target_: the import path of its class, e.g. "
-                              f"+{key}._target_=package.module.Class (and +{key}.arg=value for its arguments). "
-                              f"The logger config group's choices: {choices}.")
+    for _, key, node in _target_nodes(loggers, LOGGER_GROUP, f" The logger config group's choices: {choices}."):
         factory = _configured_class(key, node, Logger, "logger", "overrides the methods it needs (docs/logging.md)")
         requires = getattr(factory, "requires", None)
         if requires:
