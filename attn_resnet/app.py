@@ -56,8 +56,8 @@ from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
 from .attempts import new_attempt, previous_attempts
-from .signals import (DEFAULT_STOP_SIGNALS, RunInterrupted, RunStopped, StopRequest, sigint_as_stop_request,
-                      sigterm_as_error, signal_numbers, stop_on_signals)
+from .signals import (DEFAULT_STOP_SIGNALS, REQUEUE_EXIT_CODE, RunInterrupted, RunStopped, StopRequest,
+                      sigint_as_stop_request, sigterm_as_error, signal_numbers, stop_on_signals)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             record_results(run_dir, {**base, "started": attempt["started"]})
             results = _train(config, run_dir, stop)
         except RunStopped as error:
+            # A launcher (torchrun, submitit, Slurm) starts it again on the exit status; by hand, this command does.
+            error.args = (f"{error} A launcher that requeues starts it again on its exit status "
+                          f"({REQUEUE_EXIT_CODE}); by hand, the same command resumes it: "
+                          f"{_resume_command(run_dir, job)}",)
             attempt.update(status="stopped", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), signals=error.signals,
                            stop_seconds=round(error.seconds, 3), steps=list(error.steps))
             record_results(run_dir, {**base, "status": "stopped", "error": str(error), "requeue": True,
@@ -194,10 +198,15 @@ def _finished_message(run_dir: Path) -> str:
             f"{checkpoint}{kept}")
 
 
+def _resume_command(run_dir: Path, job: dict | None) -> str:
+    """The command that continues the run in ``run_dir``: its own overrides and that folder."""
+    overrides = [o for o in (job or {}).get("overrides", []) if not o.startswith("hydra.run.dir=")]
+    return " ".join([_train_command(), *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}")])
+
+
 def _interrupted_message(where: str, run_dir: Path, job: dict | None) -> str:
     """One paragraph for a run stopped with Ctrl-C: where it stopped, what is kept, the command that resumes it."""
-    overrides = [o for o in (job or {}).get("overrides", []) if not o.startswith("hydra.run.dir=")]
-    command = " ".join([_train_command(), *map(shlex.quote, overrides), shlex.quote(f"hydra.run.dir={run_dir}")])
+    command = _resume_command(run_dir, job)
     last = run_dir / "checkpoints" / "last.pt"
     kept = (f"Its last checkpoint, {last}, is kept and the run continues from it, the same as if it had not "
             f"stopped" if last.is_file() else

@@ -201,6 +201,9 @@ def test_sigterm_then_sigusr2_stops_at_a_step_with_one_checkpoint_and_the_requeu
     assert "Traceback" not in stopped.stdout
     results = _results(run)
     assert results["status"] == "stopped" and results["requeue"] is True
+    # Outside a launcher the message gives the command that resumes it: its overrides and its folder.
+    assert results["error"].endswith(" ".join(["by hand, the same command resumes it: python train.py",
+                                               *args[:-1], f"hydra.run.dir={run}"]))
     (attempt,) = results["attempts"]
     # Both, each once (Python runs the handlers of signals pending together in the order of their numbers).
     assert sorted(attempt["signals"]) == ["SIGTERM", "SIGUSR2"] and attempt["status"] == "stopped"
