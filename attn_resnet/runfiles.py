@@ -323,3 +323,21 @@ class RunLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def run_folder_in_use(folder: str | os.PathLike) -> bool:
+    """Whether a training process holds ``folder``'s ``RunLock`` now, without taking it (a shared, non-blocking
+    ``flock`` that fails while the holder's exclusive one stands); False where there is no lock file."""
+    try:
+        handle = os.open(Path(folder) / RunLock.FILE_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(handle)
+    return False

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from attn_resnet import reporting
-from attn_resnet.reporting.report import _history_from_events, curves, lock_held, run_state
+from attn_resnet.reporting.report import _history_from_events, curves, run_state
+from attn_resnet.runfiles import run_folder_in_use
 
 from helpers import FAST, REPO, run_script, write_cifar10
 
@@ -206,11 +207,11 @@ def test_a_run_still_going_shows_its_epochs_so_far_and_a_killed_one_says_so(runs
         assert state.startswith("running, ") and "of 200 epochs logged" in state
         assert any("learning" in image.get("alt", "") or "per epoch" in image.get("alt", "")
                    for image in page.images)  # its curve so far
-        assert lock_held(folder)
+        assert run_folder_in_use(folder)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert not lock_held(folder)
+    assert not run_folder_in_use(folder)
     run = reporting.collect_runs(folder)[0]
     assert run_state(run).startswith("stopped without a final record")
 

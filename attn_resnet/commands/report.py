@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import reporting
+from .table import check_keys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no results.json under {', '.join(map(str, args.folders))}: give run or sweep folders "
               "(outputs/<name>/<time>, multirun/<time>).", file=sys.stderr)
         return 2
-    unknown = reporting.unknown_keys(runs, where)
-    if unknown:
-        print(f"error: no run has {', '.join(unknown)} in its config or on its command line; check the spelling.",
-              file=sys.stderr)
+    if not check_keys(runs, where, ", ".join(map(str, args.folders))):
         return 2
     runs = [run for run in runs if reporting.run_matches(run, where)]
     if not runs:

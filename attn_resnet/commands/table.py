@@ -118,17 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"error: no run under {args.sweep_dir} has {' '.join(args.where)}", file=sys.stderr)
             return 2
-        caption = args.caption
-        if paper is None:
-            paper, named = runs_paper(runs, papers)
-            if named:
-                caption = "\n".join(filter(None, [caption, f"Published rows: --paper {named}, the table the runs' "
-                                                             f"experiment names (paper_table)."]))
-                args.paper = named
-        if paper is not None and not args.all_rows and not reporting.paper_matches(paper, runs):
-            # A paper of another data set would only add rows of runs that were never meant to exist.
-            caption = "\n".join(filter(None, [caption, reporting.paper_left_out_note(args.paper, paper, runs)]))
-            paper = None
+        paper, args.paper, notes = reporting.choose_paper(runs, args.paper, args.all_rows)
+        caption = "\n".join(filter(None, [args.caption, *notes]))
         rows = reporting.build_rows(runs, paper)
         if args.by == "placement":
             text = reporting.placement_pivot(rows, caption)
@@ -148,17 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def runs_paper(runs: list[reporting.Run], papers: list[str]) -> tuple[dict | None, str | None]:
-    """The published table the runs' experiment names (``paper_table`` in their config), when they all name the
-    same one; ``(None, None)`` otherwise."""
-    named = {reporting.run_setting(run, "paper_table") for run in runs}
-    if len(named) != 1 or next(iter(named)) not in papers:
-        return None, None
-    name = next(iter(named))
-    return reporting.paper_table(name), name
-
-
-def check_keys(runs: list[reporting.Run], where: dict[str, str], folder: Path) -> bool:
+def check_keys(runs: list[reporting.Run], where: dict[str, str], folder: Path | str) -> bool:
     """False, with a message, when a condition names a key no run has (a typo would select nothing)."""
     unknown = reporting.unknown_keys(runs, where)
     if unknown:

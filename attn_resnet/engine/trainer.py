@@ -32,7 +32,7 @@ from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointer, NonFiniteLossError, all_finite, nonfinite_loss_error
 from .compilation import check_compile_mode, compile_pass, compiling_calls
 from .distributed import Distributed, PeerRankError
-from .loggers import Logger, LoggerList
+from .loggers import Logger, LoggerList, epoch_scalars
 from .metrics import MeterReading, TopKAccuracy, TrainingMeters
 from .objectives import Objective
 from .progress import ProgressReporter
@@ -217,18 +217,6 @@ def _metrics_text(name: str, metrics: dict) -> str:
     """E.g. "val loss 0.6931 acc1 50.00 acc5 n/a"."""
     acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2f}"
     return f"{name} loss {metrics['loss']:.4f} acc1 {metrics['acc1']:.2f} acc5 {acc5}"
-
-
-# The loggers' scalar of each history key, per epoch.
-EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc1": "train_acc1",
-                 **{f"{split}/{key}": f"{split}_{key}" for split in ("val", "test") for key in ("loss", "acc1", "acc5")},
-                 "opt/lr": "lr", "perf/images_per_sec": "images_per_sec", "perf/epoch_seconds": "epoch_seconds"}
-
-
-def epoch_scalars(record: dict) -> dict[str, float]:
-    """The loggers' scalars of one history row (``train/loss``...); an undefined metric (top-5 of fewer than 5
-    classes) or a split not evaluated that epoch gets none rather than a made-up one."""
-    return {tag: record[key] for tag, key in EPOCH_SCALARS.items() if record.get(key) is not None}
 
 
 def train_forward(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, objective: Objective,

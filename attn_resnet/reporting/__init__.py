@@ -25,7 +25,7 @@ One module per job, each importing only those above it:
 Everything a caller needs is importable from here: ``from attn_resnet.reporting import collect_runs``.
 """
 
-from .aggregate import (Row, budget_notes, build_rows, evaluation_notes, mixed_experiments, mixed_recipes,
+from .aggregate import (Row, budget_notes, build_rows, choose_paper, evaluation_notes, mixed_experiments, mixed_recipes,
                         paper_left_out_note, paper_matches, problems)
 from .complexity_table import (COMPLEXITY_HEADER, ComplexityRow, complexity_cells, complexity_notes, complexity_record,
                                complexity_rows)
@@ -42,7 +42,7 @@ from .sweeps import IDENTITY_KEYS, expected_jobs, identity_from_overrides, sweep
 __all__ = [
     "COLUMNS", "COMPLEXITY_HEADER", "FORMATS", "HEADER", "IDENTITY_KEYS", "NO_RECIPE", "PAIRED_LEGEND",
     "RECIPE_LEGEND", "SIGNIFICANT", "ComplexityRow", "PairedDifference", "Row", "Run",
-    "block_placement", "budget_notes", "column_indices", "build_rows", "collect_runs", "completed_seeds", "complexity_cells",
+    "block_placement", "budget_notes", "choose_paper", "column_indices", "build_rows", "collect_runs", "completed_seeds", "complexity_cells",
     "complexity_notes", "complexity_record", "complexity_rows", "count_seeds", "csv_record", "distinct_seeds", "evaluation_notes",
     "expected_jobs", "identity_from_overrides", "load_papers", "mixed_experiments", "mixed_recipes",
     "paired_difference", "paper_left_out_note", "paper_matches", "paper_table", "parse_where", "placement_pivot",

@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .papers import load_papers, paper_table
 from .runs import Run, _attention_identity, _attention_order, network_identity, run_recipe, run_setting
 from .stats import PairedDifference, paired_difference, sample_mean_std
 
@@ -203,3 +204,22 @@ def paper_left_out_note(name: str, paper: dict, runs: Iterable[Run]) -> str:
     datasets = ", ".join(sorted({str(run.dataset) for run in runs if run.dataset is not None}))
     return (f"--paper {name}: its {len(paper['rows'])} published rows are on {paper['dataset']}, the runs here on "
             f"{datasets}; they are left out (--all-rows lists them).")
+
+
+def choose_paper(runs: list[Run], name: str | None = None, all_rows: bool = False,
+                 ) -> tuple[dict | None, str | None, list[str]]:
+    """The published table beside ``runs``: ``name``, else the one the runs' experiment names (``paper_table`` in
+    their config, when they all name the same one); left out, with a note saying why, when the runs are on another
+    data set (``all_rows``: kept). Returns the table, its name and the notes for under the table."""
+    notes = []
+    if name is None:
+        named = {run_setting(run, "paper_table") for run in runs}
+        if len(named) == 1 and next(iter(named)) in load_papers():
+            name = next(iter(named))
+            notes.append(f"Published rows: --paper {name}, the table the runs' experiment names (paper_table).")
+    paper = paper_table(name) if name else None
+    if paper is not None and not all_rows and not paper_matches(paper, runs):
+        # A paper of another data set would only add rows of runs that were never meant to exist.
+        notes.append(paper_left_out_note(name, paper, runs))
+        paper, name = None, None
+    return paper, name, notes

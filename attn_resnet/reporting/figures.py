@@ -55,16 +55,16 @@ def cost_figure(points: list[CostPoint], device: str | None) -> str:
     axes_spec = [spec for spec in axes_spec if any(getattr(p, spec[0]) is not None for p in points)]
     figure, axes = plt.subplots(1, max(len(axes_spec), 1), figsize=(3.6 * max(len(axes_spec), 1), 3.2),
                                 squeeze=False)
-    colors = _colors([p.label.removesuffix(" (published)") for p in points])
+    colors = _colors(list(dict.fromkeys(p.label for p in points)))
     for axis, (key, spread, title) in zip(axes[0], axes_spec):
         for point in points:
             x = getattr(point, key)
             if x is None:
                 continue
-            color = colors[point.label.removesuffix(" (published)")]
+            color = colors[point.label]
             axis.errorbar(x, point.acc1, yerr=point.acc1_std, xerr=getattr(point, spread) if spread else None,
                           fmt="o", color=color, mfc="white" if point.published else color, capsize=3,
-                          label=point.label)
+                          label=point.legend)
         axis.set_xlabel(title)
         axis.xaxis.set_major_locator(MaxNLocator(nbins=4))
         axis.set_ylabel("top-1 accuracy (%)")

@@ -57,10 +57,12 @@ def _figure(kind: str, payload: bytes | str, alt: str, caption: str | None = Non
     return text + "</figure>"
 
 
-def _table(header: list[str], rows: list[list[str]], css: str = "results") -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+def _table(header: list[str] | None, rows: list[list[str]], css: str = "results") -> str:
+    """A table of text cells (escaped); without ``header``, no head row."""
+    head = "" if header is None else \
+        "<thead><tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in header) + "</tr></thead>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="{css}">{head}<tbody>{body}</tbody></table>'
 
 
 def markdown_to_html(text: str) -> str:
@@ -107,10 +109,10 @@ def shown_path(path: str | Path, folders: list[str | Path]) -> str:
     return str(path)
 
 
-def _runs_table(runs: list[Run], folders: list[str | Path]) -> str:
+def _runs_table(runs: list[Run], folders: list[str | Path], histories: dict[str, list[dict]]) -> str:
     rows = []
     for run in sorted(runs, key=lambda r: (str(r.att_type), r.seed if r.seed is not None else -1, r.path)):
-        state = run_state(run)
+        state = run_state(run, histories[run.path])
         final = run.record.get("final") or {}
         top1 = f"{final['acc1']:.2f}" if run.status == "completed" and final.get("acc1") is not None else "–"
         css = "failed" if run.status == "failed" else "running" if run.status == "running" else ""
@@ -143,7 +145,7 @@ def _section_html(section: Section, folders: list[str | Path], with_maps: bool) 
                            "One point per row of the table: the mean over its seeds, error bars one standard deviation "
                            "(images/s: the runs' training throughput"
                            + (f" on {', '.join(devices)}" if devices else "") + "); hollow: the published numbers."))
-    accuracy, loss = curves(section.rows, "val_acc1"), curves(section.rows, "train_loss")
+    accuracy, loss = (curves(section.rows, key, section.histories) for key in ("val_acc1", "train_loss"))
     if accuracy or loss:
         out.append("<h3>Learning curves</h3>")
         out.append(_figure("image/svg+xml", figures.curves_figure(accuracy, loss),
@@ -186,7 +188,7 @@ def _section_html(section: Section, folders: list[str | Path], with_maps: bool) 
             out.append("<h3>Attention maps</h3><p class=\"notes\">The last maps each row's first seed logged "
                        "(trainer.attention_maps_every), on the same validation images.</p>" + "".join(maps))
     out.append("<h3>Runs</h3>")
-    out.append(_runs_table(section.runs, folders))
+    out.append(_runs_table(section.runs, folders, section.histories))
     out.append("</section>")
     return "\n".join(out)
 
@@ -210,8 +212,7 @@ def report_html(runs: list[Run], folders: list[str | Path], paper_name: str | No
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class=\"sub\">{len(runs)} run{'s' if len(runs) != 1 else ''} under {html.escape(where)}; written "
             f"{time.strftime('%Y-%m-%d %H:%M')}.</p>",
-            _table(["", ""], [list(fact) for fact in facts], css="facts").replace("<thead><tr><th></th><th></th>"
-                                                                                  "</tr></thead>", "")]
+            _table(None, [list(fact) for fact in facts], css="facts")]
     if len(parts) > 1:
         body.append("<p>Data sets: " + ", ".join(f"<a href=\"#data-{html.escape(p.dataset)}\">"
                                                  f"{html.escape(p.dataset)}</a>" for p in parts) + "</p>")

@@ -10,6 +10,15 @@ from .runs import NO_RECIPE, Run, _attention_order, block_placement, run_recipe
 
 
 # ------------------------------------------------------- blocks x placements
+def row_placement(row: Row) -> tuple[str, str]:
+    """The row's block and where it sits: the placement its runs chose, else the block's own; "none" for the
+    plain network."""
+    name, _, placement = str(row.att_type).partition("@")
+    if name == "none":
+        return name, "none"
+    return name, placement or block_placement(name) or DEFAULT_PLACEMENT
+
+
 def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     """Markdown: one table per (data set, depth), a row per block, a column per placement, top-1 error.
 
@@ -20,10 +29,8 @@ def placement_pivot(rows: list[Row], caption: str | None = None) -> str:
     placements = list(PLACEMENTS)
     tables: dict[tuple, dict[str, dict[str, Row]]] = {}
     for row in rows:
-        name, _, placement = str(row.att_type).partition("@")
-        if name != "none" and not placement:
-            placement = block_placement(name) or DEFAULT_PLACEMENT
-        tables.setdefault((row.dataset, row.depth, row.network_name), {}).setdefault(name, {})[placement or "none"] = row
+        name, placement = row_placement(row)
+        tables.setdefault((row.dataset, row.depth, row.network_name), {}).setdefault(name, {})[placement] = row
     text = []
     for (dataset, _, network), blocks in sorted(tables.items(), key=lambda item: (str(item[0][0]), item[0][1] or 0,
                                                                                    item[0][2])):

@@ -196,8 +196,6 @@ def render(rows: list[Row], fmt: str = "md", paper: dict | None = None, caption:
     cell_rows = [[row_cells[i] for i in keep] for row_cells in cell_rows]
     notes = table_notes(rows, paper, caption) if architecture else \
         [line for line in (caption, paper and f"Published: {paper['source']}", paper and paper.get("note")) if line]
-    if not architecture:
-        notes += evaluation_notes(rows)
     if fmt == "text":
         text = text_table(header, cell_rows, width)
         if notes:

@@ -10,22 +10,22 @@ before it wrote its history, the TensorBoard events or ``metrics.csv`` it has wr
 from __future__ import annotations
 
 import csv
-import fcntl
-import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.recipe import recipe_features
-from .aggregate import Row, build_rows, paper_left_out_note, paper_matches, problems
-from .papers import load_papers, paper_table
+from ..engine.loggers.base import EPOCH_SCALARS
+from ..engine.loggers.csv_logger import read_metrics_csv
+from ..runfiles import run_folder_in_use
+from .aggregate import Row, build_rows, choose_paper, problems
 from .render import column_indices, table_cells, table_notes, HEADER, COLUMNS
-from ..attention_registry import PLACEMENTS
-from .runs import Run, block_placement, run_recipe, run_setting
+from .pivots import row_placement
+from .runs import Run, run_recipe
 
-# The history keys a report draws, and the TensorBoard tags the trainer writes them under.
-CURVE_TAGS = {"val_acc1": "val/acc1", "train_loss": "train/loss"}
+# The history keys a report draws, and the scalars the loggers receive them as (``train/loss``, ``val/acc1``).
+CURVE_TAGS = {key: tag for tag, key in EPOCH_SCALARS.items() if key in ("val_acc1", "train_loss")}
 
 
 @dataclass
@@ -51,7 +51,11 @@ class CostPoint:
     gflops: float | None
     images_per_sec: float | None
     images_per_sec_std: float | None
-    published: bool = False
+    published: bool = False  # the paper's numbers for the row
+
+    @property
+    def legend(self) -> str:
+        return f"{self.label} (published)" if self.published else self.label
 
 
 @dataclass
@@ -61,13 +65,13 @@ class Section:
     dataset: str
     runs: list[Run]
     rows: list[Row]
-    paper: dict | None = None
-    paper_name: str | None = None
     notes: list[str] = field(default_factory=list)
     not_completed: list[str] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
     cells: list[list[str]] = field(default_factory=list)
     pivot: str | None = None  # "placement" or "recipe" when the runs vary it
+    # Each run's epochs (``run_history``), by folder: read once, for the curves and the runs' states.
+    histories: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def sections(runs: list[Run], paper_name: str | None = None, all_rows: bool = False,
@@ -83,15 +87,7 @@ def sections(runs: list[Run], paper_name: str | None = None, all_rows: bool = Fa
 def section(dataset: str, runs: list[Run], paper_name: str | None = None, all_rows: bool = False,
             columns: list[str] | None = None) -> Section:
     """The table of ``runs`` (one data set) as ``paper_table.py`` builds it, with its columns chosen once."""
-    notes = []
-    if paper_name is None:
-        named = {run_setting(run, "paper_table") for run in runs}
-        if len(named) == 1 and next(iter(named)) in load_papers():
-            paper_name = next(iter(named))
-    paper = paper_table(paper_name) if paper_name else None
-    if paper is not None and not all_rows and not paper_matches(paper, runs):
-        notes.append(paper_left_out_note(paper_name, paper, runs))
-        paper, paper_name = None, None
+    paper, _, notes = choose_paper(runs, paper_name, all_rows)
     rows = build_rows(runs, paper)
     all_cells = [table_cells(row) for row in rows]
     keep = column_indices(HEADER, all_cells, columns, COLUMNS)
@@ -100,8 +96,9 @@ def section(dataset: str, runs: list[Run], paper_name: str | None = None, all_ro
     recipes = {run_recipe(run) for run in runs}
     placements = {str(row.att_type).partition("@")[2] for row in rows if "@" in str(row.att_type)}
     pivot = "placement" if placements else "recipe" if len(recipes) > 1 else None
-    return Section(dataset, runs, rows, paper, paper_name, [*table_notes(rows, paper), *notes], problems(rows),
-                   [HEADER[i] for i in keep], [[cells[i] for i in keep] for cells in all_cells], pivot)
+    histories = {run.path: run_history(run) for run in runs}
+    return Section(dataset, runs, rows, [*notes, *table_notes(rows, paper)], problems(rows), [HEADER[i] for i in keep], [[cells[i] for i in keep] for cells in all_cells], pivot,
+                   histories)
 
 
 # ------------------------------------------------------------------ the header
@@ -138,39 +135,22 @@ def header_facts(runs: list[Run]) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------ runs still going
-def lock_held(run_dir: str | Path) -> bool:
-    """Whether a training process holds the run folder's lock now (it ends with its process, even by SIGKILL)."""
-    path = Path(run_dir) / ".lock"
-    try:
-        handle = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(handle)
-    return False
-
-
-def run_state(run: Run) -> str:
+def run_state(run: Run, history: list[dict] | None = None) -> str:
     """What became of the run, in words: completed, failed, running now, stopped by a signal, or stopped without
-    a record; with the number of attempts when it took several (restarts, requeues, resubmissions)."""
+    a record; with the number of attempts when it took several (restarts, requeues, resubmissions). ``history``:
+    its ``run_history``, when read already."""
     attempts = run.record.get("attempts") or []
-    return _state(run) + (f" ({len(attempts)} attempts)" if len(attempts) > 1 else "")
+    return _state(run, history) + (f" ({len(attempts)} attempts)" if len(attempts) > 1 else "")
 
 
-def _state(run: Run) -> str:
+def _state(run: Run, history: list[dict] | None) -> str:
     if run.status == "stopped":
         return "stopped on a signal, to resume" + (" (requeued)" if run.record.get("requeue") else "")
     if run.status == "running":
-        epochs = len(run_history(run))
+        epochs = len(run_history(run) if history is None else history)
         total = ((run.config or {}).get("trainer") or {}).get("epochs")
         done = f", {epochs} of {total} epochs logged" if total else f", {epochs} epochs logged"
-        if lock_held(run.path):
+        if run_folder_in_use(run.path):
             return "running" + done
         return "stopped without a final record (killed, or its machine went down)" + done
     return run.status
@@ -192,21 +172,12 @@ def run_history(run: Run) -> list[dict]:
 
 
 def _history_from_csv(path: Path) -> list[dict]:
-    by_epoch: dict[int, dict] = {}
     try:
-        with path.open(newline="") as handle:
-            for line in csv.DictReader(handle):
-                epoch = line.get("epoch") or line.get("step")  # the CSV logger's step is the epoch
-                if not epoch:
-                    continue
-                record = by_epoch.setdefault(int(float(epoch)), {"epoch": int(float(epoch))})
-                for key, tag in CURVE_TAGS.items():
-                    for column in (key, tag):
-                        if line.get(column) not in (None, ""):
-                            record[key] = float(line[column])
-    except (OSError, ValueError, csv.Error):
+        rows = read_metrics_csv(path)
+    except (OSError, ValueError, KeyError, csv.Error):  # a file being replaced, or not the logger's
         return []
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    return [{"epoch": step, **{key: row[tag] for key, tag in CURVE_TAGS.items() if tag in row}}
+            for step, row in sorted(rows.items())]
 
 
 def _history_from_events(folder: Path) -> list[dict]:
@@ -227,16 +198,17 @@ def _history_from_events(folder: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------- the figures' data
-def curves(rows: list[Row], key: str) -> list[Curve]:
+def curves(rows: list[Row], key: str, histories: dict[str, list[dict]] | None = None) -> list[Curve]:
     """Per row, ``key`` (``val_acc1``, ``train_loss``) per epoch: the mean over its runs and the min-max band.
-    Runs still going count with the epochs they have; failed runs are left out."""
+    Runs still going count with the epochs they have; failed runs are left out. ``histories``: the runs'
+    ``run_history`` by folder, when read already."""
     result = []
     for row in rows:
         per_epoch: dict[int, list[float]] = {}
         for run in row.runs:
             if run.status not in ("completed", "running"):
                 continue
-            for record in run_history(run):
+            for record in (histories[run.path] if histories is not None else run_history(run)):
                 if record.get(key) is not None:
                     per_epoch.setdefault(int(record["epoch"]), []).append(float(record[key]))
         if per_epoch:
@@ -260,7 +232,7 @@ def cost_points(rows: list[Row]) -> list[CostPoint]:
                                     statistics.stdev(speeds) if len(speeds) > 1 else None))
         published = row.paper or {}
         if published.get("err1") is not None and (published.get("params_m") or published.get("gflops")):
-            points.append(CostPoint(f"{row.label} (published)", 100.0 - float(published["err1"]), None,
+            points.append(CostPoint(row.label, 100.0 - float(published["err1"]), None,
                                     _number(published.get("params_m")), _number(published.get("gflops")), None, None,
                                     published=True))
     return points
@@ -285,14 +257,9 @@ def placement_points(rows: list[Row]) -> dict[str, dict[str, tuple[float, float 
     points: dict[str, dict[str, tuple[float, float | None]]] = {}
     for row in rows:
         err, std = row.err("err1")
-        if err is None:
-            continue
-        name, _, placement = str(row.att_type).partition("@")
-        if name == "none":
-            placement = "none"
-        elif not placement:
-            placement = block_placement(name) or PLACEMENTS[0]
-        points.setdefault(name, {})[placement] = (err, std)
+        if err is not None:
+            name, placement = row_placement(row)
+            points.setdefault(name, {})[placement] = (err, std)
     return points
 
 

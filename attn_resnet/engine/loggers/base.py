@@ -32,10 +32,22 @@ from typing import Any, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Logger", "LoggerList", "RunInfo", "flatten_hparams", "STATE_FILE"]
+__all__ = ["EPOCH_SCALARS", "Logger", "LoggerList", "RunInfo", "epoch_scalars", "flatten_hparams", "STATE_FILE"]
 
 # The loggers' states (an MLflow run id, a W&B run id), kept in the run folder as soon as they start.
 STATE_FILE = "loggers.json"
+
+
+# The loggers' scalar of each history key, per epoch.
+EPOCH_SCALARS = {"train/loss": "train_loss", "train/acc1": "train_acc1",
+                 **{f"{split}/{key}": f"{split}_{key}" for split in ("val", "test") for key in ("loss", "acc1", "acc5")},
+                 "opt/lr": "lr", "perf/images_per_sec": "images_per_sec", "perf/epoch_seconds": "epoch_seconds"}
+
+
+def epoch_scalars(record: dict) -> dict[str, float]:
+    """The loggers' scalars of one history row (``train/loss``...); an undefined metric (top-5 of fewer than 5
+    classes) or a split not evaluated that epoch gets none rather than a made-up one."""
+    return {tag: record[key] for tag, key in EPOCH_SCALARS.items() if record.get(key) is not None}
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

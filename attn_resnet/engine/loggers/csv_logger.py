@@ -10,6 +10,16 @@ from typing import Any, Mapping
 from .base import Logger, RunInfo
 
 
+def read_metrics_csv(path: str | Path) -> dict[int, dict[str, float]]:
+    """``metrics.csv`` as the logger writes it: {step (the epoch): {scalar: value}}, empty cells left out."""
+    rows = {}
+    with Path(path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = int(row.pop("step"))
+            rows[step] = {key: float(value) for key, value in row.items() if value != ""}
+    return rows
+
+
 class CSVLogger(Logger):
     """``metrics.csv`` in ``save_dir`` (null: the run folder): a ``step`` column (the epoch) and one column per
     scalar, the final metrics in the last epoch's row; ``hparams.csv``: ``name,value`` per hyperparameter.
@@ -32,11 +42,7 @@ class CSVLogger(Logger):
         self.path = folder / self.filename
         self.rows = {}
         if run.resume_step and self.path.is_file():
-            with self.path.open(newline="") as handle:
-                for row in csv.DictReader(handle):
-                    step = int(row.pop("step"))
-                    if step <= run.resume_step:
-                        self.rows[step] = {key: float(value) for key, value in row.items() if value != ""}
+            self.rows = {step: row for step, row in read_metrics_csv(self.path).items() if step <= run.resume_step}
         for step, scalars in run.history:  # the epochs the checkpoint holds that the file lacks
             self.rows.setdefault(int(step), dict(scalars))
         self._write()
