@@ -55,7 +55,7 @@ from .models.weights_file import is_safetensors
 from .models.transfer import freeze_, load_pretrained
 from .records import environment, record_results
 from .runfiles import RunLock, ensure_run_folder, remove_stale_temp_files, write_json_atomic
-from .attempts import new_attempt, previous_attempts
+from .attempts import end_attempt, new_attempt, previous_attempts
 from .signals import (DEFAULT_STOP_SIGNALS, REQUEUE_EXIT_CODE, RunInterrupted, RunStopped, StopRequest,
                       sigint_as_stop_request, sigterm_as_error, signal_numbers, stop_on_signals)
 
@@ -147,24 +147,24 @@ def _train_in_folder(cfg: DictConfig, run_dir: Path, job: dict | None, group_cho
             error.args = (f"{error} A launcher that requeues starts it again on its exit status "
                           f"({REQUEUE_EXIT_CODE}); by hand, the same command resumes it: "
                           f"{_resume_command(run_dir, job)}",)
-            attempt.update(status="stopped", ended=time.strftime("%Y-%m-%dT%H:%M:%S"), signals=error.signals,
-                           stop_seconds=round(error.seconds, 3), steps=list(error.steps))
+            end_attempt(attempt, "stopped", signals=error.signals, stop_seconds=round(error.seconds, 3),
+                        steps=list(error.steps))
             record_results(run_dir, {**base, "status": "stopped", "error": str(error), "requeue": True,
                                       "wall_seconds": time.time() - started})
             raise
         except (RunInterrupted, KeyboardInterrupt) as error:
             where = str(error) if isinstance(error, RunInterrupted) else "at once (a second Ctrl-C)"
             message = _interrupted_message(where, run_dir, job)
-            attempt.update(status="interrupted", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            end_attempt(attempt, "interrupted")
             record_results(run_dir, {**base, "status": "interrupted", "error": message,
                                       "wall_seconds": time.time() - started})
             raise RunInterrupted(message) from None
         except Exception as error:
-            attempt.update(status="failed", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            end_attempt(attempt, "failed")
             record_results(run_dir, {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                       "traceback": traceback.format_exc(), "wall_seconds": time.time() - started})
             raise
-        attempt.update(status="completed", ended=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        end_attempt(attempt, "completed")
         results = {**base, **results, "status": "completed", "wall_seconds": time.time() - started}
         record_results(run_dir, results)
         log.info("%s", _finished_message(run_dir))

@@ -11,7 +11,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+
 
 def previous_attempts(run_dir: Path) -> list[dict]:
     """The attempts recorded in ``run_dir``'s results.json (and results.last_attempt.json, newer when present)."""
@@ -66,3 +67,8 @@ def new_attempt(previous: list[dict], environ: Mapping[str, str] | None = None) 
         if environ.get(variable):
             attempt[key] = environ[variable]
     return attempt
+
+
+def end_attempt(attempt: dict, status: str, **details: Any) -> None:
+    """Record in ``attempt`` how it ended (``status``, the time, and ``details`` such as the stop's signals)."""
+    attempt.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S"), **details)
